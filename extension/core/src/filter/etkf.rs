@@ -1,0 +1,16 @@
+//! ETKF, the symmetric square-root form of Hunt, Kostelich and Szunyogh (2007):
+//! `xa = xbar + A w`, `Aa = A T` with `T = [(N-1) M^{-1}]^{1/2}` symmetric, which keeps the
+//! analysis mean exactly the Kalman mean and the anomalies centred.
+
+use super::transform::etkf_apply;
+use super::{whiten, Observations, Split};
+
+pub(crate) fn analyze(prior: &Split, obs: &Observations) -> Split {
+    let a = (prior.anomalies.ncols() - 1) as f64;
+    let (s, d) = whiten(prior, obs);
+    let (shift, anomalies) = etkf_apply(&prior.anomalies, &s, &d, a);
+    Split {
+        mean: &prior.mean + shift,
+        anomalies,
+    }
+}

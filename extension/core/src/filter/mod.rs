@@ -1,0 +1,326 @@
+//! Ensemble Kalman filter analysis steps over an ensemble matrix (state_dim x members).
+//!
+//! Every method works on the same footing: the prior is split into its mean and anomalies, the
+//! anomalies are inflated (multiplicative prior inflation), the method computes the analysis mean
+//! and anomalies, relaxation to prior spread (RTPS) is applied, and the result is checked finite.
+
+mod eakf;
+mod enkf;
+mod etkf;
+mod letkf;
+pub mod rotation;
+pub mod transform;
+
+use std::fmt;
+use std::str::FromStr;
+
+use nalgebra::{DMatrix, DVector};
+
+use crate::error::{EnkfError, Result};
+use crate::localization::{Domain, Taper};
+
+/// The analysis method, named as in the SQL API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Stochastic EnKF with perturbed observations (Burgers et al. 1998).
+    Enkf,
+    /// Ensemble transform Kalman filter, symmetric square root (Hunt et al. 2007).
+    Etkf,
+    /// Serial ensemble adjustment Kalman filter (Anderson 2001, 2003).
+    Eakf,
+    /// Local ETKF (Hunt et al. 2007).
+    Letkf,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 4] = ["enkf", "etkf", "eakf", "letkf"];
+}
+
+impl FromStr for Method {
+    type Err = EnkfError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "enkf" => Ok(Method::Enkf),
+            "etkf" => Ok(Method::Etkf),
+            "eakf" => Ok(Method::Eakf),
+            "letkf" => Ok(Method::Letkf),
+            _ => Err(EnkfError::invalid(
+                "method",
+                format!("method \"{s}\" is unknown"),
+                "method must be one of 'enkf', 'etkf', 'eakf', 'letkf'",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Enkf => "enkf",
+            Method::Etkf => "etkf",
+            Method::Eakf => "eakf",
+            Method::Letkf => "letkf",
+        })
+    }
+}
+
+/// Tuning of one analysis step. Defaults match the SQL function's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub method: Method,
+    /// Multiplicative inflation of the prior anomalies, >= 1.
+    pub inflation: f64,
+    /// Relaxation to prior spread (Whitaker and Hamill 2012), in [0, 1].
+    pub rtps: f64,
+    /// Gaspari-Cohn half-width `c`; `None` = no localization.
+    pub loc_radius: Option<f64>,
+    /// State elements sit on a ring: distances wrap at state_dim.
+    pub periodic: bool,
+    /// Seed of the observation perturbations ('enkf').
+    pub seed: u64,
+    /// Random mean-preserving rotation of the analysis anomalies, drawn from `seed`
+    /// (not part of `enkf.analyze`; used by the twin and by experiments).
+    pub rotate: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            method: Method::Etkf,
+            inflation: 1.0,
+            rtps: 0.0,
+            loc_radius: None,
+            periodic: false,
+            seed: 0,
+            rotate: false,
+        }
+    }
+}
+
+/// Observations of single state elements: `values[k]` sees element `index[k]` (0-based) with
+/// error variance `variance[k]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Observations<'a> {
+    pub values: &'a [f64],
+    pub variance: &'a [f64],
+    pub index: &'a [usize],
+}
+
+impl Observations<'_> {
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The members an ensemble must have for the method to estimate a covariance.
+pub const MIN_MEMBERS: usize = 2;
+
+/// Checks everything `analyze` relies on; each error names the SQL argument at fault.
+pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> Result<()> {
+    let (n, members) = ensemble.shape();
+    if n == 0 {
+        return Err(EnkfError::shape(
+            "ensemble",
+            "ensemble has no state elements",
+            "pass a 2-D array [state_dim][members] with state_dim >= 1",
+        ));
+    }
+    if members < MIN_MEMBERS {
+        return Err(EnkfError::invalid(
+            "ensemble",
+            format!("ensemble has {members} member(s); method '{}' needs at least {MIN_MEMBERS}", opts.method),
+            "an ensemble filter estimates covariances from the spread of the members: pass 2 or more columns",
+        ));
+    }
+    if let Some((pos, v)) = ensemble.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(EnkfError::invalid(
+            "ensemble",
+            format!("ensemble element [{}][{}] is {v}", pos % n + 1, pos / n + 1),
+            "all ensemble values must be finite numbers",
+        ));
+    }
+    let m = obs.values.len();
+    if obs.variance.len() != m {
+        return Err(EnkfError::shape(
+            "obs_variance",
+            format!("obs_variance has {} element(s) but observations has {m}", obs.variance.len()),
+            "pass one error variance per observation",
+        ));
+    }
+    if obs.index.len() != m {
+        return Err(EnkfError::shape(
+            "obs_index",
+            format!("obs_index has {} element(s) but observations has {m}", obs.index.len()),
+            "pass one state index per observation",
+        ));
+    }
+    if let Some((k, v)) = obs.values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(EnkfError::invalid(
+            "observations",
+            format!("observations element {} is {v}", k + 1),
+            "drop missing observations (and their variance and index) instead of passing NaN or infinity",
+        ));
+    }
+    if let Some((k, v)) = obs.variance.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+        return Err(EnkfError::invalid(
+            "obs_variance",
+            format!("obs_variance element {} is {v}; variances must be finite and positive", k + 1),
+            "an observation without error cannot be assimilated by an ensemble filter: use a small positive variance",
+        ));
+    }
+    if let Some((k, i)) = obs.index.iter().enumerate().find(|(_, i)| **i >= n) {
+        return Err(EnkfError::IndexOutOfRange {
+            arg: "obs_index",
+            detail: format!("obs_index element {} is {}, outside 1..{n}", k + 1, i + 1),
+            hint: "obs_index is 1-based and must not exceed the number of state elements (rows of ensemble)".into(),
+        });
+    }
+    if !(opts.inflation.is_finite() && opts.inflation >= 1.0) {
+        return Err(EnkfError::invalid(
+            "inflation",
+            format!("inflation must be a finite number >= 1, got {}", opts.inflation),
+            "1.0 means no inflation; values such as 1.01 to 1.1 are usual",
+        ));
+    }
+    if !(opts.rtps.is_finite() && (0.0..=1.0).contains(&opts.rtps)) {
+        return Err(EnkfError::invalid(
+            "rtps",
+            format!("rtps must lie in [0, 1], got {}", opts.rtps),
+            "0 disables relaxation to prior spread; 0.5 to 0.9 are usual",
+        ));
+    }
+    if let Some(c) = opts.loc_radius {
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(EnkfError::invalid(
+                "loc_radius",
+                format!("loc_radius must be a finite number >= 0, got {c}"),
+                "loc_radius is the Gaspari-Cohn half-width in state elements: weights reach 0 at distance 2*loc_radius; pass NULL for no localization",
+            ));
+        }
+        if opts.method == Method::Etkf {
+            return Err(EnkfError::invalid(
+                "loc_radius",
+                "loc_radius cannot be used with method 'etkf', a global filter",
+                "use method 'letkf' (local ETKF) or 'eakf' with loc_radius, or pass loc_radius => NULL",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The prior split into mean and (inflated) anomalies.
+pub(crate) struct Split {
+    pub mean: DVector<f64>,
+    pub anomalies: DMatrix<f64>,
+}
+
+impl Split {
+    pub(crate) fn of(ensemble: &DMatrix<f64>, inflation: f64) -> Split {
+        let mean = ensemble.column_mean();
+        let mut anomalies = ensemble.clone();
+        for mut col in anomalies.column_iter_mut() {
+            col -= &mean;
+            if inflation != 1.0 {
+                col *= inflation;
+            }
+        }
+        Split { mean, anomalies }
+    }
+}
+
+/// Whitened observation anomalies `S = R^{-1/2} H A` and innovations `d = R^{-1/2}(y - H xbar)`.
+pub(crate) fn whiten(prior: &Split, obs: &Observations) -> (DMatrix<f64>, DVector<f64>) {
+    let m = obs.len();
+    let members = prior.anomalies.ncols();
+    let mut s = DMatrix::zeros(m, members);
+    let mut d = DVector::zeros(m);
+    for k in 0..m {
+        let scale = 1.0 / obs.variance[k].sqrt();
+        let i = obs.index[k];
+        for j in 0..members {
+            s[(k, j)] = prior.anomalies[(i, j)] * scale;
+        }
+        d[k] = (obs.values[k] - prior.mean[i]) * scale;
+    }
+    (s, d)
+}
+
+fn spreads(anomalies: &DMatrix<f64>) -> DVector<f64> {
+    let a = (anomalies.ncols() - 1) as f64;
+    DVector::from_iterator(
+        anomalies.nrows(),
+        anomalies.row_iter().map(|r| (r.norm_squared() / a).sqrt()),
+    )
+}
+
+/// Relaxation to prior spread: scales each element's analysis anomalies so that its spread moves
+/// a fraction `rtps` of the way back to the prior's. Elements with no analysis spread stay as
+/// they are (there is nothing to scale).
+fn relax_to_prior_spread(prior_spread: &DVector<f64>, analysis: &mut DMatrix<f64>, rtps: f64) {
+    let post = spreads(analysis);
+    for (i, mut row) in analysis.row_iter_mut().enumerate() {
+        let (sb, sa) = (prior_spread[i], post[i]);
+        if sa > 0.0 {
+            row *= 1.0 + rtps * (sb - sa) / sa;
+        }
+    }
+}
+
+/// One analysis step, in place. `interrupt` is called regularly in long loops; it may unwind
+/// (the extension passes PostgreSQL's interrupt check).
+pub fn analyze(ensemble: &mut DMatrix<f64>, obs: &Observations, opts: &Options, interrupt: &dyn Fn()) -> Result<()> {
+    validate(ensemble, obs, opts)?;
+    let prior = Split::of(ensemble, opts.inflation);
+    let taper = Taper {
+        domain: Domain {
+            len: ensemble.nrows(),
+            periodic: opts.periodic,
+        },
+        radius: opts.loc_radius,
+    };
+    let mut post = if obs.is_empty() {
+        Split {
+            mean: prior.mean.clone(),
+            anomalies: prior.anomalies.clone(),
+        }
+    } else {
+        match opts.method {
+            Method::Etkf => etkf::analyze(&prior, obs),
+            Method::Letkf if opts.loc_radius.is_none() => etkf::analyze(&prior, obs),
+            Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
+            Method::Eakf => eakf::analyze(&prior, obs, &taper, interrupt),
+            Method::Enkf => enkf::analyze(&prior, obs, &taper, opts.seed, interrupt)?,
+        }
+    };
+    if opts.rotate {
+        post.anomalies = &post.anomalies * rotation::mean_preserving_rotation(post.anomalies.ncols(), opts.seed);
+    }
+    if opts.rtps > 0.0 {
+        relax_to_prior_spread(&spreads(&prior.anomalies), &mut post.anomalies, opts.rtps);
+    }
+    for (j, mut col) in ensemble.column_iter_mut().enumerate() {
+        col.copy_from(&(&post.mean + post.anomalies.column(j)));
+    }
+    if let Some(pos) = ensemble.iter().position(|v| !v.is_finite()) {
+        let n = ensemble.nrows();
+        return Err(EnkfError::NotFinite {
+            detail: format!(
+                "the analysis overflowed at element [{}][{}]",
+                pos % n + 1,
+                pos / n + 1
+            ),
+            hint: "rescale the state (values near 1e150 or beyond overflow when squared)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The analysis as a new matrix.
+pub fn analyzed(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> Result<DMatrix<f64>> {
+    let mut out = ensemble.clone();
+    analyze(&mut out, obs, opts, &|| {})?;
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! The linear algebra shared by the ensemble filters, in whitened form.
+//!
+//! With prior observation anomalies `Yb` (m x N), `R = diag(r)`, `S = R^{-1/2} Yb`,
+//! innovations `d = R^{-1/2} (y - ybar)` and `a = N - 1`, every update here goes through
+//! `M = a I + S^T S` (N x N), symmetric positive definite with eigenvalues >= a. When there are
+//! fewer observations than members, the same quantities come from the smaller
+//! `G = S S^T` (m x m) by the push-through identity `(aI + S^T S)^{-1} S^T = S^T (aI + S S^T)^{-1}`.
+//! Either way only a symmetric eigendecomposition is used: no explicit inverse.
+
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+
+/// `g(l) = (sqrt(a / (a + l)) - 1) / l`, written so that it is exact near `l = 0`.
+fn sqrt_shrink_over_lambda(a: f64, l: f64) -> f64 {
+    let s = (a + l).sqrt();
+    -1.0 / (s * (a.sqrt() + s))
+}
+
+/// Eigenvalues of a positive semi-definite matrix can come out slightly negative by rounding.
+fn psd_eigen(m: DMatrix<f64>) -> (DMatrix<f64>, DVector<f64>) {
+    let eig = SymmetricEigen::new(m);
+    let vals = eig.eigenvalues.map(|v| v.max(0.0));
+    (eig.eigenvectors, vals)
+}
+
+/// The ETKF transform of Hunt et al. (2007): the symmetric square root
+/// `T = [a M^{-1}]^{1/2}` and the mean weights `w = M^{-1} S^T d` (N x N and N).
+pub struct EnsembleTransform {
+    pub t: DMatrix<f64>,
+    pub w: DVector<f64>,
+}
+
+pub fn etkf_transform(s: &DMatrix<f64>, d: &DVector<f64>, a: f64) -> EnsembleTransform {
+    let (m, n_members) = s.shape();
+    if m >= n_members {
+        let (q, lam) = ensemble_space_eigen(s, a);
+        let sqrt_fac = lam.map(|l| (a / l).sqrt());
+        let t = &q * DMatrix::from_diagonal(&sqrt_fac) * q.transpose();
+        let qt_std = q.tr_mul(&s.tr_mul(d));
+        let w = &q * qt_std.component_div(&lam);
+        EnsembleTransform { t, w }
+    } else {
+        let g = s * s.transpose();
+        let (u, lam) = psd_eigen(g);
+        // T = I + S^T U diag(g(l)) U^T S
+        let us = u.tr_mul(s); // m x N
+        let scaled = DMatrix::from_diagonal(&lam.map(|l| sqrt_shrink_over_lambda(a, l))) * &us;
+        let mut t = us.tr_mul(&scaled);
+        for i in 0..n_members {
+            t[(i, i)] += 1.0;
+        }
+        // w = S^T U diag(1/(a+l)) U^T d
+        let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
+        let w = us.tr_mul(&utd);
+        EnsembleTransform { t, w }
+    }
+}
+
+/// Eigenvectors and eigenvalues (>= a) of `M = a I + S^T S`.
+fn ensemble_space_eigen(s: &DMatrix<f64>, a: f64) -> (DMatrix<f64>, DVector<f64>) {
+    let mut mm = s.tr_mul(s);
+    for i in 0..mm.nrows() {
+        mm[(i, i)] += a;
+    }
+    let (q, lam) = psd_eigen(mm);
+    (q, lam.map(|l| l.max(a)))
+}
+
+/// The ETKF update applied to anomalies `x` (k x N, the prior anomalies of k state elements):
+/// returns `(x w, x T)`, the mean increments and the analysis anomalies. With fewer observations
+/// than members the N x N transform is never formed: the cost is O(k m N) instead of O(k N^2).
+pub fn etkf_apply(x: &DMatrix<f64>, s: &DMatrix<f64>, d: &DVector<f64>, a: f64) -> (DVector<f64>, DMatrix<f64>) {
+    let (m, n_members) = s.shape();
+    if m >= n_members {
+        let tr = etkf_transform(s, d, a);
+        (x * &tr.w, x * &tr.t)
+    } else {
+        let (u, lam) = psd_eigen(s * s.transpose());
+        let xs_u = (x * s.transpose()) * &u; // k x m
+        let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
+        let shift = &xs_u * utd;
+        let gl = lam.map(|l| sqrt_shrink_over_lambda(a, l));
+        let mut scaled = xs_u;
+        for (mut col, g) in scaled.column_iter_mut().zip(gl.iter()) {
+            col *= *g;
+        }
+        let anomalies = x + scaled * u.tr_mul(s);
+        (shift, anomalies)
+    }
+}
+
+/// `x M^{-1} S^T D` for anomalies `x` (k x N) and whitened innovations `D` (m x c): the Kalman
+/// gain applied to each column of `D`, in the cheaper of ensemble and observation space.
+pub fn gain_apply(x: &DMatrix<f64>, s: &DMatrix<f64>, dmat: &DMatrix<f64>, a: f64) -> DMatrix<f64> {
+    let (m, n_members) = s.shape();
+    if m >= n_members {
+        let (q, lam) = ensemble_space_eigen(s, a);
+        let mut qt = q.tr_mul(&s.tr_mul(dmat)); // N x c
+        for (mut row, l) in qt.row_iter_mut().zip(lam.iter()) {
+            row /= *l;
+        }
+        (x * q) * qt
+    } else {
+        let (u, lam) = psd_eigen(s * s.transpose());
+        let mut utd = u.tr_mul(dmat); // m x c
+        for (mut row, l) in utd.row_iter_mut().zip(lam.iter()) {
+            row /= a + *l;
+        }
+        ((x * s.transpose()) * u) * utd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(m: usize, n: usize, seed: u64) -> (DMatrix<f64>, DVector<f64>) {
+        // A small deterministic generator keeps this test free of RNG crates.
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        };
+        let mut s = DMatrix::from_fn(m, n, |_, _| next());
+        // Observation anomalies have zero mean over members.
+        for mut row in s.row_iter_mut() {
+            let mean = row.mean();
+            row.add_scalar_mut(-mean);
+        }
+        let d = DVector::from_fn(m, |_, _| next());
+        (s, d)
+    }
+
+    #[test]
+    fn ensemble_and_observation_space_agree() {
+        for (m, n) in [(3, 10), (10, 3), (7, 7), (1, 5), (20, 21)] {
+            let (s, d) = sample(m, n, (m * 31 + n) as u64);
+            let a = (n - 1) as f64;
+            // Reference in ensemble space, always.
+            let mut mm = s.tr_mul(&s);
+            for i in 0..n {
+                mm[(i, i)] += a;
+            }
+            let chol = mm.clone().cholesky().unwrap();
+            let w_ref = chol.solve(&s.tr_mul(&d));
+            let tr = etkf_transform(&s, &d, a);
+            assert!((&tr.w - &w_ref).amax() < 1e-12, "w m={m} n={n}");
+            // T^2 = a M^{-1}  <=>  T^2 M = a I
+            let check = &tr.t * &tr.t * &mm;
+            assert!((check - DMatrix::identity(n, n) * a).amax() < 1e-9, "T m={m} n={n}");
+            assert!((&tr.t - tr.t.transpose()).amax() < 1e-12);
+            // Rows of the transform sum to one: the mean is carried exactly.
+            for r in tr.t.row_iter() {
+                assert!((r.sum() - 1.0).abs() < 1e-12);
+            }
+            let dm = DMatrix::from_fn(m, 4, |i, j| d[i] * (j as f64 + 1.0));
+            let x = DMatrix::from_fn(3, n, |i, j| ((i + 1) as f64 * j as f64).sin());
+            let g = gain_apply(&x, &s, &dm, a);
+            let g_ref = &x * chol.solve(&s.tr_mul(&dm));
+            assert!((g - g_ref).amax() < 1e-11);
+            let (shift, anom) = etkf_apply(&x, &s, &d, a);
+            assert!((shift - &x * &w_ref).amax() < 1e-11);
+            assert!((anom - &x * &tr.t).amax() < 1e-11);
+        }
+    }
+
+    #[test]
+    fn zero_spread_is_the_identity() {
+        let s = DMatrix::zeros(4, 5);
+        let d = DVector::from_element(4, 3.0);
+        let tr = etkf_transform(&s, &d, 4.0);
+        assert!((tr.t - DMatrix::identity(5, 5)).amax() < 1e-15);
+        assert_eq!(tr.w.amax(), 0.0);
+        let s = DMatrix::zeros(8, 5);
+        let d = DVector::from_element(8, 3.0);
+        let tr = etkf_transform(&s, &d, 4.0);
+        assert!((tr.t - DMatrix::identity(5, 5)).amax() < 1e-15);
+        assert_eq!(tr.w.amax(), 0.0);
+    }
+}

@@ -1,0 +1,16 @@
+//! Seeded random numbers. ChaCha is portable, so a seed gives the same draws on every machine.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+pub type Rng = ChaCha8Rng;
+
+pub fn seeded(seed: u64) -> Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// A standard normal draw.
+pub fn normal(rng: &mut Rng) -> f64 {
+    StandardNormal.sample(rng)
+}

@@ -1,0 +1,166 @@
+//! PostgreSQL arrays in and out: shape and NULL checks, with errors that name the argument.
+//!
+//! PostgreSQL stores a 2-D array `[state_dim][members]` row-major (the last subscript varies
+//! fastest); nalgebra is column-major, so the flat data read as a column-major
+//! `members x state_dim` matrix is the transpose of the ensemble.
+
+use nalgebra::DMatrix;
+use pgrx::array::RawArray;
+use pgrx::datum::Array;
+use pgrx::pg_sys;
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
+};
+use pgrx::callconv::{BoxRet, FcInfo};
+use pgrx::datum::Datum;
+use pgrx::{IntoDatum, PgSqlErrorCode};
+
+use crate::error::{null_argument, raise};
+
+/// Dimensions and data of an array argument without NULL elements.
+struct Dense<'a, T> {
+    dims: Vec<usize>,
+    data: &'a [T],
+}
+
+fn dense<'a, T: Copy>(arg: &str, arr: Array<'a, T>) -> Dense<'a, T> {
+    // SAFETY: `arr` came from PostgreSQL, detoasted, and stays allocated in the current memory
+    // context for the rest of the call; RawArray only reads its header, bitmap and data.
+    let mut raw = unsafe { RawArray::from_array(arr) }.unwrap_or_else(|| null_argument(arg));
+    let dims: Vec<usize> = raw.dims().iter().map(|&d| d as usize).collect();
+    if unsafe { raw.any_nulls() } {
+        let first = raw
+            .nulls_bitslice()
+            .and_then(|bits| unsafe { bits.as_ref() }.iter().position(|b| !*b))
+            .unwrap_or(0);
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{arg} must not contain NULL elements"),
+            Some(format!("element {} (in storage order, 1-based) is NULL", first + 1)),
+            "replace NULLs before the call; drop missing observations together with their variance and index",
+        );
+    }
+    let ptr = raw.data::<T>();
+    // SAFETY: without NULLs the data area holds exactly len() values of T, and for the plain
+    // numeric types used here every bit pattern is a valid value.
+    let data: &'a [T] = unsafe { &*ptr.as_ptr() };
+    Dense { dims, data }
+}
+
+/// A 2-D float8 array `[state_dim][members]` as an nalgebra matrix (state_dim x members).
+pub fn matrix_arg(arg: &str, arr: Option<Array<'_, f64>>, max_elements: usize) -> DMatrix<f64> {
+    let arr = arr.unwrap_or_else(|| null_argument(arg));
+    let d = dense(arg, arr);
+    if d.dims.len() != 2 {
+        raise(
+            PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
+            format!("{arg} must be a 2-D array [state_dim][members], got {} dimension(s)", d.dims.len()),
+            None,
+            "build it as ARRAY[[x11, x12, ...], [x21, x22, ...]]: one inner array per state element, one value per member",
+        );
+    }
+    let (n, members) = (d.dims[0], d.dims[1]);
+    if n.saturating_mul(members) > max_elements {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("{arg} has {n} x {members} = {} elements, more than enkf.max_ensemble_elements = {max_elements}", n * members),
+            None,
+            "reduce the state or the number of members, or ask a superuser to raise enkf.max_ensemble_elements",
+        );
+    }
+    DMatrix::from_row_slice(n, members, d.data)
+}
+
+/// A 1-D float8 array (an empty array counts as length 0).
+pub fn vector_arg(arg: &str, arr: Option<Array<'_, f64>>) -> Vec<f64> {
+    let arr = arr.unwrap_or_else(|| null_argument(arg));
+    let d = dense(arg, arr);
+    one_dimensional(arg, &d.dims);
+    d.data.to_vec()
+}
+
+/// A 1-D int4 array of 1-based indices, returned 0-based. Indices below 1 are out of range.
+pub fn index_arg(arg: &'static str, arr: Option<Array<'_, i32>>, upper: usize) -> Vec<usize> {
+    let arr = arr.unwrap_or_else(|| null_argument(arg));
+    let d = dense(arg, arr);
+    one_dimensional(arg, &d.dims);
+    d.data
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            if i < 1 || i as usize > upper {
+                raise(
+                    PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
+                    format!("{arg} element {} is {i}, outside 1..{upper}", k + 1),
+                    None,
+                    "obs_index is 1-based and must not exceed the number of state elements (rows of ensemble)",
+                );
+            }
+            i as usize - 1
+        })
+        .collect()
+}
+
+fn one_dimensional(arg: &str, dims: &[usize]) {
+    if dims.len() > 1 {
+        raise(
+            PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
+            format!("{arg} must be a 1-D array, got {} dimensions", dims.len()),
+            None,
+            format!("pass {arg} as ARRAY[v1, v2, ...], one value per observation"),
+        );
+    }
+}
+
+/// A float8 matrix returned to SQL as a 2-D `float8[]` of shape [state_dim][members].
+pub struct Float8Matrix(pub DMatrix<f64>);
+
+impl IntoDatum for Float8Matrix {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        let (n, members) = self.0.shape();
+        // Row-major for PostgreSQL: walk the transpose's column-major storage.
+        let t = self.0.transpose();
+        let mut elems: Vec<pg_sys::Datum> = t.iter().map(|v| pg_sys::Datum::from(v.to_bits() as usize)).collect();
+        let mut dims = [n as i32, members as i32];
+        let mut lbs = [1i32, 1i32];
+        // SAFETY: elems holds n*members by-value float8 datums; construct_md_array copies them
+        // into a new array allocated in the current memory context.
+        let arr = unsafe {
+            pg_sys::construct_md_array(
+                elems.as_mut_ptr(),
+                std::ptr::null_mut(),
+                2,
+                dims.as_mut_ptr(),
+                lbs.as_mut_ptr(),
+                pg_sys::FLOAT8OID,
+                8,
+                true,
+                pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
+            )
+        };
+        Some(pg_sys::Datum::from(arr))
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::FLOAT8ARRAYOID
+    }
+}
+
+// SAFETY: the datum is returned straight to the function manager, as for any IntoDatum type.
+unsafe impl BoxRet for Float8Matrix {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        match self.into_datum() {
+            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+// SAFETY: the SQL type is float8[], which is what into_datum produces.
+unsafe impl SqlTranslatable for Float8Matrix {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Float8Matrix);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("double precision[]"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("double precision[]")));
+}

@@ -1,0 +1,37 @@
+//! pg_enkf: ensemble Kalman filter data assimilation and epidemic forecasting as SQL functions.
+//!
+//! A thin layer over `enkf-core`: each module binds one family of SQL functions, turning SQL
+//! arguments into core calls and core errors into SQLSTATEs. Everything lives in schema `enkf`.
+
+use pgrx::prelude::*;
+
+mod arrays;
+mod error;
+mod filter;
+mod guc;
+mod interrupts;
+
+pgrx::pg_module_magic!(name, version);
+
+/// Declares schema `enkf` (created with the extension, dropped with it); every function of
+/// the extension names it with `schema = "enkf"`.
+#[pg_schema]
+mod enkf {}
+
+extension_sql_file!("../../sql/comments.sql", name = "comments", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

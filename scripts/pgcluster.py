@@ -1,0 +1,169 @@
+"""A throwaway PostgreSQL 15 cluster: its own data directory, port and socket directory.
+
+Used by the SQL-level tests, the end-to-end tests and the demo. When run as root, the server
+runs as the `postgres` system user (initdb refuses root). The cluster is stopped and, unless
+`keep=True`, removed on `stop()`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_server_user() -> list[str]:
+    """Prefix that runs a command as the server's OS user."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--"]
+    return []
+
+
+class Cluster:
+    def __init__(
+        self,
+        datadir: str | Path | None = None,
+        port: int | None = None,
+        conf: dict[str, str] | None = None,
+        keep: bool = False,
+        initdb_args: list[str] | None = None,
+    ):
+        self.port = port or free_port()
+        self.keep = keep
+        self.conf = conf or {}
+        self.initdb_args = initdb_args or []
+        if datadir is None:
+            self.base = Path(tempfile.mkdtemp(prefix="pg_enkf_cluster_"))
+            self.datadir = self.base / "data"
+        else:
+            self.datadir = Path(datadir)
+            self.base = self.datadir.parent
+        self.sockdir = self.base / "sock"
+        self.logfile = self.base / "server.log"
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def init(self) -> "Cluster":
+        self.base.mkdir(parents=True, exist_ok=True)
+        self._chown(self.base)
+        # The server user must be able to reach the base directory.
+        os.chmod(self.base, 0o755)
+        self.sockdir.mkdir(exist_ok=True)
+        self._chown(self.sockdir)
+        if not (self.datadir / "PG_VERSION").exists():
+            subprocess.run(
+                _as_server_user()
+                + [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    *self.initdb_args,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.sockdir}'",
+            "fsync": "off",
+            "max_connections": "50",
+        }
+        settings.update(self.conf)
+        with open(self.datadir / "postgresql.auto.conf", "a") as f:
+            for k, v in settings.items():
+                f.write(f"{k} = {v}\n")
+        return self
+
+    def start(self) -> "Cluster":
+        if not (self.datadir / "PG_VERSION").exists():
+            self.init()
+        if not self.logfile.exists():
+            self.logfile.touch()
+            self._chown(self.logfile)
+        subprocess.run(
+            _as_server_user()
+            + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return self
+
+    def restart(self) -> "Cluster":
+        subprocess.run(
+            _as_server_user()
+            + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "restart"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return self
+
+    def reload(self) -> None:
+        subprocess.run(
+            _as_server_user() + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "reload"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            subprocess.run(
+                _as_server_user() + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        if not self.keep:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> "Cluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- connecting ------------------------------------------------------------------------
+    def dsn(self, dbname: str = "postgres", user: str = "postgres", **extra: str) -> str:
+        parts = {"host": "127.0.0.1", "port": str(self.port), "dbname": dbname, "user": user}
+        parts.update(extra)
+        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def psql_command(self, dbname: str = "postgres") -> str:
+        return f"psql -h 127.0.0.1 -p {self.port} -U postgres {dbname}"
+
+    def psql(self, sql: str, dbname: str = "postgres", check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(PG_BIN / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql],
+            check=check,
+            capture_output=True,
+            text=True,
+        )
+
+    def log_text(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
