@@ -6,13 +6,13 @@
 
 use nalgebra::DMatrix;
 use pgrx::array::RawArray;
+use pgrx::callconv::{BoxRet, FcInfo};
 use pgrx::datum::Array;
+use pgrx::datum::Datum;
 use pgrx::pg_sys;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
-use pgrx::callconv::{BoxRet, FcInfo};
-use pgrx::datum::Datum;
 use pgrx::{IntoDatum, PgSqlErrorCode};
 
 use crate::error::{null_argument, raise};
@@ -120,7 +120,10 @@ impl IntoDatum for Float8Matrix {
         let (n, members) = self.0.shape();
         // Row-major for PostgreSQL: walk the transpose's column-major storage.
         let t = self.0.transpose();
-        let mut elems: Vec<pg_sys::Datum> = t.iter().map(|v| pg_sys::Datum::from(v.to_bits() as usize)).collect();
+        let mut elems: Vec<pg_sys::Datum> = t
+            .iter()
+            .map(|v| pg_sys::Datum::from(v.to_bits() as usize))
+            .collect();
         let mut dims = [n as i32, members as i32];
         let mut lbs = [1i32, 1i32];
         // SAFETY: elems holds n*members by-value float8 datums; construct_md_array copies them
@@ -160,7 +163,9 @@ unsafe impl BoxRet for Float8Matrix {
 unsafe impl SqlTranslatable for Float8Matrix {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Float8Matrix);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("double precision[]"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("double precision[]")));
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
+        Ok(SqlMappingRef::literal("double precision[]"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(
+        SqlMappingRef::literal("double precision[]"),
+    ));
 }

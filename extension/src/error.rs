@@ -6,7 +6,12 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 /// Raises `ERROR` and does not return.
-pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, detail: Option<String>, hint: impl Into<String>) -> ! {
+pub fn raise(
+    code: PgSqlErrorCode,
+    message: impl Into<String>,
+    detail: Option<String>,
+    hint: impl Into<String>,
+) -> ! {
     let mut report = ErrorReport::new(code, message.into(), "pg_enkf").set_hint(hint.into());
     if let Some(d) = detail {
         report = report.set_detail(d);
@@ -17,7 +22,9 @@ pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, detail: Option<St
 
 pub fn sqlstate_of(err: &EnkfError) -> PgSqlErrorCode {
     match err {
-        EnkfError::Shape { .. } | EnkfError::IndexOutOfRange { .. } => PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
+        EnkfError::Shape { .. } | EnkfError::IndexOutOfRange { .. } => {
+            PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR
+        }
         EnkfError::InvalidValue { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         EnkfError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         EnkfError::NotFinite { .. } => PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
@@ -25,7 +32,12 @@ pub fn sqlstate_of(err: &EnkfError) -> PgSqlErrorCode {
 }
 
 pub fn raise_core(err: EnkfError) -> ! {
-    raise(sqlstate_of(&err), err.to_string(), None, err.hint().to_string())
+    raise(
+        sqlstate_of(&err),
+        err.to_string(),
+        None,
+        err.hint().to_string(),
+    )
 }
 
 /// Unwraps a core result or raises its error.

@@ -27,7 +27,10 @@ fn analyze(
     let values = vector_arg("observations", observations);
     let variance = vector_arg("obs_variance", obs_variance);
     let index = index_arg("obs_index", obs_index, ens.nrows());
-    let method: Method = method.unwrap_or_else(|| null_option("method")).parse().or_raise();
+    let method: Method = method
+        .unwrap_or_else(|| null_option("method"))
+        .parse()
+        .or_raise();
     let opts = Options {
         method,
         inflation: inflation.unwrap_or_else(|| null_option("inflation")),
@@ -70,16 +73,36 @@ mod tests {
     fn literal_matrix(m: &DMatrix<f64>) -> String {
         let rows: Vec<String> = m
             .row_iter()
-            .map(|r| format!("{{{}}}", r.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",")))
+            .map(|r| {
+                format!(
+                    "{{{}}}",
+                    r.iter()
+                        .map(|v| format!("{v:?}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })
             .collect();
         format!("'{{{}}}'::float8[]", rows.join(","))
     }
 
     fn literal_vec<T: std::fmt::Debug>(v: &[T], ty: &str) -> String {
-        format!("'{{{}}}'::{ty}[]", v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(","))
+        format!(
+            "'{{{}}}'::{ty}[]",
+            v.iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
     }
 
-    fn sql_analyze(ens: &DMatrix<f64>, y: &[f64], r: &[f64], idx0: &[usize], args: &str) -> DMatrix<f64> {
+    fn sql_analyze(
+        ens: &DMatrix<f64>,
+        y: &[f64],
+        r: &[f64],
+        idx0: &[usize],
+        args: &str,
+    ) -> DMatrix<f64> {
         let idx1: Vec<i32> = idx0.iter().map(|&i| i as i32 + 1).collect();
         let q = format!(
             "SELECT enkf.analyze({}, {}, {}, {}{args})",
@@ -101,20 +124,59 @@ mod tests {
         let r: Vec<f64> = (0..m).map(|k| 0.5 + k as f64 * 0.1).collect();
         let idx: Vec<usize> = (0..m).map(|k| (k * 5 + 1) % n).collect();
         let cases: [(Options, &str); 5] = [
-            (Options { method: Method::Etkf, inflation: 1.1, rtps: 0.3, ..Options::default() },
-             ", method => 'etkf', inflation => 1.1, rtps => 0.3"),
-            (Options { method: Method::Enkf, seed: 42, ..Options::default() }, ", 'enkf', seed => 42"),
-            (Options { method: Method::Eakf, loc_radius: Some(2.5), ..Options::default() },
-             ", method => 'eakf', loc_radius => 2.5"),
-            (Options { method: Method::Letkf, loc_radius: Some(2.0), periodic: true, inflation: 1.05, ..Options::default() },
-             ", 'letkf', 1.05, 0.0, 2.0, true"),
-            (Options { method: Method::Enkf, loc_radius: Some(3.0), seed: -5i64 as u64, ..Options::default() },
-             ", 'enkf', loc_radius => 3.0, seed => -5"),
+            (
+                Options {
+                    method: Method::Etkf,
+                    inflation: 1.1,
+                    rtps: 0.3,
+                    ..Options::default()
+                },
+                ", method => 'etkf', inflation => 1.1, rtps => 0.3",
+            ),
+            (
+                Options {
+                    method: Method::Enkf,
+                    seed: 42,
+                    ..Options::default()
+                },
+                ", 'enkf', seed => 42",
+            ),
+            (
+                Options {
+                    method: Method::Eakf,
+                    loc_radius: Some(2.5),
+                    ..Options::default()
+                },
+                ", method => 'eakf', loc_radius => 2.5",
+            ),
+            (
+                Options {
+                    method: Method::Letkf,
+                    loc_radius: Some(2.0),
+                    periodic: true,
+                    inflation: 1.05,
+                    ..Options::default()
+                },
+                ", 'letkf', 1.05, 0.0, 2.0, true",
+            ),
+            (
+                Options {
+                    method: Method::Enkf,
+                    loc_radius: Some(3.0),
+                    seed: -5i64 as u64,
+                    ..Options::default()
+                },
+                ", 'enkf', loc_radius => 3.0, seed => -5",
+            ),
         ];
         for (opts, args) in cases {
             let want = enkf_core::analyzed(
                 &ens,
-                &Observations { values: &y, variance: &r, index: &idx },
+                &Observations {
+                    values: &y,
+                    variance: &r,
+                    index: &idx,
+                },
                 &opts,
             )
             .unwrap();
@@ -152,7 +214,12 @@ mod tests {
             ens = sql_analyze(&ens, &y, &r, &idx, ", 'etkf', 1.013");
             if cycle >= burn_in {
                 let mean = ens.column_mean();
-                let mse: f64 = mean.iter().zip(&truth).map(|(m, t)| (m - t).powi(2)).sum::<f64>() / n as f64;
+                let mse: f64 = mean
+                    .iter()
+                    .zip(&truth)
+                    .map(|(m, t)| (m - t).powi(2))
+                    .sum::<f64>()
+                    / n as f64;
                 sum += mse.sqrt();
             }
         }

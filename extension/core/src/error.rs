@@ -63,7 +63,11 @@ impl EnkfError {
         }
     }
 
-    pub(crate) fn shape(arg: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub(crate) fn shape(
+        arg: &'static str,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         EnkfError::Shape {
             arg,
             detail: detail.into(),
@@ -71,7 +75,11 @@ impl EnkfError {
         }
     }
 
-    pub(crate) fn invalid(arg: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        arg: &'static str,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         EnkfError::InvalidValue {
             arg,
             detail: detail.into(),

@@ -12,10 +12,11 @@ pub fn gaspari_cohn(distance: f64, c: f64) -> f64 {
         0.0
     } else if r <= 1.0 {
         // -r^5/4 + r^4/2 + 5r^3/8 - 5r^2/3 + 1, in Horner form
-        (((( -0.25 * r + 0.5) * r + 0.625) * r - 5.0 / 3.0) * r * r) + 1.0
+        ((((-0.25 * r + 0.5) * r + 0.625) * r - 5.0 / 3.0) * r * r) + 1.0
     } else {
         // r^5/12 - r^4/2 + 5r^3/8 + 5r^2/3 - 5r + 4 - 2/(3r)
-        let w = ((((r / 12.0 - 0.5) * r + 0.625) * r + 5.0 / 3.0) * r - 5.0) * r + 4.0 - 2.0 / (3.0 * r);
+        let w = ((((r / 12.0 - 0.5) * r + 0.625) * r + 5.0 / 3.0) * r - 5.0) * r + 4.0
+            - 2.0 / (3.0 * r);
         // The polynomial is ~1e-17 negative just below r = 2 through rounding.
         w.max(0.0)
     }
@@ -108,7 +109,8 @@ mod tests {
         assert!(gaspari_cohn(5.999, 3.0) >= 0.0);
         // Continuous at r = 1 from the right branch too.
         let r: f64 = 1.0 + 1e-9;
-        let right = (((r / 12.0 - 0.5) * r + 0.625) * r + 5.0 / 3.0) * r * r - 5.0 * r + 4.0 - 2.0 / (3.0 * r);
+        let right = (((r / 12.0 - 0.5) * r + 0.625) * r + 5.0 / 3.0) * r * r - 5.0 * r + 4.0
+            - 2.0 / (3.0 * r);
         assert!((right - 5.0 / 24.0).abs() < 1e-7);
         assert_eq!(gaspari_cohn(0.0, 0.0), 1.0);
         assert_eq!(gaspari_cohn(1.0, 0.0), 0.0);
@@ -127,10 +129,16 @@ mod tests {
 
     #[test]
     fn periodic_distance_wraps() {
-        let d = Domain { len: 40, periodic: true };
+        let d = Domain {
+            len: 40,
+            periodic: true,
+        };
         assert_eq!(d.distance(0, 39), 1.0);
         assert_eq!(d.distance(5, 25), 20.0);
-        let d = Domain { len: 40, periodic: false };
+        let d = Domain {
+            len: 40,
+            periodic: false,
+        };
         assert_eq!(d.distance(0, 39), 39.0);
     }
 

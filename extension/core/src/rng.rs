@@ -1,6 +1,6 @@
 //! Seeded random numbers. ChaCha is portable, so a seed gives the same draws on every machine.
 
-use rand::SeedableRng;
+use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -13,4 +13,9 @@ pub fn seeded(seed: u64) -> Rng {
 /// A standard normal draw.
 pub fn normal(rng: &mut Rng) -> f64 {
     StandardNormal.sample(rng)
+}
+
+/// A uniform draw in [0, 1).
+pub fn uniform(rng: &mut Rng) -> f64 {
+    rng.gen::<f64>()
 }

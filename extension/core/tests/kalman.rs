@@ -20,7 +20,13 @@ fn moments(x: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
 }
 
 /// The exact Kalman update of (mean, cov) for observations of single elements.
-fn kalman(mean: &DVector<f64>, p: &DMatrix<f64>, y: &[f64], r: &[f64], idx: &[usize]) -> (DVector<f64>, DMatrix<f64>) {
+fn kalman(
+    mean: &DVector<f64>,
+    p: &DMatrix<f64>,
+    y: &[f64],
+    r: &[f64],
+    idx: &[usize],
+) -> (DVector<f64>, DMatrix<f64>) {
     let n = mean.len();
     let m = y.len();
     let h = DMatrix::from_fn(m, n, |k, i| if idx[k] == i { 1.0 } else { 0.0 });
@@ -46,20 +52,32 @@ struct Problem {
 }
 
 fn problem() -> impl Strategy<Value = Problem> {
-    (1usize..8, 2usize..30, 1usize..10, any::<u64>(), 1.0f64..1.5).prop_map(|(n, members, m, seed, inflation)| {
-        let mut rng = seeded(seed);
-        // Correlated members: a random linear map of white noise plus a random mean.
-        let mix = DMatrix::from_fn(n, n, |_, _| normal(&mut rng));
-        let white = DMatrix::from_fn(n, members, |_, _| normal(&mut rng));
-        let mut ens = mix * white;
-        for (i, mut row) in ens.row_iter_mut().enumerate() {
-            row.add_scalar_mut(3.0 * i as f64);
-        }
-        let idx: Vec<usize> = (0..m).map(|k| (k * 7 + seed as usize % 5) % n).collect();
-        let y = (0..m).map(|k| 3.0 * idx[k] as f64 + 2.0 * normal(&mut rng)).collect();
-        let r = (0..m).map(|_| 0.1 + 4.9 * (normal(&mut rng).abs() / 3.0).min(1.0)).collect();
-        Problem { ens, y, r, idx, inflation }
-    })
+    (1usize..8, 2usize..30, 1usize..10, any::<u64>(), 1.0f64..1.5).prop_map(
+        |(n, members, m, seed, inflation)| {
+            let mut rng = seeded(seed);
+            // Correlated members: a random linear map of white noise plus a random mean.
+            let mix = DMatrix::from_fn(n, n, |_, _| normal(&mut rng));
+            let white = DMatrix::from_fn(n, members, |_, _| normal(&mut rng));
+            let mut ens = mix * white;
+            for (i, mut row) in ens.row_iter_mut().enumerate() {
+                row.add_scalar_mut(3.0 * i as f64);
+            }
+            let idx: Vec<usize> = (0..m).map(|k| (k * 7 + seed as usize % 5) % n).collect();
+            let y = (0..m)
+                .map(|k| 3.0 * idx[k] as f64 + 2.0 * normal(&mut rng))
+                .collect();
+            let r = (0..m)
+                .map(|_| 0.1 + 4.9 * (normal(&mut rng).abs() / 3.0).min(1.0))
+                .collect();
+            Problem {
+                ens,
+                y,
+                r,
+                idx,
+                inflation,
+            }
+        },
+    )
 }
 
 fn inflated_prior(p: &Problem) -> (DVector<f64>, DMatrix<f64>) {
@@ -193,8 +211,20 @@ proptest! {
 #[test]
 fn inflation_scales_the_prior_anomalies() {
     let ens = DMatrix::from_row_slice(2, 3, &[1.0, 2.0, 6.0, -1.0, 0.0, 1.0]);
-    let obs = Observations { values: &[], variance: &[], index: &[] };
-    let out = analyzed(&ens, &obs, &Options { inflation: 1.5, ..Options::default() }).unwrap();
+    let obs = Observations {
+        values: &[],
+        variance: &[],
+        index: &[],
+    };
+    let out = analyzed(
+        &ens,
+        &obs,
+        &Options {
+            inflation: 1.5,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let want = DMatrix::from_row_slice(2, 3, &[0.0, 1.5, 7.5, -1.5, 0.0, 1.5]);
     assert!((out - want).amax() < 1e-12);
 }
@@ -203,9 +233,21 @@ fn inflation_scales_the_prior_anomalies() {
 #[test]
 fn correlated_element_follows_the_observation() {
     let ens = DMatrix::from_row_slice(2, 4, &[0.0, 1.0, 2.0, 3.0, 0.0, 2.0, 4.0, 6.0]);
-    let obs = Observations { values: &[10.0], variance: &[1e-8], index: &[0] };
+    let obs = Observations {
+        values: &[10.0],
+        variance: &[1e-8],
+        index: &[0],
+    };
     for method in [Method::Etkf, Method::Eakf, Method::Letkf, Method::Enkf] {
-        let out = analyzed(&ens, &obs, &Options { method, ..Options::default() }).unwrap();
+        let out = analyzed(
+            &ens,
+            &obs,
+            &Options {
+                method,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let mean = out.column_mean();
         assert!((mean[0] - 10.0).abs() < 1e-6, "{method}: {mean}");
         assert!((mean[1] - 20.0).abs() < 1e-5, "{method}: {mean}");

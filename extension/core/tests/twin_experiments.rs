@@ -58,7 +58,12 @@ fn run(exp: &Experiment, x0: Vec<f64>, step: &dyn Fn(&mut [f64]), seed: u64) -> 
         analyze(&mut ens, &obs, &opts, &|| {}).expect("analysis");
         if cycle >= exp.burn_in {
             let mean = ens.column_mean();
-            let mse = mean.iter().zip(&truth).map(|(m, t)| (m - t).powi(2)).sum::<f64>() / n as f64;
+            let mse = mean
+                .iter()
+                .zip(&truth)
+                .map(|(m, t)| (m - t).powi(2))
+                .sum::<f64>()
+                / n as f64;
             sum += mse.sqrt();
             count += 1;
         }
@@ -108,20 +113,38 @@ fn lorenz63(members: usize, options: Options, seed: u64) -> f64 {
 
 fn assert_near(name: &str, got: f64, published: f64) {
     let rel = (got - published).abs() / published;
-    println!("{name}: analysis RMSE {got:.4}, published {published}, off by {:.1}%", rel * 100.0);
-    assert!(rel <= 0.15, "{name}: RMSE {got:.4} is not within 15% of {published}");
+    println!(
+        "{name}: analysis RMSE {got:.4}, published {published}, off by {:.1}%",
+        rel * 100.0
+    );
+    assert!(
+        rel <= 0.15,
+        "{name}: RMSE {got:.4} is not within 15% of {published}"
+    );
 }
 
 #[test]
 fn lorenz96_etkf_n24() {
-    let opts = Options { method: Method::Etkf, inflation: 1.013, ..Options::default() };
+    let opts = Options {
+        method: Method::Etkf,
+        inflation: 1.013,
+        ..Options::default()
+    };
     assert_near("L96 ETKF N=24 infl=1.013", lorenz96(24, opts, 1), 0.18);
 }
 
 #[test]
 fn lorenz96_stochastic_enkf_n40() {
-    let opts = Options { method: Method::Enkf, inflation: 1.06, ..Options::default() };
-    assert_near("L96 EnKF(PertObs) N=40 infl=1.06", lorenz96(40, opts, 2), 0.22);
+    let opts = Options {
+        method: Method::Enkf,
+        inflation: 1.06,
+        ..Options::default()
+    };
+    assert_near(
+        "L96 EnKF(PertObs) N=40 infl=1.06",
+        lorenz96(40, opts, 2),
+        0.22,
+    );
 }
 
 #[test]
@@ -140,7 +163,11 @@ fn lorenz96_letkf_n7() {
 fn lorenz63_etkf_n10() {
     // DAPPER's file runs this with `rot=True`: without the random rotation the symmetric ETKF
     // keeps outlier members in this strongly nonlinear setting and averages about 0.71.
-    let opts = Options { method: Method::Etkf, inflation: 1.02, rotate: true, ..Options::default() };
+    let opts = Options {
+        method: Method::Etkf,
+        inflation: 1.02,
+        rotate: true,
+        ..Options::default()
+    };
     assert_near("L63 ETKF N=10 infl=1.02", lorenz63(10, opts, 4), 0.6);
 }
-

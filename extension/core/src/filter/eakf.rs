@@ -8,7 +8,12 @@ use nalgebra::DMatrix;
 use super::{Observations, Split};
 use crate::localization::Taper;
 
-pub(crate) fn analyze(prior: &Split, obs: &Observations, taper: &Taper, interrupt: &dyn Fn()) -> Split {
+pub(crate) fn analyze(
+    prior: &Split,
+    obs: &Observations,
+    taper: &Taper,
+    interrupt: &dyn Fn(),
+) -> Split {
     let (n, members) = prior.anomalies.shape();
     let a = (members - 1) as f64;
     let mut mean = prior.mean.clone();
@@ -23,7 +28,7 @@ pub(crate) fn analyze(prior: &Split, obs: &Observations, taper: &Taper, interrup
         let r = obs.variance[k];
         ya.copy_from_slice(at.column(i).as_slice());
         let var_b = ya.iter().map(|v| v * v).sum::<f64>() / a;
-        if !(var_b > 0.0) {
+        if var_b <= 0.0 {
             // No prior spread in the observed element: the prior is certain there and the
             // observation carries no weight.
             continue;
@@ -33,19 +38,20 @@ pub(crate) fn analyze(prior: &Split, obs: &Observations, taper: &Taper, interrup
         let dmean = gain * (obs.values[k] - ybar);
         let shrink = (r / (var_b + r)).sqrt() - 1.0;
 
-        let update = |l: usize, weight: f64, mean: &mut nalgebra::DVector<f64>, at: &mut DMatrix<f64>| {
-            let mut col = at.column_mut(l);
-            let cov = col.iter().zip(&ya).map(|(x, y)| x * y).sum::<f64>() / a;
-            let g = weight * cov / var_b;
-            if g == 0.0 {
-                return;
-            }
-            mean[l] += g * dmean;
-            let c = g * shrink;
-            for (x, y) in col.iter_mut().zip(&ya) {
-                *x += c * y;
-            }
-        };
+        let update =
+            |l: usize, weight: f64, mean: &mut nalgebra::DVector<f64>, at: &mut DMatrix<f64>| {
+                let mut col = at.column_mut(l);
+                let cov = col.iter().zip(&ya).map(|(x, y)| x * y).sum::<f64>() / a;
+                let g = weight * cov / var_b;
+                if g == 0.0 {
+                    return;
+                }
+                mean[l] += g * dmean;
+                let c = g * shrink;
+                for (x, y) in col.iter_mut().zip(&ya) {
+                    *x += c * y;
+                }
+            };
         if taper.radius.is_none() {
             for l in 0..n {
                 update(l, 1.0, &mut mean, &mut at);

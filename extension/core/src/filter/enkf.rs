@@ -28,7 +28,13 @@ fn perturbations(m: usize, members: usize, seed: u64) -> DMatrix<f64> {
     e
 }
 
-pub(crate) fn analyze(prior: &Split, obs: &Observations, taper: &Taper, seed: u64, interrupt: &dyn Fn()) -> Result<Split> {
+pub(crate) fn analyze(
+    prior: &Split,
+    obs: &Observations,
+    taper: &Taper,
+    seed: u64,
+    interrupt: &dyn Fn(),
+) -> Result<Split> {
     let (n, members) = prior.anomalies.shape();
     let m = obs.len();
     let a = (members - 1) as f64;
@@ -84,7 +90,8 @@ fn localized_increments(
     if !cholesky_in_place(&mut c, interrupt) {
         return Err(EnkfError::NotFinite {
             detail: "the localized innovation covariance is not positive definite".into(),
-            hint: "check obs_variance for extremely small values relative to the ensemble spread".into(),
+            hint: "check obs_variance for extremely small values relative to the ensemble spread"
+                .into(),
         });
     }
     let mut z = dmat.clone(); // m x members
@@ -146,7 +153,9 @@ mod tests {
     #[test]
     fn cholesky_matches_nalgebra() {
         let m = 9;
-        let b = DMatrix::from_fn(m, m, |i, j| ((i * 7 + j * 3) % 5) as f64 - 2.0 + if i == j { 0.5 } else { 0.0 });
+        let b = DMatrix::from_fn(m, m, |i, j| {
+            ((i * 7 + j * 3) % 5) as f64 - 2.0 + if i == j { 0.5 } else { 0.0 }
+        });
         let a = &b * b.transpose() + DMatrix::identity(m, m);
         let mut l = a.clone();
         assert!(cholesky_in_place(&mut l, &|| {}));

@@ -8,7 +8,12 @@ use super::transform::etkf_apply;
 use super::{Observations, Split};
 use crate::localization::Taper;
 
-pub(crate) fn analyze(prior: &Split, obs: &Observations, taper: &Taper, interrupt: &dyn Fn()) -> Split {
+pub(crate) fn analyze(
+    prior: &Split,
+    obs: &Observations,
+    taper: &Taper,
+    interrupt: &dyn Fn(),
+) -> Split {
     let (n, members) = prior.anomalies.shape();
     let a = (members - 1) as f64;
 

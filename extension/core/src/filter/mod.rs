@@ -146,14 +146,20 @@ pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> 
     if obs.variance.len() != m {
         return Err(EnkfError::shape(
             "obs_variance",
-            format!("obs_variance has {} element(s) but observations has {m}", obs.variance.len()),
+            format!(
+                "obs_variance has {} element(s) but observations has {m}",
+                obs.variance.len()
+            ),
             "pass one error variance per observation",
         ));
     }
     if obs.index.len() != m {
         return Err(EnkfError::shape(
             "obs_index",
-            format!("obs_index has {} element(s) but observations has {m}", obs.index.len()),
+            format!(
+                "obs_index has {} element(s) but observations has {m}",
+                obs.index.len()
+            ),
             "pass one state index per observation",
         ));
     }
@@ -164,7 +170,12 @@ pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> 
             "drop missing observations (and their variance and index) instead of passing NaN or infinity",
         ));
     }
-    if let Some((k, v)) = obs.variance.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+    if let Some((k, v)) = obs
+        .variance
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+    {
         return Err(EnkfError::invalid(
             "obs_variance",
             format!("obs_variance element {} is {v}; variances must be finite and positive", k + 1),
@@ -181,7 +192,10 @@ pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> 
     if !(opts.inflation.is_finite() && opts.inflation >= 1.0) {
         return Err(EnkfError::invalid(
             "inflation",
-            format!("inflation must be a finite number >= 1, got {}", opts.inflation),
+            format!(
+                "inflation must be a finite number >= 1, got {}",
+                opts.inflation
+            ),
             "1.0 means no inflation; values such as 1.01 to 1.1 are usual",
         ));
     }
@@ -271,7 +285,12 @@ fn relax_to_prior_spread(prior_spread: &DVector<f64>, analysis: &mut DMatrix<f64
 
 /// One analysis step, in place. `interrupt` is called regularly in long loops; it may unwind
 /// (the extension passes PostgreSQL's interrupt check).
-pub fn analyze(ensemble: &mut DMatrix<f64>, obs: &Observations, opts: &Options, interrupt: &dyn Fn()) -> Result<()> {
+pub fn analyze(
+    ensemble: &mut DMatrix<f64>,
+    obs: &Observations,
+    opts: &Options,
+    interrupt: &dyn Fn(),
+) -> Result<()> {
     validate(ensemble, obs, opts)?;
     let prior = Split::of(ensemble, opts.inflation);
     let taper = Taper {
@@ -296,7 +315,8 @@ pub fn analyze(ensemble: &mut DMatrix<f64>, obs: &Observations, opts: &Options, 
         }
     };
     if opts.rotate {
-        post.anomalies = &post.anomalies * rotation::mean_preserving_rotation(post.anomalies.ncols(), opts.seed);
+        post.anomalies =
+            &post.anomalies * rotation::mean_preserving_rotation(post.anomalies.ncols(), opts.seed);
     }
     if opts.rtps > 0.0 {
         relax_to_prior_spread(&spreads(&prior.anomalies), &mut post.anomalies, opts.rtps);
@@ -319,7 +339,11 @@ pub fn analyze(ensemble: &mut DMatrix<f64>, obs: &Observations, opts: &Options, 
 }
 
 /// The analysis as a new matrix.
-pub fn analyzed(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> Result<DMatrix<f64>> {
+pub fn analyzed(
+    ensemble: &DMatrix<f64>,
+    obs: &Observations,
+    opts: &Options,
+) -> Result<DMatrix<f64>> {
     let mut out = ensemble.clone();
     analyze(&mut out, obs, opts, &|| {})?;
     Ok(out)

@@ -22,7 +22,7 @@ pub fn mean_preserving_rotation(members: usize, seed: u64) -> DMatrix<f64> {
         }
         basis[(k, k - 1)] = -(k as f64) / norm;
     }
-    let mut rng = seeded(seed ^ 0x5eed_0f_407a_7e);
+    let mut rng = seeded(seed ^ 0x5eed_0f40_7a7e);
     let g = DMatrix::from_fn(n - 1, n - 1, |_, _| normal(&mut rng));
     let qr = g.qr();
     let mut q = qr.q();
@@ -52,7 +52,13 @@ mod tests {
                 assert!((row.sum() - 1.0).abs() < 1e-12);
             }
         }
-        assert_eq!(mean_preserving_rotation(5, 1), mean_preserving_rotation(5, 1));
-        assert_ne!(mean_preserving_rotation(5, 1), mean_preserving_rotation(5, 2));
+        assert_eq!(
+            mean_preserving_rotation(5, 1),
+            mean_preserving_rotation(5, 1)
+        );
+        assert_ne!(
+            mean_preserving_rotation(5, 1),
+            mean_preserving_rotation(5, 2)
+        );
     }
 }

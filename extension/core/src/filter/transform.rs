@@ -68,7 +68,12 @@ fn ensemble_space_eigen(s: &DMatrix<f64>, a: f64) -> (DMatrix<f64>, DVector<f64>
 /// The ETKF update applied to anomalies `x` (k x N, the prior anomalies of k state elements):
 /// returns `(x w, x T)`, the mean increments and the analysis anomalies. With fewer observations
 /// than members the N x N transform is never formed: the cost is O(k m N) instead of O(k N^2).
-pub fn etkf_apply(x: &DMatrix<f64>, s: &DMatrix<f64>, d: &DVector<f64>, a: f64) -> (DVector<f64>, DMatrix<f64>) {
+pub fn etkf_apply(
+    x: &DMatrix<f64>,
+    s: &DMatrix<f64>,
+    d: &DVector<f64>,
+    a: f64,
+) -> (DVector<f64>, DMatrix<f64>) {
     let (m, n_members) = s.shape();
     if m >= n_members {
         let tr = etkf_transform(s, d, a);
@@ -115,9 +120,13 @@ mod tests {
 
     fn sample(m: usize, n: usize, seed: u64) -> (DMatrix<f64>, DVector<f64>) {
         // A small deterministic generator keeps this test free of RNG crates.
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         };
         let mut s = DMatrix::from_fn(m, n, |_, _| next());
@@ -146,7 +155,10 @@ mod tests {
             assert!((&tr.w - &w_ref).amax() < 1e-12, "w m={m} n={n}");
             // T^2 = a M^{-1}  <=>  T^2 M = a I
             let check = &tr.t * &tr.t * &mm;
-            assert!((check - DMatrix::identity(n, n) * a).amax() < 1e-9, "T m={m} n={n}");
+            assert!(
+                (check - DMatrix::identity(n, n) * a).amax() < 1e-9,
+                "T m={m} n={n}"
+            );
             assert!((&tr.t - tr.t.transpose()).amax() < 1e-12);
             // Rows of the transform sum to one: the mean is carried exactly.
             for r in tr.t.row_iter() {

@@ -10,7 +10,10 @@ pub struct Lorenz96 {
 
 impl Default for Lorenz96 {
     fn default() -> Self {
-        Lorenz96 { forcing: 8.0, dt: 0.05 }
+        Lorenz96 {
+            forcing: 8.0,
+            dt: 0.05,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod lorenz63;
 pub mod lorenz96;
+pub mod seirh;
 
 /// One classical fourth-order Runge-Kutta step of `dx/dt = f(x)`, in place.
 pub fn rk4_step(x: &mut [f64], dt: f64, f: impl Fn(&[f64], &mut [f64])) {

@@ -1,0 +1,104 @@
+"""Times enkf.analyze through PostgreSQL against the same filters in numpy, in one run, on the
+same inputs, and checks that both give the same analysis. Prints a markdown table.
+
+    .venv/bin/python bench/analyze_vs_numpy.py            (after scripts/setup.sh and an install)
+
+In-database time is per call, measured inside one statement that calls enkf.analyze `reps`
+times over stored inputs (what a twin pays per location), and separately as the wall time of a
+single statement from the client (which adds a loopback round trip). numpy time is per call on
+in-memory arrays. Both are medians over repeated runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy_filters as nf  # noqa: E402
+from pgcluster import Cluster  # noqa: E402
+
+CASES = [  # n, N, m, radius, periodic: as in extension/core/benches/filters.rs
+    (40, 24, 40, 7.28, True),
+    (1000, 100, 200, 10.0, False),
+    (5000, 100, 2000, 10.0, False),
+]
+METHODS = ["etkf", "eakf", "letkf"]
+
+
+def inputs(n, N, m, seed=1):
+    rng = np.random.default_rng(seed)
+    E = np.sin(np.arange(n) * 0.1)[:, None] + rng.standard_normal((n, N))
+    idx = np.arange(m) * n // m
+    y = np.sin(idx * 0.1) + 0.5 * rng.standard_normal(m)
+    r = np.full(m, 0.25)
+    return E, y, r, idx
+
+
+def numpy_call(method, E, y, r, idx, radius, periodic):
+    if method == "etkf":
+        return nf.etkf(E, y, r, idx, 1.05)
+    if method == "eakf":
+        return nf.eakf(E, y, r, idx, 1.05, radius, periodic)
+    return nf.letkf(E, y, r, idx, 1.05, radius, periodic)
+
+
+def median_time(fn, reps):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def fmt(sec):
+    return f"{sec * 1e3:.3f} ms" if sec < 1 else f"{sec:.2f} s"
+
+
+def main():
+    rows = []
+    with Cluster() as c, psycopg.connect(c.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_enkf")
+        conn.execute("CREATE TABLE bench (id int PRIMARY KEY, e float8[], y float8[], r float8[], idx int4[])")
+        for case_id, (n, N, m, radius, periodic) in enumerate(CASES):
+            E, y, r, idx = inputs(n, N, m)
+            conn.execute(
+                "INSERT INTO bench VALUES (%s, %s, %s, %s, %s)",
+                (case_id, E.tolist(), y.tolist(), r.tolist(), (idx + 1).astype(int).tolist()),
+            )
+            for method in METHODS:
+                loc = "NULL" if method == "etkf" else repr(radius)
+                call = f"enkf.analyze(e, y, r, idx, '{method}', 1.05, 0.0, {loc}, {str(periodic).lower()})"
+                # Same answer both ways (to rounding).
+                sql_out = np.array(conn.execute(f"SELECT {call} FROM bench WHERE id = {case_id}").fetchone()[0])
+                np_out = numpy_call(method, E, y, r, idx, radius, periodic)
+                diff = float(np.max(np.abs(sql_out - np_out)))
+                assert diff < 1e-8, f"{method} {n}: SQL and numpy differ by {diff}"
+                # Calls per measurement: enough for a few tens of milliseconds at least.
+                probe = median_time(lambda: numpy_call(method, E, y, r, idx, radius, periodic), 1)
+                reps = max(1, min(2000, int(0.05 / max(probe, 1e-6))))
+                t_np = median_time(lambda: numpy_call(method, E, y, r, idx, radius, periodic), max(3, min(reps, 200)))
+                q_batch = f"SELECT count({call}) FROM bench, generate_series(1, {reps}) WHERE id = {case_id}"
+                t_sql = median_time(lambda: conn.execute(q_batch).fetchone(), 5) / reps
+                q_one = f"SELECT cardinality({call}) FROM bench WHERE id = {case_id}"
+                t_one = median_time(lambda: conn.execute(q_one).fetchone(), max(3, min(reps, 200)))
+                rows.append((method, n, N, m, t_sql, t_one, t_np, diff))
+                print(f"{method:5} n={n:5} N={N:3} m={m:5}: SQL {fmt(t_sql)} per call "
+                      f"({fmt(t_one)} one statement), numpy {fmt(t_np)}, x{t_np / t_sql:.1f}", file=sys.stderr)
+    print("| method | n | N | m | enkf.analyze per call | one statement from client | numpy | numpy / SQL | max abs diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for method, n, N, m, t_sql, t_one, t_np, diff in rows:
+        print(f"| {method} | {n} | {N} | {m} | {fmt(t_sql)} | {fmt(t_one)} | {fmt(t_np)} | {t_np / t_sql:.1f}x | {diff:.1e} |")
+
+
+if __name__ == "__main__":
+    main()

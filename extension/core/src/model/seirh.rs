@@ -1,0 +1,217 @@
+//! The `seirh` epidemic model: per location S, E, I, R plus the week's new hospital admissions,
+//! with the transmission rate and the infection-to-admission fraction carried in the state so
+//! that the filter estimates them jointly (augmented state).
+//!
+//! ```text
+//! lambda(t) = beta * f(t) * I / P + iota          force of infection (iota: importation/seeding)
+//! f(t)      = 1 + A cos(2 pi (day_of_year - peak) / 365.25)   seasonal forcing
+//! dS/dt = -lambda S + omega R      dE/dt = lambda S - sigma E
+//! dI/dt = sigma E - gamma I        dR/dt = gamma I - omega R
+//! H_week = ihr * (new infectious over the week)
+//! ```
+//!
+//! Waning immunity (omega) refills the susceptibles and the seeding term restarts transmission,
+//! so the model runs through many seasons without a reset. Locations are independent patches:
+//! each one's ensemble is assimilated on its own.
+
+use super::rk4_step;
+
+/// Rows of a member's state vector.
+pub const S: usize = 0;
+pub const E: usize = 1;
+pub const I: usize = 2;
+pub const R: usize = 3;
+/// New hospital admissions during the last week (the observed quantity).
+pub const H: usize = 4;
+/// Transmission rate per day (before seasonal forcing).
+pub const BETA: usize = 5;
+/// Fraction of new infections admitted to hospital (and reported).
+pub const IHR: usize = 6;
+pub const STATE_DIM: usize = 7;
+pub const STATE_NAMES: [&str; STATE_DIM] = ["S", "E", "I", "R", "H", "beta", "ihr"];
+
+/// Fixed (not estimated) rates of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dynamics {
+    pub latent_days: f64,
+    pub infectious_days: f64,
+    pub immunity_days: f64,
+    /// Infections per person per day from outside (seeding), keeps every location able to start
+    /// an epidemic after a quiet season.
+    pub importation: f64,
+    pub seasonal_amplitude: f64,
+    /// Day of the year (1..366) when transmission peaks.
+    pub seasonal_peak_day: f64,
+    /// Integration steps per day (RK4).
+    pub steps_per_day: usize,
+}
+
+impl Default for Dynamics {
+    fn default() -> Self {
+        Dynamics {
+            latent_days: 2.0,
+            infectious_days: 3.0,
+            immunity_days: 540.0,
+            importation: 2e-7,
+            seasonal_amplitude: 0.15,
+            seasonal_peak_day: 350.0,
+            steps_per_day: 1,
+        }
+    }
+}
+
+impl Dynamics {
+    pub fn seasonal_factor(&self, day_of_year: f64) -> f64 {
+        1.0 + self.seasonal_amplitude * (2.0 * std::f64::consts::PI * (day_of_year - self.seasonal_peak_day) / 365.25).cos()
+    }
+
+    /// Advances one member `days` days from `day_of_year` (fractional days allowed to wrap past
+    /// 365.25) and sets H to the admissions over that span.
+    pub fn advance(&self, x: &mut [f64], population: f64, day_of_year: f64, days: usize) {
+        let sigma = 1.0 / self.latent_days;
+        let gamma = 1.0 / self.infectious_days;
+        let omega = if self.immunity_days.is_finite() && self.immunity_days > 0.0 {
+            1.0 / self.immunity_days
+        } else {
+            0.0
+        };
+        let beta = x[BETA];
+        let ihr = x[IHR];
+        // y = [S, E, I, R, cumulative new infectious]
+        let mut y = [x[S], x[E], x[I], x[R], 0.0];
+        let dt = 1.0 / self.steps_per_day as f64;
+        let mut t = day_of_year;
+        for _ in 0..days * self.steps_per_day {
+            let forcing = self.seasonal_factor(t + 0.5 * dt);
+            rk4_step(&mut y, dt, |s, out| {
+                let lambda = beta * forcing * s[2].max(0.0) / population + self.importation;
+                let infection = lambda * s[0].max(0.0);
+                let onset = sigma * s[1].max(0.0);
+                let recovery = gamma * s[2].max(0.0);
+                let waning = omega * s[3].max(0.0);
+                out[0] = -infection + waning;
+                out[1] = infection - onset;
+                out[2] = onset - recovery;
+                out[3] = recovery - waning;
+                out[4] = onset;
+            });
+            t += dt;
+        }
+        x[S] = y[0];
+        x[E] = y[1];
+        x[I] = y[2];
+        x[R] = y[3];
+        x[H] = ihr * y[4].max(0.0);
+    }
+}
+
+/// Bounds that hold after every update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounds {
+    pub beta: (f64, f64),
+    pub ihr: (f64, f64),
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            beta: (0.05, 2.0),
+            ihr: (1e-5, 0.1),
+        }
+    }
+}
+
+/// Puts a member back into the physical domain after an update: compartments non-negative and
+/// summing to the population, admissions non-negative, parameters inside their bounds.
+pub fn constrain(x: &mut [f64], population: f64, bounds: &Bounds) {
+    let mut total = 0.0;
+    for v in &mut x[S..=R] {
+        if !v.is_finite() || *v < 0.0 {
+            *v = 0.0;
+        }
+        total += *v;
+    }
+    if total > 0.0 {
+        let scale = population / total;
+        for v in &mut x[S..=R] {
+            *v *= scale;
+        }
+    } else {
+        x[S] = population;
+    }
+    if !x[H].is_finite() || x[H] < 0.0 {
+        x[H] = 0.0;
+    }
+    x[BETA] = clamp(x[BETA], bounds.beta);
+    x[IHR] = clamp(x[IHR], bounds.ihr);
+}
+
+fn clamp(v: f64, (lo, hi): (f64, f64)) -> f64 {
+    if v.is_nan() {
+        0.5 * (lo + hi)
+    } else {
+        v.clamp(lo, hi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(pop: f64, beta: f64, ihr: f64) -> Vec<f64> {
+        let i0 = 1e-5 * pop;
+        vec![0.7 * pop, i0, i0, 0.3 * pop - 2.0 * i0, 0.0, beta, ihr]
+    }
+
+    #[test]
+    fn population_is_conserved() {
+        let d = Dynamics::default();
+        let pop = 1e6;
+        let mut x = member(pop, 0.6, 0.01);
+        for week in 0..200 {
+            d.advance(&mut x, pop, (week * 7 % 365) as f64, 7);
+            let total: f64 = x[S..=R].iter().sum();
+            assert!((total - pop).abs() < 1e-6 * pop, "week {week}: {total}");
+            assert!(x[S..=H].iter().all(|v| *v >= -1e-9));
+        }
+    }
+
+    #[test]
+    fn epidemic_rises_and_falls_and_recurs() {
+        let d = Dynamics::default();
+        let pop = 5e6;
+        let mut x = member(pop, 0.55, 0.005);
+        let mut weekly = Vec::new();
+        for week in 0..260 {
+            d.advance(&mut x, pop, ((274 + week * 7) % 365) as f64, 7);
+            weekly.push(x[H]);
+        }
+        // Several seasons with a clear peak each: the series is far from flat and recurs.
+        let first: f64 = weekly[..52].iter().cloned().fold(0.0, f64::max);
+        let late: f64 = weekly[156..].iter().cloned().fold(0.0, f64::max);
+        assert!(first > 100.0, "first season peak {first}");
+        assert!(late > 10.0, "later seasons die out: {late}");
+    }
+
+    #[test]
+    fn no_transmission_without_infectious_or_importation() {
+        let d = Dynamics { importation: 0.0, ..Dynamics::default() };
+        let pop = 1e5;
+        let mut x = vec![pop, 0.0, 0.0, 0.0, 0.0, 0.8, 0.01];
+        d.advance(&mut x, pop, 10.0, 7);
+        assert_eq!(x[H], 0.0);
+        assert_eq!(x[S], pop);
+    }
+
+    #[test]
+    fn constrain_restores_the_domain() {
+        let b = Bounds::default();
+        let mut x = vec![-5.0, 10.0, 20.0, 70.0, -3.0, 9.0, -1.0];
+        constrain(&mut x, 200.0, &b);
+        assert_eq!(x[S], 0.0);
+        assert!((x[S..=R].iter().sum::<f64>() - 200.0).abs() < 1e-12);
+        assert_eq!(x[H], 0.0);
+        assert_eq!(x[BETA], b.beta.1);
+        assert_eq!(x[IHR], b.ihr.0);
+    }
+}

@@ -1,0 +1,409 @@
+//! A twin's configuration: the `config` jsonb of `enkf.create_twin`, with defaults for every
+//! key. Unknown keys are refused so that a typo never silently falls back to a default.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EnkfError, Result};
+use crate::filter::{Method, Options};
+use crate::model::seirh::{Bounds, Dynamics};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwinConfig {
+    /// Seed of the prior ensemble and of the forecast noise: same data, same seed, same results.
+    pub seed: i64,
+    pub filter: FilterConfig,
+    pub observation_error: ObservationError,
+    pub priors: Priors,
+    pub bounds: BoundsConfig,
+    pub dynamics: DynamicsConfig,
+    pub forecast: ForecastConfig,
+    pub process_noise: ProcessNoise,
+    pub checkpoints: CheckpointConfig,
+    /// When the sidecar runs this twin: a 5-field cron expression in a time zone.
+    pub schedule: Option<Schedule>,
+}
+
+impl Default for TwinConfig {
+    fn default() -> Self {
+        TwinConfig {
+            seed: 1,
+            filter: FilterConfig::default(),
+            observation_error: ObservationError::default(),
+            priors: Priors::default(),
+            bounds: BoundsConfig::default(),
+            dynamics: DynamicsConfig::default(),
+            forecast: ForecastConfig::default(),
+            process_noise: ProcessNoise::default(),
+            checkpoints: CheckpointConfig::default(),
+            schedule: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// 'eakf' (serial EAKF, the default of the epidemic forecasting literature), 'etkf', 'enkf'.
+    pub method: String,
+    /// Multiplicative prior inflation against ensemble collapse.
+    pub inflation: f64,
+    pub rtps: f64,
+    /// "log" (default): the update works on log(1 + count) and log(parameter), so that it is
+    /// multiplicative and keeps every quantity positive without clipping skewed ensembles;
+    /// "linear": on the counts themselves, as in Shaman and Karspeck (2012).
+    pub space: String,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            method: "eakf".into(),
+            inflation: 1.01,
+            rtps: 0.0,
+            space: "log".into(),
+        }
+    }
+}
+
+/// Observation error variance of a weekly count, after Shaman and Karspeck (2012) and Pei et al.
+/// (2018): `floor + mean^2 / divisor`, where `mean` is the average of the last `window` counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObservationError {
+    pub floor: f64,
+    pub divisor: f64,
+    pub window: usize,
+}
+
+impl Default for ObservationError {
+    fn default() -> Self {
+        ObservationError {
+            floor: 50.0,
+            divisor: 20.0,
+            window: 3,
+        }
+    }
+}
+
+impl ObservationError {
+    pub fn variance(&self, recent_mean: f64) -> f64 {
+        self.floor + recent_mean.max(0.0).powi(2) / self.divisor
+    }
+}
+
+/// Ranges the prior ensemble is drawn from (uniform; `ihr` and `infectious` log-uniform).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Priors {
+    /// Basic reproduction number; beta = r0 / infectious_days.
+    pub r0: (f64, f64),
+    pub ihr: (f64, f64),
+    /// Initial susceptible fraction.
+    pub susceptible: (f64, f64),
+    /// Initial infectious fraction (E starts equal to I).
+    pub infectious: (f64, f64),
+}
+
+impl Default for Priors {
+    fn default() -> Self {
+        Priors {
+            r0: (1.0, 2.2),
+            ihr: (5e-4, 2e-2),
+            susceptible: (0.4, 0.9),
+            infectious: (1e-6, 1e-4),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoundsConfig {
+    pub beta: (f64, f64),
+    pub ihr: (f64, f64),
+}
+
+impl Default for BoundsConfig {
+    fn default() -> Self {
+        let b = Bounds::default();
+        BoundsConfig { beta: b.beta, ihr: b.ihr }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicsConfig {
+    pub latent_days: f64,
+    pub infectious_days: f64,
+    /// Mean duration of immunity; 0 or null = lifelong.
+    pub immunity_days: f64,
+    pub importation: f64,
+    pub seasonal_amplitude: f64,
+    pub seasonal_peak_day: f64,
+}
+
+impl Default for DynamicsConfig {
+    fn default() -> Self {
+        let d = Dynamics::default();
+        DynamicsConfig {
+            latent_days: d.latent_days,
+            infectious_days: d.infectious_days,
+            immunity_days: d.immunity_days,
+            importation: d.importation,
+            seasonal_amplitude: d.seasonal_amplitude,
+            seasonal_peak_day: d.seasonal_peak_day,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastConfig {
+    /// Horizons 0 .. horizons-1 weeks after the reference date.
+    pub horizons: u32,
+    /// Observation-noise draws per member in the predictive distribution.
+    pub draws_per_member: u32,
+    /// Standard deviation of those draws, as a multiple of the observation error's.
+    pub noise_scale: f64,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        ForecastConfig {
+            horizons: 4,
+            draws_per_member: 20,
+            noise_scale: 1.0,
+        }
+    }
+}
+
+/// Weekly random walk of the parameters (standard deviation of the log change per week): lets
+/// transmission and ascertainment drift with the season without inflating the compartments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessNoise {
+    pub beta: f64,
+    pub ihr: f64,
+}
+
+impl Default for ProcessNoise {
+    fn default() -> Self {
+        ProcessNoise { beta: 0.05, ihr: 0.02 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Keep analysis checkpoints of the last this many weeks (null = all). A revision older
+    /// than the oldest kept checkpoint re-assimilates that location from its prior.
+    pub keep_weeks: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub cron: String,
+    #[serde(default = "utc")]
+    pub timezone: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn invalid(path: &str, detail: String, hint: &str) -> EnkfError {
+    EnkfError::InvalidValue {
+        arg: "config",
+        detail: format!("config {path}: {detail}"),
+        hint: hint.into(),
+    }
+}
+
+fn range(path: &str, (lo, hi): (f64, f64), min: f64, max: f64) -> Result<()> {
+    if !(lo.is_finite() && hi.is_finite() && lo <= hi && lo >= min && hi <= max) {
+        return Err(invalid(
+            path,
+            format!("[{lo}, {hi}] is not a range within [{min}, {max}]"),
+            "give [low, high] with low <= high",
+        ));
+    }
+    Ok(())
+}
+
+fn positive(path: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(invalid(path, format!("{v} must be a positive number"), "see docs/twin.md for the defaults"));
+    }
+    Ok(())
+}
+
+impl TwinConfig {
+    /// Parses the jsonb text of `create_twin`'s config, applying defaults for missing keys.
+    pub fn from_json(text: &str) -> Result<TwinConfig> {
+        let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
+            arg: "config",
+            detail: format!("config is not valid: {e}"),
+            hint: "keys: seed, filter{method, inflation, rtps}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, forecast{horizons, draws_per_member}, checkpoints{keep_weeks}, schedule{cron, timezone}".into(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The whole configuration with defaults filled in, as stored with the twin and its runs.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let method: Method = self.filter.method.parse().map_err(|_| {
+            invalid(
+                "filter.method",
+                format!("\"{}\" is unknown", self.filter.method),
+                "one of 'eakf', 'etkf', 'enkf', 'letkf'",
+            )
+        })?;
+        let _ = method;
+        if self.filter.space != "log" && self.filter.space != "linear" {
+            return Err(invalid("filter.space", format!("\"{}\" is unknown", self.filter.space), "'log' (default) or 'linear'"));
+        }
+        if !(self.filter.inflation.is_finite() && self.filter.inflation >= 1.0 && self.filter.inflation <= 10.0) {
+            return Err(invalid("filter.inflation", format!("{} must lie in [1, 10]", self.filter.inflation), "1.0 = none; 1.01 to 1.1 are usual"));
+        }
+        if !(0.0..=1.0).contains(&self.filter.rtps) {
+            return Err(invalid("filter.rtps", format!("{} must lie in [0, 1]", self.filter.rtps), "0 = none"));
+        }
+        if !(self.observation_error.floor.is_finite() && self.observation_error.floor > 0.0) {
+            return Err(invalid(
+                "observation_error.floor",
+                format!("{} must be positive", self.observation_error.floor),
+                "a positive floor keeps weeks with zero counts from having zero error variance",
+            ));
+        }
+        positive("observation_error.divisor", self.observation_error.divisor)?;
+        if self.observation_error.window == 0 || self.observation_error.window > 52 {
+            return Err(invalid("observation_error.window", format!("{} must lie in 1..52", self.observation_error.window), "3 weeks is usual"));
+        }
+        range("priors.r0", self.priors.r0, 0.0, 20.0)?;
+        range("priors.ihr", self.priors.ihr, 1e-9, 1.0)?;
+        range("priors.susceptible", self.priors.susceptible, 0.0, 1.0)?;
+        range("priors.infectious", self.priors.infectious, 1e-12, 0.5)?;
+        range("bounds.beta", self.bounds.beta, 0.0, 100.0)?;
+        range("bounds.ihr", self.bounds.ihr, 0.0, 1.0)?;
+        let d = &self.dynamics;
+        positive("dynamics.latent_days", d.latent_days)?;
+        positive("dynamics.infectious_days", d.infectious_days)?;
+        if !(d.immunity_days.is_finite() && d.immunity_days >= 0.0) {
+            return Err(invalid("dynamics.immunity_days", format!("{} must be >= 0", d.immunity_days), "0 means lifelong immunity"));
+        }
+        if !(d.importation.is_finite() && d.importation >= 0.0 && d.importation < 1.0) {
+            return Err(invalid("dynamics.importation", format!("{} must lie in [0, 1)", d.importation), "infections per person per day from outside, e.g. 2e-7"));
+        }
+        if !(d.seasonal_amplitude.is_finite() && (0.0..1.0).contains(&d.seasonal_amplitude)) {
+            return Err(invalid("dynamics.seasonal_amplitude", format!("{} must lie in [0, 1)", d.seasonal_amplitude), "0 = no seasonal forcing"));
+        }
+        if !(d.seasonal_peak_day.is_finite() && (0.0..=366.0).contains(&d.seasonal_peak_day)) {
+            return Err(invalid("dynamics.seasonal_peak_day", format!("{} must lie in [0, 366]", d.seasonal_peak_day), "day of the year of peak transmission"));
+        }
+        for (path, v) in [("process_noise.beta", self.process_noise.beta), ("process_noise.ihr", self.process_noise.ihr)] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                return Err(invalid(path, format!("{v} must lie in [0, 1]"), "standard deviation of the weekly log change; 0 = fixed parameter"));
+            }
+        }
+        if self.forecast.horizons == 0 || self.forecast.horizons > 52 {
+            return Err(invalid("forecast.horizons", format!("{} must lie in 1..52", self.forecast.horizons), "4 gives horizons 0..3"));
+        }
+        if self.forecast.draws_per_member == 0 || self.forecast.draws_per_member > 1000 {
+            return Err(invalid("forecast.draws_per_member", format!("{} must lie in 1..1000", self.forecast.draws_per_member), "20 is the default"));
+        }
+        if !(self.forecast.noise_scale.is_finite() && (0.0..=10.0).contains(&self.forecast.noise_scale)) {
+            return Err(invalid("forecast.noise_scale", format!("{} must lie in [0, 10]", self.forecast.noise_scale), "1 = the observation error of the filter"));
+        }
+        if let Some(k) = self.checkpoints.keep_weeks {
+            if k == 0 {
+                return Err(invalid("checkpoints.keep_weeks", "0 keeps nothing to resume from".into(), "use null to keep all, or at least 1"));
+            }
+        }
+        if let Some(s) = &self.schedule {
+            if s.cron.split_whitespace().count() != 5 {
+                return Err(invalid("schedule.cron", format!("\"{}\" must have 5 fields", s.cron), "minute hour day-of-month month day-of-week, e.g. \"0 6 * * 4\""));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn method(&self) -> Method {
+        self.filter.method.parse().unwrap_or(Method::Eakf)
+    }
+
+    pub fn dynamics(&self) -> Dynamics {
+        let d = &self.dynamics;
+        Dynamics {
+            latent_days: d.latent_days,
+            infectious_days: d.infectious_days,
+            immunity_days: d.immunity_days,
+            importation: d.importation,
+            seasonal_amplitude: d.seasonal_amplitude,
+            seasonal_peak_day: d.seasonal_peak_day,
+            steps_per_day: 1,
+        }
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            beta: self.bounds.beta,
+            ihr: self.bounds.ihr,
+        }
+    }
+
+    pub fn filter_options(&self, seed: u64) -> Options {
+        Options {
+            method: self.method(),
+            inflation: self.filter.inflation,
+            rtps: self.filter.rtps,
+            loc_radius: None,
+            periodic: false,
+            seed,
+            rotate: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip() {
+        let cfg = TwinConfig::from_json("{}").unwrap();
+        assert_eq!(cfg, TwinConfig::default());
+        let again = TwinConfig::from_json(&cfg.to_json()).unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn partial_config_keeps_other_defaults() {
+        let cfg = TwinConfig::from_json(r#"{"filter": {"inflation": 1.1}, "seed": 7}"#).unwrap();
+        assert_eq!(cfg.filter.inflation, 1.1);
+        assert_eq!(cfg.filter.method, "eakf");
+        assert_eq!(cfg.seed, 7);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused() {
+        for bad in [
+            r#"{"filter": {"infaltion": 1.1}}"#,
+            r#"{"filter": {"method": "magic"}}"#,
+            r#"{"filter": {"inflation": 0.5}}"#,
+            r#"{"priors": {"ihr": [0.5, 0.1]}}"#,
+            r#"{"observation_error": {"floor": 0}}"#,
+            r#"{"forecast": {"horizons": 0}}"#,
+            r#"{"schedule": {"cron": "every monday"}}"#,
+            r#"[1, 2]"#,
+        ] {
+            let err = TwinConfig::from_json(bad).unwrap_err();
+            assert_eq!(err.argument(), Some("config"), "{bad}");
+            assert!(err.to_string().starts_with("config"), "{bad}: {err}");
+        }
+    }
+}

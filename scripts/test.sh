@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of pg_enkf: formatting and lints, the numerics (enkf-core, release mode:
+# the twin experiments need optimised code), the sidecar, the in-database tests
+# (cargo pgrx test), then SQL-level and end-to-end tests against throwaway PostgreSQL 15
+# clusters (pytest: pg_regress suite, cancel, docs examples, ...). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+say() { printf '\033[1;34m==> %s\033[0m\n' "$*"; }
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+started=$(date +%s)
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --release --quiet -- -D warnings
+
+say "enkf-core: unit, property and twin-experiment tests"
+cargo test --release -p enkf-core
+
+say "enkf-sidecar tests"
+cargo test --release -p enkf-sidecar
+
+say "cargo pgrx test pg15 (tests inside PostgreSQL)"
+pgdata="$PWD/target/pgrx-test-pgdata"
+rm -rf "$pgdata"
+if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p "$pgdata" && chown postgres "$pgdata"
+    (cd extension && cargo pgrx test pg15 --release --runas postgres --pgdata "$pgdata")
+else
+    (cd extension && cargo pgrx test pg15 --release)
+fi
+
+say "installing the release build of pg_enkf into PostgreSQL 15"
+# cargo pgrx test installed a build with its test functions: replace it.
+if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
+    (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+else
+    (cd extension && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+fi
+
+say "SQL-level and end-to-end tests (pytest)"
+.venv/bin/python -m pytest tests -q
+
+say "all tests passed in $(( $(date +%s) - started )) s"
