@@ -10,6 +10,8 @@ mod error;
 mod filter;
 mod guc;
 mod interrupts;
+mod sqltypes;
+mod twin;
 
 pgrx::pg_module_magic!(name, version);
 
@@ -18,6 +20,7 @@ pgrx::pg_module_magic!(name, version);
 #[pg_schema]
 mod enkf {}
 
+extension_sql_file!("../../sql/schema.sql", name = "schema", requires = [enkf]);
 extension_sql_file!("../../sql/comments.sql", name = "comments", finalize);
 
 #[pg_guard]

@@ -17,16 +17,39 @@ pub struct Case {
 }
 
 pub const CASES: [Case; 3] = [
-    Case { n: 40, members: 24, m: 40, radius: 7.28, periodic: true },
-    Case { n: 1000, members: 100, m: 200, radius: 10.0, periodic: false },
-    Case { n: 5000, members: 100, m: 2000, radius: 10.0, periodic: false },
+    Case {
+        n: 40,
+        members: 24,
+        m: 40,
+        radius: 7.28,
+        periodic: true,
+    },
+    Case {
+        n: 1000,
+        members: 100,
+        m: 200,
+        radius: 10.0,
+        periodic: false,
+    },
+    Case {
+        n: 5000,
+        members: 100,
+        m: 2000,
+        radius: 10.0,
+        periodic: false,
+    },
 ];
 
 fn inputs(c: &Case) -> (DMatrix<f64>, Vec<f64>, Vec<f64>, Vec<usize>) {
     let mut rng = seeded(1);
-    let ens = DMatrix::from_fn(c.n, c.members, |i, _| (i as f64 * 0.1).sin() + normal(&mut rng));
+    let ens = DMatrix::from_fn(c.n, c.members, |i, _| {
+        (i as f64 * 0.1).sin() + normal(&mut rng)
+    });
     let idx: Vec<usize> = (0..c.m).map(|k| k * c.n / c.m).collect();
-    let y = idx.iter().map(|&i| (i as f64 * 0.1).sin() + 0.5 * normal(&mut rng)).collect();
+    let y = idx
+        .iter()
+        .map(|&i| (i as f64 * 0.1).sin() + 0.5 * normal(&mut rng))
+        .collect();
     let r = vec![0.25; c.m];
     (ens, y, r, idx)
 }
@@ -36,7 +59,11 @@ fn bench(cr: &mut Criterion) {
     group.sample_size(10);
     for c in &CASES {
         let (ens, y, r, idx) = inputs(c);
-        let obs = Observations { values: &y, variance: &r, index: &idx };
+        let obs = Observations {
+            values: &y,
+            variance: &r,
+            index: &idx,
+        };
         for method in [Method::Etkf, Method::Eakf, Method::Letkf] {
             let opts = Options {
                 method,
@@ -45,7 +72,10 @@ fn bench(cr: &mut Criterion) {
                 periodic: c.periodic,
                 ..Options::default()
             };
-            let id = BenchmarkId::new(method.to_string(), format!("n{}_N{}_m{}", c.n, c.members, c.m));
+            let id = BenchmarkId::new(
+                method.to_string(),
+                format!("n{}_N{}_m{}", c.n, c.members, c.m),
+            );
             group.bench_with_input(id, &opts, |b, opts| {
                 b.iter(|| {
                     let mut e = ens.clone();

@@ -18,20 +18,40 @@ fn parse_date(s: &str) -> i32 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = args.get(1).cloned().unwrap_or_else(|| "data/flusight".into());
+    let dir = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "data/flusight".into());
     let cfg = TwinConfig::from_json(args.get(2).map(String::as_str).unwrap_or("{}")).unwrap();
-    let members: usize = std::env::var("MEMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let members: usize = std::env::var("MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
 
     let mut pops = BTreeMap::new();
-    for line in std::fs::read_to_string(format!("{dir}/locations.csv")).unwrap().lines().skip(1) {
-        let f: Vec<String> = line.split(',').map(|x| x.trim_matches('"').to_string()).collect();
+    for line in std::fs::read_to_string(format!("{dir}/locations.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<String> = line
+            .split(',')
+            .map(|x| x.trim_matches('"').to_string())
+            .collect();
         pops.insert(f[1].clone(), f[3].parse::<f64>().unwrap());
     }
     let mut series: BTreeMap<String, BTreeMap<i32, Option<f64>>> = BTreeMap::new();
-    for line in std::fs::read_to_string(format!("{dir}/target-hospital-admissions.csv")).unwrap().lines().skip(1) {
+    for line in std::fs::read_to_string(format!("{dir}/target-hospital-admissions.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+    {
         let f: Vec<&str> = line.split(',').collect();
         let v = f[f.len() - 2].parse::<f64>().ok();
-        series.entry(f[1].to_string()).or_default().insert(parse_date(f[0]), v);
+        series
+            .entry(f[1].to_string())
+            .or_default()
+            .insert(parse_date(f[0]), v);
     }
     let seasons = [
         ("2022-23", from_civil(2022, 10, 1), from_civil(2023, 5, 31)),
@@ -117,7 +137,11 @@ fn main() {
         }
         println!("{name}: relative WIS {:.3}", tw / bw);
         if std::env::var("TOP").is_ok() {
-            let mut v: Vec<_> = per_loc.iter().filter(|((s, _), _)| *s == si).map(|((_, l), (t, b))| (t - b, l.clone(), t / b)).collect();
+            let mut v: Vec<_> = per_loc
+                .iter()
+                .filter(|((s, _), _)| *s == si)
+                .map(|((_, l), (t, b))| (t - b, l.clone(), t / b))
+                .collect();
             v.sort_by(|a, b| b.0.total_cmp(&a.0));
             for (d, l, r) in v.iter().take(8) {
                 println!("   {l}: excess WIS {d:.0}, ratio {r:.2}");

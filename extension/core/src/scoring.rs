@@ -5,8 +5,8 @@ use crate::rng::{seeded, uniform};
 
 /// The 23 quantile levels of the FluSight hubs.
 pub const FLUSIGHT_LEVELS: [f64; 23] = [
-    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95,
-    0.975, 0.99,
+    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75,
+    0.8, 0.85, 0.9, 0.95, 0.975, 0.99,
 ];
 
 /// Quantile of sorted samples, linear interpolation between order statistics (Hyndman and Fan
@@ -42,7 +42,10 @@ pub fn wis(levels: &[f64], values: &[f64], y: f64) -> f64 {
 
 /// The value at `level` (exact match within 1e-9), if the forecast has it.
 pub fn at_level(levels: &[f64], values: &[f64], level: f64) -> Option<f64> {
-    levels.iter().position(|l| (l - level).abs() < 1e-9).map(|i| values[i])
+    levels
+        .iter()
+        .position(|l| (l - level).abs() < 1e-9)
+        .map(|i| values[i])
 }
 
 /// Whether `y` lies in the central interval of nominal coverage `coverage` (e.g. 0.95 uses the
@@ -62,7 +65,10 @@ pub fn baseline_quantiles(history: &[f64], steps: usize, levels: &[f64], seed: u
         Some(v) => *v,
         None => return vec![f64::NAN; levels.len()],
     };
-    let mut diffs: Vec<f64> = history.windows(2).flat_map(|w| [w[1] - w[0], w[0] - w[1]]).collect();
+    let mut diffs: Vec<f64> = history
+        .windows(2)
+        .flat_map(|w| [w[1] - w[0], w[0] - w[1]])
+        .collect();
     if diffs.is_empty() {
         diffs.push(0.0);
     }
@@ -75,7 +81,8 @@ pub fn baseline_quantiles(history: &[f64], steps: usize, levels: &[f64], seed: u
             .map(|_| {
                 let mut v = last;
                 for _ in 0..steps {
-                    let k = ((uniform(&mut rng) * diffs.len() as f64) as usize).min(diffs.len() - 1);
+                    let k =
+                        ((uniform(&mut rng) * diffs.len() as f64) as usize).min(diffs.len() - 1);
                     v += diffs[k];
                 }
                 v
@@ -125,7 +132,10 @@ mod tests {
 
     #[test]
     fn wis_forms_agree_on_flusight_levels() {
-        let values: Vec<f64> = FLUSIGHT_LEVELS.iter().map(|p| 100.0 + 80.0 * (p - 0.5) + 30.0 * (p - 0.5f64).powi(3)).collect();
+        let values: Vec<f64> = FLUSIGHT_LEVELS
+            .iter()
+            .map(|p| 100.0 + 80.0 * (p - 0.5) + 30.0 * (p - 0.5f64).powi(3))
+            .collect();
         for y in [0.0, 50.0, 99.0, 100.0, 130.0, 400.0] {
             let a = wis(&FLUSIGHT_LEVELS, &values, y);
             let b = wis_intervals(&FLUSIGHT_LEVELS, &values, y);

@@ -62,7 +62,8 @@ impl Default for Dynamics {
 
 impl Dynamics {
     pub fn seasonal_factor(&self, day_of_year: f64) -> f64 {
-        1.0 + self.seasonal_amplitude * (2.0 * std::f64::consts::PI * (day_of_year - self.seasonal_peak_day) / 365.25).cos()
+        1.0 + self.seasonal_amplitude
+            * (2.0 * std::f64::consts::PI * (day_of_year - self.seasonal_peak_day) / 365.25).cos()
     }
 
     /// Advances one member `days` days from `day_of_year` (fractional days allowed to wrap past
@@ -195,7 +196,10 @@ mod tests {
 
     #[test]
     fn no_transmission_without_infectious_or_importation() {
-        let d = Dynamics { importation: 0.0, ..Dynamics::default() };
+        let d = Dynamics {
+            importation: 0.0,
+            ..Dynamics::default()
+        };
         let pop = 1e5;
         let mut x = vec![pop, 0.0, 0.0, 0.0, 0.0, 0.8, 0.01];
         d.advance(&mut x, pop, 10.0, 7);

@@ -20,6 +20,9 @@ pub struct TwinConfig {
     pub forecast: ForecastConfig,
     pub process_noise: ProcessNoise,
     pub checkpoints: CheckpointConfig,
+    /// The weekday weeks end on ("saturday" for MMWR epidemiological weeks): daily or
+    /// irregular rows are summed into the week that ends on or after their date.
+    pub week_ends_on: String,
     /// When the sidecar runs this twin: a 5-field cron expression in a time zone.
     pub schedule: Option<Schedule>,
 }
@@ -36,6 +39,7 @@ impl Default for TwinConfig {
             forecast: ForecastConfig::default(),
             process_noise: ProcessNoise::default(),
             checkpoints: CheckpointConfig::default(),
+            week_ends_on: "saturday".into(),
             schedule: None,
         }
     }
@@ -126,7 +130,10 @@ pub struct BoundsConfig {
 impl Default for BoundsConfig {
     fn default() -> Self {
         let b = Bounds::default();
-        BoundsConfig { beta: b.beta, ihr: b.ihr }
+        BoundsConfig {
+            beta: b.beta,
+            ihr: b.ihr,
+        }
     }
 }
 
@@ -165,6 +172,8 @@ pub struct ForecastConfig {
     pub draws_per_member: u32,
     /// Standard deviation of those draws, as a multiple of the observation error's.
     pub noise_scale: f64,
+    /// The hubverse target name of the forecasts.
+    pub target: String,
 }
 
 impl Default for ForecastConfig {
@@ -173,6 +182,7 @@ impl Default for ForecastConfig {
             horizons: 4,
             draws_per_member: 20,
             noise_scale: 1.0,
+            target: "wk inc flu hosp".into(),
         }
     }
 }
@@ -188,7 +198,10 @@ pub struct ProcessNoise {
 
 impl Default for ProcessNoise {
     fn default() -> Self {
-        ProcessNoise { beta: 0.05, ihr: 0.02 }
+        ProcessNoise {
+            beta: 0.05,
+            ihr: 0.02,
+        }
     }
 }
 
@@ -233,7 +246,11 @@ fn range(path: &str, (lo, hi): (f64, f64), min: f64, max: f64) -> Result<()> {
 
 fn positive(path: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0) {
-        return Err(invalid(path, format!("{v} must be a positive number"), "see docs/twin.md for the defaults"));
+        return Err(invalid(
+            path,
+            format!("{v} must be a positive number"),
+            "see docs/twin.md for the defaults",
+        ));
     }
     Ok(())
 }
@@ -244,7 +261,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, forecast{horizons, draws_per_member}, checkpoints{keep_weeks}, schedule{cron, timezone}".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target}, checkpoints{keep_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -265,13 +282,28 @@ impl TwinConfig {
         })?;
         let _ = method;
         if self.filter.space != "log" && self.filter.space != "linear" {
-            return Err(invalid("filter.space", format!("\"{}\" is unknown", self.filter.space), "'log' (default) or 'linear'"));
+            return Err(invalid(
+                "filter.space",
+                format!("\"{}\" is unknown", self.filter.space),
+                "'log' (default) or 'linear'",
+            ));
         }
-        if !(self.filter.inflation.is_finite() && self.filter.inflation >= 1.0 && self.filter.inflation <= 10.0) {
-            return Err(invalid("filter.inflation", format!("{} must lie in [1, 10]", self.filter.inflation), "1.0 = none; 1.01 to 1.1 are usual"));
+        if !(self.filter.inflation.is_finite()
+            && self.filter.inflation >= 1.0
+            && self.filter.inflation <= 10.0)
+        {
+            return Err(invalid(
+                "filter.inflation",
+                format!("{} must lie in [1, 10]", self.filter.inflation),
+                "1.0 = none; 1.01 to 1.1 are usual",
+            ));
         }
         if !(0.0..=1.0).contains(&self.filter.rtps) {
-            return Err(invalid("filter.rtps", format!("{} must lie in [0, 1]", self.filter.rtps), "0 = none"));
+            return Err(invalid(
+                "filter.rtps",
+                format!("{} must lie in [0, 1]", self.filter.rtps),
+                "0 = none",
+            ));
         }
         if !(self.observation_error.floor.is_finite() && self.observation_error.floor > 0.0) {
             return Err(invalid(
@@ -282,7 +314,11 @@ impl TwinConfig {
         }
         positive("observation_error.divisor", self.observation_error.divisor)?;
         if self.observation_error.window == 0 || self.observation_error.window > 52 {
-            return Err(invalid("observation_error.window", format!("{} must lie in 1..52", self.observation_error.window), "3 weeks is usual"));
+            return Err(invalid(
+                "observation_error.window",
+                format!("{} must lie in 1..52", self.observation_error.window),
+                "3 weeks is usual",
+            ));
         }
         range("priors.r0", self.priors.r0, 0.0, 20.0)?;
         range("priors.ihr", self.priors.ihr, 1e-9, 1.0)?;
@@ -294,42 +330,118 @@ impl TwinConfig {
         positive("dynamics.latent_days", d.latent_days)?;
         positive("dynamics.infectious_days", d.infectious_days)?;
         if !(d.immunity_days.is_finite() && d.immunity_days >= 0.0) {
-            return Err(invalid("dynamics.immunity_days", format!("{} must be >= 0", d.immunity_days), "0 means lifelong immunity"));
+            return Err(invalid(
+                "dynamics.immunity_days",
+                format!("{} must be >= 0", d.immunity_days),
+                "0 means lifelong immunity",
+            ));
         }
         if !(d.importation.is_finite() && d.importation >= 0.0 && d.importation < 1.0) {
-            return Err(invalid("dynamics.importation", format!("{} must lie in [0, 1)", d.importation), "infections per person per day from outside, e.g. 2e-7"));
+            return Err(invalid(
+                "dynamics.importation",
+                format!("{} must lie in [0, 1)", d.importation),
+                "infections per person per day from outside, e.g. 2e-7",
+            ));
         }
         if !(d.seasonal_amplitude.is_finite() && (0.0..1.0).contains(&d.seasonal_amplitude)) {
-            return Err(invalid("dynamics.seasonal_amplitude", format!("{} must lie in [0, 1)", d.seasonal_amplitude), "0 = no seasonal forcing"));
+            return Err(invalid(
+                "dynamics.seasonal_amplitude",
+                format!("{} must lie in [0, 1)", d.seasonal_amplitude),
+                "0 = no seasonal forcing",
+            ));
         }
         if !(d.seasonal_peak_day.is_finite() && (0.0..=366.0).contains(&d.seasonal_peak_day)) {
-            return Err(invalid("dynamics.seasonal_peak_day", format!("{} must lie in [0, 366]", d.seasonal_peak_day), "day of the year of peak transmission"));
+            return Err(invalid(
+                "dynamics.seasonal_peak_day",
+                format!("{} must lie in [0, 366]", d.seasonal_peak_day),
+                "day of the year of peak transmission",
+            ));
         }
-        for (path, v) in [("process_noise.beta", self.process_noise.beta), ("process_noise.ihr", self.process_noise.ihr)] {
+        for (path, v) in [
+            ("process_noise.beta", self.process_noise.beta),
+            ("process_noise.ihr", self.process_noise.ihr),
+        ] {
             if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
-                return Err(invalid(path, format!("{v} must lie in [0, 1]"), "standard deviation of the weekly log change; 0 = fixed parameter"));
+                return Err(invalid(
+                    path,
+                    format!("{v} must lie in [0, 1]"),
+                    "standard deviation of the weekly log change; 0 = fixed parameter",
+                ));
             }
         }
         if self.forecast.horizons == 0 || self.forecast.horizons > 52 {
-            return Err(invalid("forecast.horizons", format!("{} must lie in 1..52", self.forecast.horizons), "4 gives horizons 0..3"));
+            return Err(invalid(
+                "forecast.horizons",
+                format!("{} must lie in 1..52", self.forecast.horizons),
+                "4 gives horizons 0..3",
+            ));
         }
         if self.forecast.draws_per_member == 0 || self.forecast.draws_per_member > 1000 {
-            return Err(invalid("forecast.draws_per_member", format!("{} must lie in 1..1000", self.forecast.draws_per_member), "20 is the default"));
+            return Err(invalid(
+                "forecast.draws_per_member",
+                format!("{} must lie in 1..1000", self.forecast.draws_per_member),
+                "20 is the default",
+            ));
         }
-        if !(self.forecast.noise_scale.is_finite() && (0.0..=10.0).contains(&self.forecast.noise_scale)) {
-            return Err(invalid("forecast.noise_scale", format!("{} must lie in [0, 10]", self.forecast.noise_scale), "1 = the observation error of the filter"));
+        if !(self.forecast.noise_scale.is_finite()
+            && (0.0..=10.0).contains(&self.forecast.noise_scale))
+        {
+            return Err(invalid(
+                "forecast.noise_scale",
+                format!("{} must lie in [0, 10]", self.forecast.noise_scale),
+                "1 = the observation error of the filter",
+            ));
         }
         if let Some(k) = self.checkpoints.keep_weeks {
             if k == 0 {
-                return Err(invalid("checkpoints.keep_weeks", "0 keeps nothing to resume from".into(), "use null to keep all, or at least 1"));
+                return Err(invalid(
+                    "checkpoints.keep_weeks",
+                    "0 keeps nothing to resume from".into(),
+                    "use null to keep all, or at least 1",
+                ));
             }
+        }
+        if self.week_end_weekday().is_none() {
+            return Err(invalid(
+                "week_ends_on",
+                format!("\"{}\" is not a weekday", self.week_ends_on),
+                "a weekday name such as \"saturday\"",
+            ));
+        }
+        if self.forecast.target.trim().is_empty() {
+            return Err(invalid(
+                "forecast.target",
+                "must not be empty".into(),
+                "the default is \"wk inc flu hosp\"",
+            ));
         }
         if let Some(s) = &self.schedule {
             if s.cron.split_whitespace().count() != 5 {
-                return Err(invalid("schedule.cron", format!("\"{}\" must have 5 fields", s.cron), "minute hour day-of-month month day-of-week, e.g. \"0 6 * * 4\""));
+                return Err(invalid(
+                    "schedule.cron",
+                    format!("\"{}\" must have 5 fields", s.cron),
+                    "minute hour day-of-month month day-of-week, e.g. \"0 6 * * 4\"",
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Weeks end on this weekday, 0 = Sunday .. 6 = Saturday.
+    pub fn week_end_weekday(&self) -> Option<u32> {
+        const DAYS: [&str; 7] = [
+            "sunday",
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+        ];
+        let d = self.week_ends_on.trim().to_ascii_lowercase();
+        DAYS.iter()
+            .position(|n| *n == d || n[..3] == d)
+            .map(|p| p as u32)
     }
 
     pub fn method(&self) -> Method {

@@ -105,9 +105,17 @@ impl<'a> LocationModel<'a> {
 
     /// Analysis step with the week's observed count; `recent_mean` is the mean of the last
     /// counts (for the observation error variance). Constraints hold afterwards.
-    pub fn update(&self, ens: &mut DMatrix<f64>, observed: f64, recent_mean: f64, week_end: i32) -> Result<()> {
+    pub fn update(
+        &self,
+        ens: &mut DMatrix<f64>,
+        observed: f64,
+        recent_mean: f64,
+        week_end: i32,
+    ) -> Result<()> {
         let variance = self.cfg.observation_error.variance(recent_mean);
-        let opts = self.cfg.filter_options(week_seed(self.seed, week_end, PURPOSE_FILTER));
+        let opts = self
+            .cfg
+            .filter_options(week_seed(self.seed, week_end, PURPOSE_FILTER));
         let log_space = self.cfg.filter.space == "log";
         let (value, variance) = if log_space {
             to_log(ens);
@@ -135,7 +143,13 @@ impl<'a> LocationModel<'a> {
     /// Quantiles of the weekly admissions for each of `horizons` weeks after `last_week_end`
     /// (horizon 0 = the week ending last_week_end + 7): members propagated by the model, each
     /// widened by draws of the observation error, truncated at 0.
-    pub fn forecast(&self, ens: &DMatrix<f64>, last_week_end: i32, horizons: usize, levels: &[f64]) -> Vec<Vec<f64>> {
+    pub fn forecast(
+        &self,
+        ens: &DMatrix<f64>,
+        last_week_end: i32,
+        horizons: usize,
+        levels: &[f64],
+    ) -> Vec<Vec<f64>> {
         let draws = self.cfg.forecast.draws_per_member as usize;
         let mut rng = seeded(week_seed(self.seed, last_week_end, PURPOSE_FORECAST));
         let mut x = ens.clone();
@@ -146,13 +160,19 @@ impl<'a> LocationModel<'a> {
             samples.clear();
             for col in x.column_iter() {
                 let mean = col[H];
-                let sd = self.cfg.forecast.noise_scale * self.cfg.observation_error.variance(mean).sqrt();
+                let sd = self.cfg.forecast.noise_scale
+                    * self.cfg.observation_error.variance(mean).sqrt();
                 for _ in 0..draws {
                     samples.push((mean + sd * normal(&mut rng)).max(0.0));
                 }
             }
             samples.sort_by(f64::total_cmp);
-            out.push(levels.iter().map(|&p| quantile_sorted(&samples, p)).collect());
+            out.push(
+                levels
+                    .iter()
+                    .map(|&p| quantile_sorted(&samples, p))
+                    .collect(),
+            );
         }
         out
     }
@@ -203,5 +223,4 @@ mod tests {
         let other = LocationModel::new(&cfg, "48", 3.9e7).prior(50);
         assert_ne!(a, other, "locations get different draws");
     }
-
 }

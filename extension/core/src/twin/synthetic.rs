@@ -34,7 +34,9 @@ pub struct SyntheticSpec {
 }
 
 pub fn generate(spec: &SyntheticSpec) -> Vec<SyntheticLocation> {
-    (0..spec.locations).map(|k| generate_location(spec, k)).collect()
+    (0..spec.locations)
+        .map(|k| generate_location(spec, k))
+        .collect()
 }
 
 pub fn location_name(k: usize) -> String {
@@ -58,16 +60,26 @@ pub fn generate_location(spec: &SyntheticSpec, k: usize) -> SyntheticLocation {
     x[R] = population - x[S] - 2.0 * i0;
     x[BETA] = beta;
     x[IHR] = ihr;
-    let bounds = seirh::Bounds { beta: (0.0, 100.0), ihr: (0.0, 1.0) };
+    let bounds = seirh::Bounds {
+        beta: (0.0, 100.0),
+        ihr: (0.0, 1.0),
+    };
     let mut weeks = Vec::with_capacity(spec.weeks);
     for w in 0..spec.weeks {
         let week_end = spec.first_week_end + 7 * w as i32;
-        spec.dynamics.advance(&mut x, population, day_of_year(week_end - 6), 7);
+        spec.dynamics
+            .advance(&mut x, population, day_of_year(week_end - 6), 7);
         seirh::constrain(&mut x, population, &bounds);
         let truth = x[H];
         let sd = spec.noise.variance(truth).sqrt();
         let observed = (truth + sd * normal(&mut rng)).max(0.0).round();
         weeks.push((week_end, truth, observed));
     }
-    SyntheticLocation { location: name, population, beta, ihr, weeks }
+    SyntheticLocation {
+        location: name,
+        population,
+        beta,
+        ihr,
+        weeks,
+    }
 }

@@ -1,0 +1,170 @@
+//! `enkf.create_twin` and `enkf.drop_twin`.
+
+use enkf_core::model::seirh::STATE_DIM;
+use enkf_core::twin::TwinConfig;
+use pgrx::datum::{DatumWithOid, JsonB};
+use pgrx::prelude::*;
+
+use super::catalog::{check_locations, check_observations};
+use super::spi;
+use crate::error::{null_argument, null_option, raise, OrRaise};
+use crate::guc;
+use crate::sqltypes::{RegClass, SqlName};
+
+/// The qualified, quoted name of a relation (independent of the caller's search_path).
+fn qualified_name(client: &pgrx::spi::SpiClient<'_>, rel: RegClass) -> String {
+    spi::one::<String>(
+        client,
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+        &[DatumWithOid::from(rel.0)],
+    )
+    .unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("relation with OID {} does not exist", rel.0.to_u32()),
+            None,
+            "pass a table, view or hypertable name",
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    security_invoker,
+    schema = "enkf",
+    name = "create_twin"
+)]
+fn create_twin(
+    name: Option<&str>,
+    observations: Option<RegClass>,
+    locations: Option<RegClass>,
+    time_column: default!(Option<SqlName>, "'time'"),
+    location_column: default!(Option<SqlName>, "'location'"),
+    value_column: default!(Option<SqlName>, "'value'"),
+    model: default!(Option<&str>, "'seirh'"),
+    members: default!(Option<i32>, 300),
+    config: default!(Option<JsonB>, "'{}'"),
+) -> i64 {
+    let name = name.unwrap_or_else(|| null_argument("name"));
+    if name.trim().is_empty() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "name must not be empty",
+            None,
+            "give the twin a name such as 'flu_states'",
+        );
+    }
+    let observations = observations.unwrap_or_else(|| null_argument("observations"));
+    let locations = locations.unwrap_or_else(|| null_argument("locations"));
+    let time_column = time_column.unwrap_or_else(|| null_option("time_column")).0;
+    let location_column = location_column
+        .unwrap_or_else(|| null_option("location_column"))
+        .0;
+    let value_column = value_column
+        .unwrap_or_else(|| null_option("value_column"))
+        .0;
+    let model = model.unwrap_or_else(|| null_option("model"));
+    if model != "seirh" {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("model \"{model}\" is unknown"),
+            None,
+            "the available model is 'seirh' (S, E, I, R and weekly admissions per location)",
+        );
+    }
+    let members = members.unwrap_or_else(|| null_option("members"));
+    if !(2..=100_000).contains(&members) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("members must lie in 2..100000, got {members}"),
+            None,
+            "300 members is usual for a weekly epidemic twin; 100 is enough for county-scale runs",
+        );
+    }
+    let max = guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
+    if members as usize * STATE_DIM > max {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "members = {members} gives {} ensemble elements per location, more than enkf.max_ensemble_elements = {max}",
+                members as usize * STATE_DIM
+            ),
+            None,
+            "use fewer members or ask a superuser to raise enkf.max_ensemble_elements",
+        );
+    }
+    let config = config.unwrap_or_else(|| null_option("config"));
+    let cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
+    let cfg_json = cfg.to_json();
+
+    Spi::connect_mut(|client| {
+        let obs_rel = qualified_name(client, observations);
+        let loc_rel = qualified_name(client, locations);
+        check_observations(
+            client,
+            &obs_rel,
+            &time_column,
+            &location_column,
+            &value_column,
+        );
+        check_locations(client, &loc_rel);
+        let exists = spi::one::<bool>(
+            client,
+            "SELECT true FROM enkf.twins WHERE name = $1",
+            &[DatumWithOid::from(name)],
+        );
+        if exists.is_some() {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+                format!("twin \"{name}\" already exists"),
+                None,
+                "choose another name, or remove the old twin with enkf.drop_twin()",
+            );
+        }
+        let rows = spi::update_rows(
+            client,
+            "INSERT INTO enkf.twins (name, observations, locations, time_column, location_column, value_column,
+                                     model, members, config, config_hash)
+             VALUES ($1, $2, $3, $4::name, $5::name, $6::name, $7, $8, $9::jsonb,
+                     encode(sha256(convert_to($9, 'UTF8')), 'hex'))
+             RETURNING twin_id",
+            &[
+                DatumWithOid::from(name),
+                DatumWithOid::from(obs_rel.as_str()),
+                DatumWithOid::from(loc_rel.as_str()),
+                DatumWithOid::from(time_column.as_str()),
+                DatumWithOid::from(location_column.as_str()),
+                DatumWithOid::from(value_column.as_str()),
+                DatumWithOid::from(model),
+                DatumWithOid::from(members),
+                DatumWithOid::from(cfg_json.as_str()),
+            ],
+            |r| r.get::<i64>(1),
+        );
+        rows.into_iter().next().flatten().unwrap_or_default()
+    })
+}
+
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    security_invoker,
+    schema = "enkf",
+    name = "drop_twin"
+)]
+fn drop_twin(name: Option<&str>) -> bool {
+    let name = name.unwrap_or_else(|| null_argument("name"));
+    Spi::connect_mut(|client| {
+        let twin = super::catalog::load(client, name);
+        super::catalog::lock(client, twin.id);
+        spi::update(
+            client,
+            "DELETE FROM enkf.twins WHERE twin_id = $1",
+            &[DatumWithOid::from(twin.id)],
+        );
+        true
+    })
+}

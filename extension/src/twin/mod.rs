@@ -1,0 +1,12 @@
+//! The epidemic twin over tables: `enkf.create_twin`, `enkf.assimilate`, `enkf.forecast`,
+//! `enkf.score`, `enkf.synthetic_surveillance`. Every read of the caller's tables goes through
+//! SPI under the calling role, so grants, row-level security and pgaudit apply.
+
+mod assimilate;
+mod catalog;
+mod create;
+mod forecast;
+mod score;
+mod source;
+mod spi;
+mod synthetic;

@@ -1,0 +1,84 @@
+//! Small helpers over pgrx's SPI: results copied out and their memory released at once, so that
+//! loops over thousands of locations do not accumulate tuple tables until the call ends.
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
+use pgrx::PgSqlErrorCode;
+
+use crate::error::raise;
+
+/// Unwraps an SPI-level result (errors raised by PostgreSQL itself keep their own SQLSTATE and
+/// never reach here).
+pub fn ok<T>(r: SpiResult<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("pg_enkf: SPI failed: {e}"),
+            None,
+            "this is a bug in pg_enkf: please report it with the statement that raised it",
+        ),
+    }
+}
+
+/// Runs a query and maps each row with `f`, then frees the tuple table.
+pub fn select<T>(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: &[DatumWithOid<'_>],
+    mut f: impl FnMut(&SpiHeapTupleData<'_>) -> SpiResult<T>,
+) -> Vec<T> {
+    let table = ok(client.select(query, None, args));
+    let mut out = Vec::with_capacity(table.len());
+    for row in table {
+        out.push(ok(f(&row)));
+    }
+    free_tuptable();
+    out
+}
+
+/// Runs a statement that changes data and returns rows (INSERT ... RETURNING).
+pub fn update_rows<T>(
+    client: &mut SpiClient<'_>,
+    query: &str,
+    args: &[DatumWithOid<'_>],
+    mut f: impl FnMut(&SpiHeapTupleData<'_>) -> SpiResult<T>,
+) -> Vec<T> {
+    let table = ok(client.update(query, None, args));
+    let mut out = Vec::with_capacity(table.len());
+    for row in table {
+        out.push(ok(f(&row)));
+    }
+    free_tuptable();
+    out
+}
+
+/// Runs a statement that changes data.
+pub fn update(client: &mut SpiClient<'_>, query: &str, args: &[DatumWithOid<'_>]) {
+    ok(client.update(query, None, args));
+    free_tuptable();
+}
+
+/// Releases the last SPI result (SPI keeps each until the connection ends otherwise).
+pub fn free_tuptable() {
+    // SAFETY: SPI_tuptable is either NULL or the table of the last command; both are accepted.
+    unsafe {
+        if !pg_sys::SPI_tuptable.is_null() {
+            pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+            pg_sys::SPI_tuptable = std::ptr::null_mut();
+        }
+    }
+}
+
+/// Reads a 1-row, 1-column result.
+pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: &[DatumWithOid<'_>],
+) -> Option<T> {
+    select(client, query, args, |r| r.get::<T>(1))
+        .into_iter()
+        .next()
+        .flatten()
+}
