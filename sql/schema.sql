@@ -61,7 +61,9 @@ CREATE TABLE enkf.checkpoints (
     ensemble float8[] NOT NULL,
     PRIMARY KEY (twin_id, location, week_end)
 );
-CREATE INDEX checkpoints_twin_week ON enkf.checkpoints (twin_id, week_end);
+-- Only the primary key indexes checkpoints: every lookup is by (twin, location, week), and a
+-- second index on (twin, week) would tempt the planner, with stale statistics right after a
+-- large first assimilation, into scanning a whole twin per location.
 
 -- Quantile forecasts of the twin ('enkf') and of the baseline ('baseline').
 CREATE TABLE enkf.forecasts (
@@ -76,6 +78,9 @@ CREATE TABLE enkf.forecasts (
     quantile_values float8[] NOT NULL,
     PRIMARY KEY (twin_id, reference_date, model, location, horizon)
 );
+-- Ensembles and quantiles are random-looking doubles that pglz cannot shrink: store them
+-- out of line without trying.
+ALTER TABLE enkf.checkpoints ALTER COLUMN ensemble SET STORAGE EXTERNAL;
 CREATE INDEX forecasts_twin_target ON enkf.forecasts (twin_id, location, target_end_date);
 
 SELECT pg_catalog.pg_extension_config_dump('enkf.twins', '');

@@ -6,7 +6,22 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// one analyst's call cannot take the server's memory: peak use is about 6 x 8 bytes an element.
 pub static MAX_ENSEMBLE_ELEMENTS: GucSetting<i32> = GucSetting::<i32>::new(10_000_000);
 
+/// Threads one call may use for the per-location computations (model steps, analyses,
+/// forecasts). Locations are independent, so the work splits without changing any result.
+/// 1 keeps a backend on one core, as PostgreSQL itself does outside parallel query.
+pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"enkf.threads",
+        c"Threads a pg_enkf call may use for per-location computations.",
+        c"Results do not depend on it. Worker threads only compute: all database access stays on the backend's own thread.",
+        &THREADS,
+        1,
+        64,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"enkf.max_ensemble_elements",
         c"Largest ensemble (state elements x members) one pg_enkf call may process.",

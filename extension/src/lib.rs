@@ -10,6 +10,7 @@ mod error;
 mod filter;
 mod guc;
 mod interrupts;
+mod parallel;
 mod sqltypes;
 mod twin;
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use enkf_core::dates::{from_civil, iso};
-use enkf_core::scoring::{baseline_quantiles, covered, wis, FLUSIGHT_LEVELS};
+use enkf_core::scoring::{baseline_quantiles_all, covered, wis, FLUSIGHT_LEVELS};
 use enkf_core::twin::location::{location_seed, mix};
 use enkf_core::twin::{LocationModel, TwinConfig};
 
@@ -99,19 +99,24 @@ fn main() {
                     continue;
                 }
                 let fc = model.forecast(&ens, week, 4, &FLUSIGHT_LEVELS);
+                let base = baseline_quantiles_all(
+                    &history,
+                    4,
+                    &FLUSIGHT_LEVELS,
+                    mix(location_seed(cfg.seed, loc) ^ week as u64),
+                );
                 for (h, q) in fc.iter().enumerate() {
                     let target = week + 7 * (h as i32 + 1);
                     if let Some(Some(y)) = obs.get(&target) {
-                        let seed = mix(location_seed(cfg.seed, loc) ^ week as u64 ^ h as u64);
-                        let b = baseline_quantiles(&history, h + 1, &FLUSIGHT_LEVELS, seed);
+                        let b = &base[h];
                         let twin_w = wis(&FLUSIGHT_LEVELS, q, *y);
-                        let base_w = wis(&FLUSIGHT_LEVELS, &b, *y);
+                        let base_w = wis(&FLUSIGHT_LEVELS, b, *y);
                         let pl = per_loc.entry((si, loc.clone())).or_insert((0.0, 0.0));
                         pl.0 += twin_w;
                         pl.1 += base_w;
                         let e = acc.entry((si, h)).or_default();
                         e.0 += wis(&FLUSIGHT_LEVELS, q, *y);
-                        e.1 += wis(&FLUSIGHT_LEVELS, &b, *y);
+                        e.1 += wis(&FLUSIGHT_LEVELS, b, *y);
                         e.2 += 1;
                         e.3 += covered(&FLUSIGHT_LEVELS, q, *y, 0.5).unwrap() as usize;
                         e.4 += covered(&FLUSIGHT_LEVELS, q, *y, 0.95).unwrap() as usize;

@@ -19,3 +19,8 @@ pub fn normal(rng: &mut Rng) -> f64 {
 pub fn uniform(rng: &mut Rng) -> f64 {
     rng.gen::<f64>()
 }
+
+/// A uniform index in 0..n (n > 0).
+pub fn index(rng: &mut Rng, n: usize) -> usize {
+    rng.gen_range(0..n)
+}

@@ -1,7 +1,7 @@
 //! Scoring of quantile forecasts (weighted interval score, interval coverage, absolute error of
 //! the median) and the FluSight-style baseline forecaster they are compared with.
 
-use crate::rng::{seeded, uniform};
+use crate::rng::seeded;
 
 /// The 23 quantile levels of the FluSight hubs.
 pub const FLUSIGHT_LEVELS: [f64; 23] = [
@@ -22,6 +22,62 @@ pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
             sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
         }
     }
+}
+
+/// Type-7 quantiles of unsorted samples at `levels`, without sorting them all: only the order
+/// statistics the levels need are found (multi-quickselect), which is faster than a sort for
+/// a few dozen levels. `samples` is used as scratch space.
+pub fn quantiles_unsorted(samples: &mut [f64], levels: &[f64]) -> Vec<f64> {
+    let n = samples.len();
+    if n == 0 {
+        return vec![f64::NAN; levels.len()];
+    }
+    let mut wanted: Vec<usize> = Vec::with_capacity(2 * levels.len());
+    for &p in levels {
+        let h = (n - 1) as f64 * p.clamp(0.0, 1.0);
+        let lo = h.floor() as usize;
+        wanted.push(lo);
+        wanted.push((lo + 1).min(n - 1));
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    // Integer keys that order like the floats (sign-magnitude to two's complement): selection
+    // on them is cheaper than on f64::total_cmp.
+    let mut keys: Vec<i64> = samples
+        .iter()
+        .map(|v| {
+            let b = v.to_bits() as i64;
+            b ^ (((b >> 63) as u64) >> 1) as i64
+        })
+        .collect();
+    select_many(&mut keys, &wanted, 0);
+    for &i in &wanted {
+        let k = keys[i];
+        samples[i] = f64::from_bits((k ^ (((k >> 63) as u64) >> 1) as i64) as u64);
+    }
+    levels
+        .iter()
+        .map(|&p| {
+            let h = (n - 1) as f64 * p.clamp(0.0, 1.0);
+            let lo = h.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            samples[lo] + (h - lo as f64) * (samples[hi] - samples[lo])
+        })
+        .collect()
+}
+
+/// Puts the order statistics at `wanted` (sorted, absolute indices into the full slice, of
+/// which `slice` starts at `offset`) into place.
+fn select_many(slice: &mut [i64], wanted: &[usize], offset: usize) {
+    if wanted.is_empty() || slice.is_empty() {
+        return;
+    }
+    let mid = wanted.len() / 2;
+    let k = wanted[mid] - offset;
+    slice.select_nth_unstable(k);
+    let (left, rest) = slice.split_at_mut(k);
+    select_many(left, &wanted[..mid], offset);
+    select_many(&mut rest[1..], &wanted[mid + 1..], offset + k + 1);
 }
 
 /// Weighted interval score (Bracher et al. 2021) of quantiles `values` at `levels` against the
@@ -57,13 +113,19 @@ pub fn covered(levels: &[f64], values: &[f64], y: f64, coverage: f64) -> Option<
 }
 
 /// FluSight-style baseline: the median is the last observed value; the spread comes from the
-/// location's past week-to-week changes, taken with both signs; `steps` weeks ahead the changes
-/// of `steps` random weeks are summed (a seeded bootstrap); values are truncated at 0.
-/// `history` is the observed series up to the reference time, oldest first, without gaps.
-pub fn baseline_quantiles(history: &[f64], steps: usize, levels: &[f64], seed: u64) -> Vec<f64> {
+/// location's past week-to-week changes, taken with both signs; `k` weeks ahead the changes
+/// of `k` random weeks are summed (a seeded bootstrap); values are truncated at 0.
+/// `history` is the observed series up to the reference time, oldest first.
+/// Returns the quantiles for 1, 2, ..., `steps` weeks ahead.
+pub fn baseline_quantiles_all(
+    history: &[f64],
+    steps: usize,
+    levels: &[f64],
+    seed: u64,
+) -> Vec<Vec<f64>> {
     let last = match history.last() {
         Some(v) => *v,
-        None => return vec![f64::NAN; levels.len()],
+        None => return vec![vec![f64::NAN; levels.len()]; steps],
     };
     let mut diffs: Vec<f64> = history
         .windows(2)
@@ -72,31 +134,51 @@ pub fn baseline_quantiles(history: &[f64], steps: usize, levels: &[f64], seed: u
     if diffs.is_empty() {
         diffs.push(0.0);
     }
-    let mut samples: Vec<f64> = if steps <= 1 {
-        diffs.iter().map(|d| last + d).collect()
-    } else {
-        const DRAWS: usize = 4000;
-        let mut rng = seeded(seed);
-        (0..DRAWS)
-            .map(|_| {
-                let mut v = last;
-                for _ in 0..steps {
-                    let k =
-                        ((uniform(&mut rng) * diffs.len() as f64) as usize).min(diffs.len() - 1);
-                    v += diffs[k];
+    const DRAWS: usize = 2000;
+    let mut out = Vec::with_capacity(steps);
+    // One step ahead the distribution is the changes themselves: exact, no sampling.
+    let mut samples: Vec<f64> = diffs.iter().map(|d| last + d).collect();
+    let mut paths = vec![last; DRAWS];
+    let mut rng = seeded(seed);
+    for k in 1..=steps {
+        if k > 1 {
+            if k == 2 {
+                // Paths start from a first bootstrap step.
+                for p in paths.iter_mut() {
+                    *p += diffs[pick(&mut rng, diffs.len())];
                 }
-                v
-            })
-            .collect()
-    };
-    samples.sort_by(f64::total_cmp);
-    // The symmetrised changes centre the distribution on the last value; pin the median there
-    // exactly and shift the other quantiles with it.
-    let centre = quantile_sorted(&samples, 0.5);
-    levels
-        .iter()
-        .map(|&p| (quantile_sorted(&samples, p) - centre + last).max(0.0))
-        .collect()
+            }
+            for p in paths.iter_mut() {
+                *p += diffs[pick(&mut rng, diffs.len())];
+            }
+            samples.clear();
+            samples.extend_from_slice(&paths);
+        }
+        // The symmetrised changes centre the distribution on the last value; pin the median
+        // there exactly and shift the other quantiles with it.
+        let q = quantiles_unsorted(&mut samples, levels);
+        let centre = match levels.iter().position(|l| *l == 0.5) {
+            Some(i) => q[i],
+            None => quantiles_unsorted(&mut samples, &[0.5])[0],
+        };
+        out.push(
+            q.into_iter()
+                .map(|v| (v - centre + last).max(0.0))
+                .collect(),
+        );
+    }
+    out
+}
+
+fn pick(rng: &mut crate::rng::Rng, n: usize) -> usize {
+    crate::rng::index(rng, n)
+}
+
+/// The baseline's quantiles `steps` weeks ahead only (see `baseline_quantiles_all`).
+pub fn baseline_quantiles(history: &[f64], steps: usize, levels: &[f64], seed: u64) -> Vec<f64> {
+    baseline_quantiles_all(history, steps.max(1), levels, seed)
+        .pop()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -140,6 +222,31 @@ mod tests {
             let a = wis(&FLUSIGHT_LEVELS, &values, y);
             let b = wis_intervals(&FLUSIGHT_LEVELS, &values, y);
             assert!((a - b).abs() < 1e-9, "y={y}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn selection_matches_sorting() {
+        let mut state = 12345u64;
+        for n in [1usize, 2, 3, 10, 57, 1000, 4001] {
+            let v: Vec<f64> = (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((state >> 20) % 1000) as f64 / 7.0
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let want: Vec<f64> = FLUSIGHT_LEVELS
+                .iter()
+                .map(|&p| quantile_sorted(&sorted, p))
+                .collect();
+            let mut work = v.clone();
+            assert_eq!(
+                quantiles_unsorted(&mut work, &FLUSIGHT_LEVELS),
+                want,
+                "n = {n}"
+            );
         }
     }
 

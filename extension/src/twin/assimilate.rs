@@ -8,6 +8,9 @@
 //! update. Rows are streamed through a cursor, one location at a time, so memory does not grow
 //! with the history or the number of locations.
 
+// pgrx needs the returned row tuple spelled out in the #[pg_extern] signature.
+#![allow(clippy::type_complexity)]
+
 use std::collections::{HashMap, VecDeque};
 
 use enkf_core::model::seirh::STATE_DIM;
@@ -22,7 +25,7 @@ use super::catalog::{self, Twin};
 use super::source::Source;
 use super::spi;
 use crate::arrays::Float8Matrix;
-use crate::error::{null_argument, null_option, raise, OrRaise};
+use crate::error::{null_argument, null_option, raise};
 
 pub(super) fn date(days: i32) -> Date {
     // SAFETY: any i32 day number is a valid (if distant) PostgreSQL date.
@@ -42,17 +45,68 @@ pub(super) fn timestamptz_of(
     })
 }
 
-/// One row of the stream: a location's week from the table, its checkpoint, or both.
+/// A week of a location to (re-)assimilate, from the table.
 struct Row {
     location: String,
     week: i32,
-    has_data: bool,
     value: Option<f64>,
     n_rows: i64,
     n_times: i64,
     min_value: Option<f64>,
-    has_checkpoint: bool,
+}
+
+/// Where a location's run starts: its first week to process, and the analysis of the week
+/// before with the counts that preceded it (None: start from the prior, or replay).
+struct Start {
+    location: String,
+    week: i32,
+    ensemble: Option<Vec<f64>>,
+    /// Latest first.
+    recent: Vec<f64>,
+}
+
+/// One location's work, self-contained so that it can run on any thread.
+struct Job {
+    location: String,
+    population: f64,
+    /// First week to process (the origin for a run from the prior).
+    start: i32,
+    ensemble: Option<Vec<f64>>,
+    /// Chronological.
+    recent: Vec<f64>,
+    rows: Vec<Row>,
+}
+
+/// A checkpoint to write.
+struct Pending {
+    location: String,
+    week: i32,
     observed: Option<f64>,
+    ensemble: DMatrix<f64>,
+}
+
+struct Outcome {
+    checkpoints: Vec<Pending>,
+    observations: i32,
+}
+
+/// What can go wrong in a location's work; raised by the backend's thread.
+enum Problem {
+    Duplicate {
+        location: String,
+        week: i32,
+    },
+    Negative {
+        location: String,
+        week: i32,
+        value: f64,
+    },
+    Corrupt {
+        location: String,
+        week: i32,
+        len: usize,
+    },
+    Numerics(enkf_core::EnkfError),
 }
 
 #[derive(Default)]
@@ -64,14 +118,101 @@ struct Stats {
     last_week: Option<i32>,
 }
 
-enum Mode {
-    /// Weeks already assimilated, unchanged so far.
-    Scanning { last_checkpoint: Option<i32> },
-    /// Re-running weeks: the ensemble is at the end of `week`.
-    Processing { ens: DMatrix<f64>, week: i32 },
-    /// Replayed from the prior in one go; the rest of the stream for it is skipped.
-    Done,
+/// The parts of a run every location's work reads.
+struct Ctx<'a> {
+    config: &'a enkf_core::twin::TwinConfig,
+    members: usize,
+    origin: i32,
+    end_week: i32,
 }
+
+fn validate(row: &Row) -> Result<(), Problem> {
+    if row.n_rows > row.n_times {
+        return Err(Problem::Duplicate {
+            location: row.location.clone(),
+            week: row.week,
+        });
+    }
+    match row.min_value {
+        Some(v) if v < 0.0 => Err(Problem::Negative {
+            location: row.location.clone(),
+            week: row.week,
+            value: v,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Steps a location from its start state through the end week, updating with each count:
+/// pure computation, no database access.
+fn process(ctx: &Ctx<'_>, job: &Job) -> Result<Outcome, Problem> {
+    let model = LocationModel::new(ctx.config, &job.location, job.population);
+    let (mut ens, mut recent) = match &job.ensemble {
+        Some(flat) if job.start > ctx.origin => {
+            if flat.len() != STATE_DIM * ctx.members {
+                return Err(Problem::Corrupt {
+                    location: job.location.clone(),
+                    week: job.start - 7,
+                    len: flat.len(),
+                });
+            }
+            (
+                DMatrix::from_row_slice(STATE_DIM, ctx.members, flat),
+                job.recent.iter().cloned().collect::<VecDeque<f64>>(),
+            )
+        }
+        _ => (model.prior(ctx.members), VecDeque::new()),
+    };
+    let window = ctx.config.observation_error.window;
+    let mut out = Outcome {
+        checkpoints: Vec::new(),
+        observations: 0,
+    };
+    let mut advance = |ens: &mut DMatrix<f64>,
+                       recent: &mut VecDeque<f64>,
+                       week: i32,
+                       value: Option<f64>|
+     -> Result<(), Problem> {
+        model.step(ens, week);
+        if let Some(y) = value {
+            recent.push_back(y);
+            while recent.len() > window {
+                recent.pop_front();
+            }
+            let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+            model
+                .update(ens, y, mean, week)
+                .map_err(Problem::Numerics)?;
+            out.observations += 1;
+        }
+        out.checkpoints.push(Pending {
+            location: job.location.clone(),
+            week,
+            observed: value,
+            ensemble: ens.clone(),
+        });
+        Ok(())
+    };
+    let mut week = job.start.max(ctx.origin) - 7;
+    for row in &job.rows {
+        validate(row)?;
+        while week + 7 < row.week {
+            week += 7;
+            advance(&mut ens, &mut recent, week, None)?;
+        }
+        week = row.week;
+        advance(&mut ens, &mut recent, week, row.value)?;
+    }
+    while week < ctx.end_week {
+        week += 7;
+        advance(&mut ens, &mut recent, week, None)?;
+    }
+    Ok(out)
+}
+
+const FLUSH_ROWS: usize = 128;
+/// Location-weeks computed per parallel batch: bounds the checkpoints held before writing.
+const BATCH_WEEKS: i64 = 2048;
 
 struct Run<'a> {
     twin: &'a Twin,
@@ -81,53 +222,52 @@ struct Run<'a> {
     end_week: i32,
     run_id: i64,
     stats: Stats,
+    pending: Vec<Pending>,
+    jobs: Vec<Job>,
+    batch_weeks: i64,
+    compute_seconds: f64,
     scratch: PgMemoryContexts,
 }
 
-struct Loc<'a> {
-    name: String,
-    model: LocationModel<'a>,
-    recent: VecDeque<f64>,
-    mode: Mode,
-    processed_any: bool,
-}
-
 impl<'a> Run<'a> {
-    fn validate(&self, row: &Row) {
-        if !row.has_data {
-            return;
-        }
-        if row.n_rows > row.n_times {
-            raise(
+    fn raise(&self, problem: Problem) -> ! {
+        match problem {
+            Problem::Duplicate { location, week } => raise(
                 PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
                 format!(
-                    "observations: {} has more than one row for location \"{}\" at the same time (week ending {})",
+                    "observations: {} has more than one row for location \"{location}\" at the same time (week ending {})",
                     self.twin.observations,
-                    row.location,
-                    enkf_core::dates::iso(row.week)
+                    enkf_core::dates::iso(week)
                 ),
                 None,
                 "keep one row per (time, location), e.g. with a unique index, or deduplicate in a view",
-            );
-        }
-        if let Some(v) = row.min_value {
-            if v < 0.0 {
-                raise(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    format!(
-                        "observations: negative count {v} for location \"{}\" in the week ending {}",
-                        row.location,
-                        enkf_core::dates::iso(row.week)
-                    ),
-                    None,
-                    "counts must be >= 0; mark unreported weeks with NULL or NaN",
-                );
-            }
+            ),
+            Problem::Negative { location, week, value } => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "observations: negative count {value} for location \"{location}\" in the week ending {}",
+                    enkf_core::dates::iso(week)
+                ),
+                None,
+                "counts must be >= 0; mark unreported weeks with NULL or NaN",
+            ),
+            Problem::Corrupt { location, week, len } => raise(
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                format!(
+                    "checkpoint of twin \"{}\", location \"{location}\", week {} has {len} values, expected {}",
+                    self.twin.name,
+                    enkf_core::dates::iso(week),
+                    STATE_DIM * self.twin.members
+                ),
+                None,
+                "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
+            ),
+            Problem::Numerics(e) => crate::error::raise_core(e),
         }
     }
 
-    fn new_location(&self, name: &str) -> Loc<'a> {
-        let population = match self.populations.get(name) {
+    fn population(&self, name: &str) -> f64 {
+        match self.populations.get(name) {
             Some(p) => *p,
             None => raise(
                 PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
@@ -135,252 +275,153 @@ impl<'a> Run<'a> {
                 None,
                 "add the location with its population to the locations table, or filter it out with a view",
             ),
-        };
-        Loc {
-            name: name.to_string(),
-            model: LocationModel::new(&self.twin.config, name, population),
-            recent: VecDeque::new(),
-            mode: Mode::Scanning {
-                last_checkpoint: None,
-            },
-            processed_any: false,
         }
     }
 
-    fn load_checkpoint(
-        &mut self,
-        client: &SpiClient<'_>,
-        location: &str,
-        week: i32,
-    ) -> Option<DMatrix<f64>> {
-        let members = self.twin.members;
-        let twin_id = self.twin.id;
-        let flat: Option<Vec<f64>> = unsafe {
-            self.scratch.switch_to(|_| {
-                spi::one::<Vec<f64>>(
-                    client,
-                    "SELECT ensemble FROM enkf.checkpoints WHERE twin_id = $1 AND location = $2 AND week_end = $3",
-                    &[DatumWithOid::from(twin_id), DatumWithOid::from(location), DatumWithOid::from(date(week))],
-                )
-            })
+    /// Queues a location's work; runs the batch when it is large enough.
+    fn push(&mut self, client: &mut SpiClient<'_>, start: Start, rows: Vec<Row>) {
+        let population = self.population(&start.location);
+        let job = if start.week > self.origin && start.ensemble.is_none() {
+            // The checkpoint this needs is gone (pruned by checkpoints.keep_weeks), or the location
+            // first appears after the origin: replay it from the prior, reading its rows afresh.
+            self.replay_job(client, start.location, population)
+        } else {
+            Job {
+                location: start.location,
+                population,
+                start: start.week,
+                ensemble: start.ensemble,
+                recent: start.recent.into_iter().rev().collect(),
+                rows,
+            }
         };
-        let flat = flat?;
-        if flat.len() != STATE_DIM * members {
-            raise(
-                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                format!(
-                    "checkpoint of twin \"{}\", location \"{location}\", week {} has {} values, expected {}",
-                    self.twin.name,
-                    enkf_core::dates::iso(week),
-                    flat.len(),
-                    STATE_DIM * members
-                ),
-                None,
-                "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
-            );
+        self.batch_weeks += ((self.end_week - job.start.max(self.origin)) / 7 + 1) as i64;
+        self.jobs.push(job);
+        if self.batch_weeks >= BATCH_WEEKS {
+            self.run_batch(client);
         }
-        Some(DMatrix::from_row_slice(STATE_DIM, members, &flat))
     }
 
-    fn delete_from(&mut self, client: &mut SpiClient<'_>, location: &str, week: i32) {
-        let twin_id = self.twin.id;
+    fn replay_job(&mut self, client: &mut SpiClient<'_>, location: String, population: f64) -> Job {
         spi::update(
             client,
-            "DELETE FROM enkf.checkpoints WHERE twin_id = $1 AND location = $2 AND week_end >= $3",
+            "DELETE FROM enkf.checkpoints WHERE twin_id = $1 AND location = $2",
             &[
-                DatumWithOid::from(twin_id),
-                DatumWithOid::from(location),
-                DatumWithOid::from(date(week)),
+                DatumWithOid::from(self.twin.id),
+                DatumWithOid::from(location.as_str()),
             ],
         );
-    }
-
-    /// Steps one week; updates with the count if there is one; stores the checkpoint.
-    fn advance(
-        &mut self,
-        client: &mut SpiClient<'_>,
-        loc: &mut Loc<'_>,
-        ens: &mut DMatrix<f64>,
-        week: i32,
-        value: Option<f64>,
-    ) {
-        pgrx::check_for_interrupts!();
-        loc.model.step(ens, week);
-        if let Some(y) = value {
-            loc.recent.push_back(y);
-            while loc.recent.len() > self.twin.config.observation_error.window {
-                loc.recent.pop_front();
-            }
-            let mean = loc.recent.iter().sum::<f64>() / loc.recent.len() as f64;
-            loc.model.update(ens, y, mean, week).or_raise();
-            self.stats.observations += 1;
-        }
-        loc.processed_any = true;
-        self.stats.first_week = Some(self.stats.first_week.map_or(week, |w| w.min(week)));
-        self.stats.last_week = Some(self.stats.last_week.map_or(week, |w| w.max(week)));
-        let (twin_id, run_id) = (self.twin.id, self.run_id);
-        let name = loc.name.as_str();
-        let matrix = ens.clone();
-        unsafe {
-            self.scratch.switch_to(|_| {
-                spi::update(
-                    client,
-                    "INSERT INTO enkf.checkpoints (twin_id, location, week_end, run_id, observed, ensemble)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        DatumWithOid::from(twin_id),
-                        DatumWithOid::from(name),
-                        DatumWithOid::from(date(week)),
-                        DatumWithOid::from(run_id),
-                        value.map_or(DatumWithOid::null::<f64>(), DatumWithOid::from),
-                        DatumWithOid::from(Float8Matrix(matrix)),
-                    ],
-                )
-            })
-        };
-    }
-
-    /// Leaves scanning at week `start`: the ensemble is restored from the checkpoint of the week
-    /// before, or from the prior at the origin; later checkpoints are removed for rewriting.
-    fn begin(&mut self, client: &mut SpiClient<'_>, loc: &mut Loc<'_>, start: i32) {
-        let ens = if start <= self.origin {
-            Some(loc.model.prior(self.twin.members))
-        } else {
-            self.load_checkpoint(client, &loc.name.clone(), start - 7)
-        };
-        match ens {
-            Some(ens) => {
-                let name = loc.name.clone();
-                self.delete_from(client, &name, start);
-                loc.mode = Mode::Processing {
-                    ens,
-                    week: start.max(self.origin) - 7,
-                };
-            }
-            None => self.replay(client, loc),
-        }
-    }
-
-    /// Re-assimilates a location from its prior at the origin, reading its rows afresh: used
-    /// when the checkpoint a revision needs is gone (pruned by checkpoints.keep_weeks) or the
-    /// location first appears after the origin.
-    fn replay(&mut self, client: &mut SpiClient<'_>, loc: &mut Loc<'_>) {
-        let name = loc.name.clone();
-        self.delete_from(client, &name, self.origin);
         let query = format!(
             "SELECT week_end, value, n_rows, n_times, min_value FROM ({}) w
-              WHERE loc = $1 AND week_end BETWEEN $2 AND $3 ORDER BY week_end",
-            self.source.weekly_sql()
+              WHERE loc = $3 AND week_end BETWEEN $1 AND $2 ORDER BY week_end",
+            self.source.weekly_sql(Some((1, 2)))
         );
         let rows = spi::select(
             client,
             &query,
             &[
-                DatumWithOid::from(name.as_str()),
                 DatumWithOid::from(date(self.origin)),
                 DatumWithOid::from(date(self.end_week)),
+                DatumWithOid::from(location.as_str()),
             ],
             |r| {
                 Ok(Row {
-                    location: name.clone(),
+                    location: location.clone(),
                     week: r
                         .get::<Date>(1)?
                         .map(|d| d.to_pg_epoch_days())
                         .unwrap_or_default(),
-                    has_data: true,
                     value: r.get::<f64>(2)?,
                     n_rows: r.get::<i64>(3)?.unwrap_or_default(),
                     n_times: r.get::<i64>(4)?.unwrap_or_default(),
                     min_value: r.get::<f64>(5)?,
-                    has_checkpoint: false,
-                    observed: None,
                 })
             },
         );
-        loc.recent.clear();
-        let mut ens = loc.model.prior(self.twin.members);
-        let mut week = self.origin - 7;
-        for row in rows {
-            self.validate(&row);
-            while week + 7 < row.week {
-                week += 7;
-                self.advance(client, loc, &mut ens, week, None);
-            }
-            week = row.week;
-            self.advance(client, loc, &mut ens, week, row.value);
+        Job {
+            location,
+            population,
+            start: self.origin,
+            ensemble: None,
+            recent: Vec::new(),
+            rows,
         }
-        while week < self.end_week {
-            week += 7;
-            self.advance(client, loc, &mut ens, week, None);
-        }
-        loc.mode = Mode::Done;
     }
 
-    fn on_row(&mut self, client: &mut SpiClient<'_>, loc: &mut Loc<'_>, row: &Row) {
-        self.validate(row);
-        let current = if row.has_data { row.value } else { None };
-        if let Mode::Scanning { last_checkpoint } = &mut loc.mode {
-            if row.has_checkpoint && same(row.observed, current) {
-                if let Some(v) = row.observed {
-                    loc.recent.push_back(v);
-                    while loc.recent.len() > self.twin.config.observation_error.window {
-                        loc.recent.pop_front();
-                    }
-                }
-                *last_checkpoint = Some(row.week);
-                return;
-            }
-            if row.has_checkpoint {
-                self.stats.reassimilated += 1;
-            }
-            self.begin(client, loc, row.week);
+    /// Computes the queued locations (on `enkf.threads` threads) and writes their checkpoints.
+    fn run_batch(&mut self, client: &mut SpiClient<'_>) {
+        if self.jobs.is_empty() {
+            return;
         }
-        let mode = std::mem::replace(&mut loc.mode, Mode::Done);
-        loc.mode = match mode {
-            Mode::Processing { mut ens, mut week } => {
-                while week + 7 < row.week {
-                    week += 7;
-                    self.advance(client, loc, &mut ens, week, None);
-                }
-                self.advance(client, loc, &mut ens, row.week, current);
-                Mode::Processing {
-                    ens,
-                    week: row.week,
-                }
-            }
-            other => other,
+        pgrx::check_for_interrupts!();
+        let jobs = std::mem::take(&mut self.jobs);
+        self.batch_weeks = 0;
+        let ctx = Ctx {
+            config: &self.twin.config,
+            members: self.twin.members,
+            origin: self.origin,
+            end_week: self.end_week,
         };
-    }
-
-    /// After a location's last row: carries it through missing weeks up to the end week.
-    fn finish(&mut self, client: &mut SpiClient<'_>, mut loc: Loc<'_>) {
-        if let Mode::Scanning {
-            last_checkpoint: Some(w),
-        } = loc.mode
-        {
-            if w < self.end_week {
-                self.begin(client, &mut loc, w + 7);
-            }
-        }
-        if let Mode::Processing { mut ens, mut week } = std::mem::replace(&mut loc.mode, Mode::Done)
-        {
-            while week < self.end_week {
-                week += 7;
-                self.advance(client, &mut loc, &mut ens, week, None);
-            }
-        }
-        if loc.processed_any {
+        let t = std::time::Instant::now();
+        let outcomes = crate::parallel::map(&jobs, |job| process(&ctx, job));
+        self.compute_seconds += t.elapsed().as_secs_f64();
+        for outcome in outcomes {
+            let outcome = outcome.unwrap_or_else(|p| self.raise(p));
             self.stats.locations += 1;
+            self.stats.observations += outcome.observations;
+            for c in outcome.checkpoints {
+                self.stats.first_week =
+                    Some(self.stats.first_week.map_or(c.week, |w| w.min(c.week)));
+                self.stats.last_week = Some(self.stats.last_week.map_or(c.week, |w| w.max(c.week)));
+                self.pending.push(c);
+                if self.pending.len() >= FLUSH_ROWS {
+                    self.flush(client);
+                }
+            }
         }
-        unsafe { self.scratch.reset() };
+        self.flush(client);
     }
-}
 
-fn same(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => x.to_bits() == y.to_bits(),
-        _ => false,
+    fn flush(&mut self, client: &mut SpiClient<'_>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let mut sql = String::from(
+            "INSERT INTO enkf.checkpoints (twin_id, run_id, location, week_end, observed, ensemble) VALUES ",
+        );
+        for k in 0..rows.len() {
+            let p = 3 + 4 * k;
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "($1, $2, ${}, ${}, ${}, ${})",
+                p,
+                p + 1,
+                p + 2,
+                p + 3
+            ));
+        }
+        let (twin_id, run_id) = (self.twin.id, self.run_id);
+        unsafe {
+            self.scratch.switch_to(|_| {
+                let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(2 + 4 * rows.len());
+                args.push(DatumWithOid::from(twin_id));
+                args.push(DatumWithOid::from(run_id));
+                for r in rows {
+                    args.push(DatumWithOid::from(r.location));
+                    args.push(DatumWithOid::from(date(r.week)));
+                    args.push(
+                        r.observed
+                            .map_or(DatumWithOid::null::<f64>(), DatumWithOid::from),
+                    );
+                    args.push(DatumWithOid::from(Float8Matrix(r.ensemble)));
+                }
+                spi::update(client, &sql, &args);
+            });
+            self.scratch.reset();
+        }
     }
 }
 
@@ -464,6 +505,7 @@ fn assimilate(
 
 fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -> AssimilateRow {
     let started = spi::one::<TimestampWithTimeZone>(client, "SELECT clock_timestamp()", &[]);
+    let clock = std::time::Instant::now();
     let twin = catalog::load(client, name);
     catalog::lock(client, twin.id);
     let kind = catalog::check_observations(
@@ -491,7 +533,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
             "SELECT min(week_end), max(week_end) FILTER (WHERE week_end <= $1), count(*),
                     count(*) FILTER (WHERE loc IS NULL OR week_end IS NULL)
                FROM ({}) w",
-            source.weekly_sql()
+            source.raw_sql(None)
         ),
         &[DatumWithOid::from(date(through_day))],
         |r| {
@@ -571,6 +613,82 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
     .flatten()
     .unwrap_or_default();
 
+    // 1. Which locations need work, from which week: weeks whose count differs from the one
+    //    assimilated (revisions), weeks never assimilated, and locations behind the end week.
+    //    Each query reads one table or joins by hash (FULL JOIN): no plan here depends on
+    //    statistics, which are stale right after a twin's first, large assimilation.
+    // Every location is carried to the end week on each run, so the twin's locations are those
+    // with a checkpoint in its last assimilated week.
+    let previous_end = catalog::last_week(client, twin.id);
+    let last_kept: HashMap<String, i32> = match previous_end {
+        None => HashMap::new(),
+        Some(prev) => spi::select(
+            client,
+            "SELECT location FROM enkf.checkpoints WHERE twin_id = $1 AND week_end = $2",
+            &[DatumWithOid::from(twin.id), DatumWithOid::from(date(prev))],
+            |r| Ok((r.get::<String>(1)?.unwrap_or_default(), prev)),
+        )
+        .into_iter()
+        .collect(),
+    };
+    let mut compare_from = origin;
+    if let Some(k) = twin.config.revisions.lookback_weeks {
+        compare_from = compare_from.max(end_week - 7 * (k as i32 - 1));
+    }
+    if let (Some(k), Some(prev)) = (twin.config.checkpoints.keep_weeks, previous_end) {
+        // Weeks before this were pruned: there is nothing to compare them with.
+        compare_from = compare_from.max(prev - 7 * (k as i32 - 1));
+    }
+    let diff_sql = format!(
+        "WITH o AS ({values}),
+              c AS (SELECT location, week_end, observed FROM enkf.checkpoints
+                     WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2)
+         SELECT coalesce(o.loc, c.location), min(coalesce(o.week_end, c.week_end)),
+                (array_agg(c.location IS NOT NULL ORDER BY coalesce(o.week_end, c.week_end)))[1]
+           FROM o FULL JOIN c ON c.location = o.loc AND c.week_end = o.week_end
+          WHERE (c.location IS NULL OR c.observed IS DISTINCT FROM o.value)
+            AND coalesce(o.week_end, c.week_end) BETWEEN $1 AND $2
+          GROUP BY 1",
+        values = source.weekly_values_sql(Some((1, 2)))
+    );
+    let mut starts_by_location: HashMap<String, (i32, bool)> = spi::select(
+        client,
+        &diff_sql,
+        &[
+            DatumWithOid::from(date(compare_from)),
+            DatumWithOid::from(date(end_week)),
+            DatumWithOid::from(twin.id),
+        ],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                (
+                    r.get::<Date>(2)?
+                        .map(|d| d.to_pg_epoch_days())
+                        .unwrap_or_default(),
+                    r.get::<bool>(3)?.unwrap_or(false),
+                ),
+            ))
+        },
+    )
+    .into_iter()
+    .collect();
+    for (loc, last) in &last_kept {
+        if *last < end_week {
+            let behind = (*last + 7, false);
+            let entry = starts_by_location.entry(loc.clone()).or_insert(behind);
+            if behind.0 < entry.0 {
+                *entry = behind;
+            }
+        }
+    }
+    // Byte order, as the cursors below sort with COLLATE "C".
+    let mut plan: Vec<(String, i32, bool)> = starts_by_location
+        .into_iter()
+        .map(|(l, (w, r))| (l, w, r))
+        .collect();
+    plan.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let t_plan = clock.elapsed().as_secs_f64();
     let mut run = Run {
         twin: &twin,
         source: &source,
@@ -579,77 +697,130 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         end_week,
         run_id,
         stats: Stats::default(),
+        pending: Vec::new(),
+        jobs: Vec::new(),
+        batch_weeks: 0,
+        compute_seconds: 0.0,
         scratch: PgMemoryContexts::new("pg_enkf assimilate"),
     };
+    if !plan.is_empty() {
+        run.stats.reassimilated = plan.iter().filter(|p| p.2).count() as i32;
+        let locations: Vec<String> = plan.iter().map(|p| p.0.clone()).collect();
+        let starts: Vec<Date> = plan.iter().map(|p| date(p.1)).collect();
+        let min_start = plan.iter().map(|p| p.1).min().unwrap_or(origin);
 
-    let stream = format!(
-        "WITH o AS (SELECT * FROM ({weekly}) w WHERE week_end BETWEEN $2 AND $3),
-              c AS (SELECT location, week_end, observed FROM enkf.checkpoints
-                     WHERE twin_id = $1 AND week_end <= $3),
-              k AS (SELECT location, min(week_end) AS first_kept FROM c GROUP BY location)
-         SELECT coalesce(o.loc, c.location) AS loc, coalesce(o.week_end, c.week_end) AS week_end,
-                o.loc IS NOT NULL AS has_data, o.value, o.n_rows, o.n_times, o.min_value,
-                c.week_end IS NOT NULL AS has_checkpoint, c.observed
-           FROM o FULL JOIN c ON c.location = o.loc AND c.week_end = o.week_end
-           LEFT JOIN k ON k.location = coalesce(o.loc, c.location)
-          WHERE k.first_kept IS NULL OR coalesce(o.week_end, c.week_end) >= k.first_kept
-          ORDER BY 1, 2",
-        weekly = source.weekly_sql()
-    );
-    let mut cursor = spi::ok(client.try_open_cursor(
-        stream.as_str(),
-        &[
-            DatumWithOid::from(twin.id),
-            DatumWithOid::from(date(origin)),
-            DatumWithOid::from(date(end_week)),
-        ],
-    ));
-    let mut current: Option<Loc<'_>> = None;
-    loop {
-        let batch: Vec<Row> = {
-            let table = spi::ok(cursor.fetch(2000));
-            let mut rows = Vec::with_capacity(table.len());
-            for r in table {
-                rows.push(Row {
-                    location: spi::ok(r.get::<String>(1)).unwrap_or_default(),
-                    week: spi::ok(r.get::<Date>(2))
-                        .map(|d| d.to_pg_epoch_days())
-                        .unwrap_or_default(),
-                    has_data: spi::ok(r.get::<bool>(3)).unwrap_or(false),
-                    value: spi::ok(r.get::<f64>(4)),
-                    n_rows: spi::ok(r.get::<i64>(5)).unwrap_or(0),
-                    n_times: spi::ok(r.get::<i64>(6)).unwrap_or(0),
-                    min_value: spi::ok(r.get::<f64>(7)),
-                    has_checkpoint: spi::ok(r.get::<bool>(8)).unwrap_or(false),
-                    observed: spi::ok(r.get::<f64>(9)),
-                });
+        // 2. Revised locations lose their checkpoints from the changed week on.
+        spi::update(
+            client,
+            "DELETE FROM enkf.checkpoints c USING unnest($2::text[], $3::date[]) AS p(loc, start)
+              WHERE c.twin_id = $1 AND c.location = p.loc AND c.week_end >= p.start",
+            &[
+                DatumWithOid::from(twin.id),
+                DatumWithOid::from(locations.clone()),
+                DatumWithOid::from(starts.clone()),
+            ],
+        );
+
+        // 3. Two cursors in location order: the start states, and the rows to process.
+        let window = twin.config.observation_error.window as i64;
+        let mut states = spi::ok(client.try_open_cursor(
+            "SELECT p.loc, p.start, cp.ensemble,
+                    ARRAY(SELECT r.observed FROM enkf.checkpoints r
+                           WHERE r.twin_id = $1 AND r.location = p.loc AND r.week_end < p.start
+                             AND r.observed IS NOT NULL ORDER BY r.week_end DESC LIMIT $4)
+               FROM unnest($2::text[], $3::date[]) AS p(loc, start)
+               LEFT JOIN enkf.checkpoints cp ON cp.twin_id = $1 AND cp.location = p.loc AND cp.week_end = p.start - 7
+              ORDER BY p.loc COLLATE \"C\"",
+            &[DatumWithOid::from(twin.id), DatumWithOid::from(locations.clone()), DatumWithOid::from(starts.clone()), DatumWithOid::from(window)],
+        ));
+        let rows_sql = format!(
+            "SELECT s.loc, s.week_end, CASE WHEN bool_and(s.ok) THEN sum(s.v) END, count(*), count(DISTINCT s.t),
+                    min(s.v) FILTER (WHERE s.ok)
+               FROM ({raw}) s JOIN unnest($3::text[], $4::date[]) AS p(loc, start)
+                 ON p.loc = s.loc AND s.week_end >= p.start
+              WHERE s.week_end <= $2
+              GROUP BY s.loc, s.week_end ORDER BY s.loc COLLATE \"C\", s.week_end",
+            raw = source.raw_sql(Some((1, 2)))
+        );
+        let mut data = spi::ok(client.try_open_cursor(
+            rows_sql.as_str(),
+            &[
+                DatumWithOid::from(date(min_start)),
+                DatumWithOid::from(date(end_week)),
+                DatumWithOid::from(locations),
+                DatumWithOid::from(starts),
+            ],
+        ));
+        let mut buffered: VecDeque<Row> = VecDeque::new();
+        let mut data_done = false;
+        loop {
+            let batch: Vec<Start> = unsafe {
+                run.scratch.switch_to(|_| {
+                    let table = spi::ok(states.fetch(256));
+                    let mut out = Vec::with_capacity(table.len());
+                    for r in table {
+                        out.push(Start {
+                            location: spi::ok(r.get::<String>(1)).unwrap_or_default(),
+                            week: spi::ok(r.get::<Date>(2))
+                                .map(|d| d.to_pg_epoch_days())
+                                .unwrap_or_default(),
+                            ensemble: spi::ok(r.get::<Vec<f64>>(3)),
+                            recent: spi::ok(r.get::<Vec<Option<f64>>>(4))
+                                .unwrap_or_default()
+                                .into_iter()
+                                .flatten()
+                                .collect(),
+                        });
+                    }
+                    spi::free_tuptable();
+                    out
+                })
+            };
+            unsafe { run.scratch.reset() };
+            if batch.is_empty() {
+                break;
             }
-            spi::free_tuptable();
-            rows
-        };
-        if batch.is_empty() {
-            break;
-        }
-        for row in &batch {
-            if current
-                .as_ref()
-                .map(|l| l.name != row.location)
-                .unwrap_or(true)
-            {
-                if let Some(done) = current.take() {
-                    run.finish(client, done);
+            for start in batch {
+                // This location's rows: everything buffered or fetched up to the next location.
+                let mut mine = Vec::new();
+                loop {
+                    while let Some(front) = buffered.front() {
+                        if front.location.as_bytes() < start.location.as_bytes() {
+                            buffered.pop_front();
+                        } else if front.location == start.location {
+                            mine.push(buffered.pop_front().unwrap_or_else(|| unreachable!()));
+                        } else {
+                            break;
+                        }
+                    }
+                    if !buffered.is_empty() || data_done {
+                        break;
+                    }
+                    let table = spi::ok(data.fetch(2000));
+                    if table.is_empty() {
+                        data_done = true;
+                    }
+                    for r in table {
+                        buffered.push_back(Row {
+                            location: spi::ok(r.get::<String>(1)).unwrap_or_default(),
+                            week: spi::ok(r.get::<Date>(2))
+                                .map(|d| d.to_pg_epoch_days())
+                                .unwrap_or_default(),
+                            value: spi::ok(r.get::<f64>(3)),
+                            n_rows: spi::ok(r.get::<i64>(4)).unwrap_or(0),
+                            n_times: spi::ok(r.get::<i64>(5)).unwrap_or(0),
+                            min_value: spi::ok(r.get::<f64>(6)),
+                        });
+                    }
+                    spi::free_tuptable();
                 }
-                current = Some(run.new_location(&row.location));
-            }
-            if let Some(loc) = current.as_mut() {
-                run.on_row(client, loc, row);
+                run.push(client, start, mine);
             }
         }
+        run.run_batch(client);
+        drop(states);
+        drop(data);
     }
-    if let Some(done) = current.take() {
-        run.finish(client, done);
-    }
-    drop(cursor);
 
     if let Some(keep) = twin.config.checkpoints.keep_weeks {
         spi::update(
@@ -662,6 +833,13 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         );
     }
     let stats = std::mem::take(&mut run.stats);
+    pgrx::debug1!(
+        "pg_enkf assimilate of twin \"{name}\": {} locations, {} counts in {:.3} s (plan {t_plan:.3} s, compute {:.3} s)",
+        stats.locations,
+        stats.observations,
+        clock.elapsed().as_secs_f64(),
+        run.compute_seconds
+    );
     spi::update(
         client,
         "UPDATE enkf.runs SET locations = $2, observations = $3, reassimilated = $4, first_week = $5,

@@ -243,3 +243,22 @@ pub fn timescaledb_schema(client: &SpiClient<'_>) -> Option<String> {
         &[],
     )
 }
+
+/// The last week the twin has assimilated: from its runs (cheap), or from its checkpoints if
+/// the runs were purged.
+pub fn last_week(client: &SpiClient<'_>, twin_id: i64) -> Option<i32> {
+    let from_runs = spi::one::<pgrx::datum::Date>(
+        client,
+        "SELECT max(last_week) FROM enkf.runs WHERE twin_id = $1 AND kind = 'assimilate' AND status = 'succeeded'",
+        &[DatumWithOid::from(twin_id)],
+    );
+    from_runs
+        .or_else(|| {
+            spi::one::<pgrx::datum::Date>(
+                client,
+                "SELECT max(week_end) FROM enkf.checkpoints WHERE twin_id = $1",
+                &[DatumWithOid::from(twin_id)],
+            )
+        })
+        .map(|d| d.to_pg_epoch_days())
+}

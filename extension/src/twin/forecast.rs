@@ -3,7 +3,7 @@
 //! `enkf.forecasts`, the twin's returned.
 
 use enkf_core::model::seirh::STATE_DIM;
-use enkf_core::scoring::{baseline_quantiles, FLUSIGHT_LEVELS};
+use enkf_core::scoring::baseline_quantiles_all;
 use enkf_core::twin::location::{location_seed, week_seed};
 use enkf_core::twin::LocationModel;
 use nalgebra::DMatrix;
@@ -99,12 +99,8 @@ fn run(
     let started = spi::one::<TimestampWithTimeZone>(client, "SELECT clock_timestamp()", &[]);
     let twin = catalog::load(client, name);
     catalog::lock(client, twin.id);
-    let has_any = spi::one::<bool>(
-        client,
-        "SELECT true FROM enkf.checkpoints WHERE twin_id = $1 LIMIT 1",
-        &[DatumWithOid::from(twin.id)],
-    );
-    if has_any.is_none() {
+    let last_week = catalog::last_week(client, twin.id);
+    if last_week.is_none() {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("twin \"{name}\" has no analysis to forecast from"),
@@ -134,24 +130,36 @@ fn run(
     .unwrap_or_default();
 
     // Each location's latest analysis and the counts it has assimilated (for the baseline).
-    let query = "SELECT l.location, l.week_end, l.ensemble,
-                        (SELECT array_agg(c.observed ORDER BY c.week_end) FROM enkf.checkpoints c
-                          WHERE c.twin_id = $1 AND c.location = l.location AND c.observed IS NOT NULL) AS history
-                   FROM (SELECT DISTINCT ON (location) location, week_end, ensemble FROM enkf.checkpoints
-                          WHERE twin_id = $1 ORDER BY location, week_end DESC) l
-                  ORDER BY l.location";
-    let mut cursor = spi::ok(client.try_open_cursor(query, &[DatumWithOid::from(twin.id)]));
+    // Two single-table queries merged here by location (byte order): robust to the stale
+    // statistics a twin's first large assimilation leaves behind.
+    // Every location's analysis of the twin's last assimilated week.
+    let query = "SELECT location, week_end, ensemble FROM enkf.checkpoints
+                  WHERE twin_id = $1 AND week_end = $2 ORDER BY location COLLATE \"C\"";
+    let history_query =
+        "SELECT location, array_agg(observed ORDER BY week_end) FROM enkf.checkpoints
+                          WHERE twin_id = $1 AND observed IS NOT NULL
+                          GROUP BY location ORDER BY location COLLATE \"C\"";
+    let mut histories =
+        spi::ok(client.try_open_cursor(history_query, &[DatumWithOid::from(twin.id)]));
+    let mut history_buffer: std::collections::VecDeque<(String, Vec<f64>)> =
+        std::collections::VecDeque::new();
+    let mut cursor = spi::ok(client.try_open_cursor(
+        query,
+        &[
+            DatumWithOid::from(twin.id),
+            DatumWithOid::from(date(last_week.unwrap_or_default())),
+        ],
+    ));
     let mut scratch = PgMemoryContexts::new("pg_enkf forecast");
     let mut out = Vec::new();
     let mut locations = 0;
     let mut reference: Option<i32> = None;
-    let twin_levels = if levels.is_empty() {
-        FLUSIGHT_LEVELS.to_vec()
-    } else {
-        levels.to_vec()
-    };
+    let mut pending: Vec<Pending> = Vec::new();
+    let clock = std::time::Instant::now();
+    let (mut t_read, mut t_compute, mut t_write) = (0.0f64, 0.0f64, 0.0f64);
     loop {
-        let batch: Vec<(String, i32, Vec<f64>, Vec<f64>)> = unsafe {
+        let t0 = std::time::Instant::now();
+        let latest: Vec<(String, i32, Vec<f64>)> = unsafe {
             scratch.switch_to(|_| {
                 let table = spi::ok(cursor.fetch(200));
                 let mut rows = Vec::with_capacity(table.len());
@@ -162,7 +170,6 @@ fn run(
                             .map(|d| d.to_pg_epoch_days())
                             .unwrap_or_default(),
                         spi::ok(r.get::<Vec<f64>>(3)).unwrap_or_default(),
-                        spi::ok(r.get::<Vec<f64>>(4)).unwrap_or_default(),
                     ));
                 }
                 spi::free_tuptable();
@@ -170,11 +177,42 @@ fn run(
             })
         };
         unsafe { scratch.reset() };
-        if batch.is_empty() {
+        if latest.is_empty() {
             break;
         }
-        for (location, last_week, flat, history) in batch {
-            pgrx::check_for_interrupts!();
+        // Each location's assimilated counts, from the second cursor (same order).
+        let mut batch = Vec::with_capacity(latest.len());
+        for (location, week, flat) in latest {
+            let mut history = Vec::new();
+            loop {
+                match history_buffer.front() {
+                    Some((l, _)) if l.as_bytes() < location.as_bytes() => {
+                        history_buffer.pop_front();
+                    }
+                    Some((l, _)) if *l == location => {
+                        history = history_buffer.pop_front().map(|h| h.1).unwrap_or_default();
+                        break;
+                    }
+                    Some(_) => break,
+                    None => {
+                        let table = spi::ok(histories.fetch(500));
+                        if table.is_empty() {
+                            break;
+                        }
+                        for r in table {
+                            history_buffer.push_back((
+                                spi::ok(r.get::<String>(1)).unwrap_or_default(),
+                                spi::ok(r.get::<Vec<f64>>(2)).unwrap_or_default(),
+                            ));
+                        }
+                        spi::free_tuptable();
+                    }
+                }
+            }
+            batch.push((location, week, flat, history));
+        }
+        pgrx::check_for_interrupts!();
+        for (location, _, flat, _) in &batch {
             if flat.len() != STATE_DIM * twin.members {
                 raise(
                     PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
@@ -183,49 +221,33 @@ fn run(
                     "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
                 );
             }
-            let ens = DMatrix::from_row_slice(STATE_DIM, twin.members, &flat);
+        }
+        let t1 = std::time::Instant::now();
+        t_read += (t1 - t0).as_secs_f64();
+        // The twin's and the baseline's quantiles, computed per location on enkf.threads threads.
+        let computed = crate::parallel::map(&batch, |(location, last_week, flat, history)| {
+            let ens = DMatrix::from_row_slice(STATE_DIM, twin.members, flat);
             // Population is implied by the compartments, which always sum to it.
             let population: f64 = (0..4).map(|r| ens[(r, 0)]).sum();
-            let model = LocationModel::new(&twin.config, &location, population);
-            let twin_q = model.forecast(&ens, last_week, horizons, &twin_levels);
+            let model = LocationModel::new(&twin.config, location, population);
+            let twin_q = model.forecast(&ens, *last_week, horizons, levels);
+            let loc_seed = location_seed(twin.config.seed, location);
+            let baseline = baseline_quantiles_all(
+                history,
+                horizons,
+                levels,
+                week_seed(loc_seed, *last_week, PURPOSE_BASELINE),
+            );
+            (twin_q, baseline)
+        });
+        let t2 = std::time::Instant::now();
+        t_compute += (t2 - t1).as_secs_f64();
+        for ((location, last_week, _, _), (twin_q, baseline)) in batch.into_iter().zip(computed) {
             let reference_date = last_week + 7;
             reference = Some(reference.map_or(reference_date, |r: i32| r.max(reference_date)));
-            let loc_seed = location_seed(twin.config.seed, &location);
-            for (h, q) in twin_q.iter().enumerate() {
+            for ((h, q), base) in twin_q.into_iter().enumerate().zip(baseline) {
                 let target = reference_date + 7 * h as i32;
-                let base = baseline_quantiles(
-                    &history,
-                    h + 1,
-                    &twin_levels,
-                    week_seed(loc_seed, last_week, PURPOSE_BASELINE + h as u64),
-                );
-                for (model_name, values) in [("enkf", q), ("baseline", &base)] {
-                    unsafe {
-                        scratch.switch_to(|_| {
-                            spi::update(
-                                client,
-                                "INSERT INTO enkf.forecasts (twin_id, reference_date, model, location, horizon, target_end_date,
-                                                             run_id, quantile_levels, quantile_values)
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                                 ON CONFLICT (twin_id, reference_date, model, location, horizon) DO UPDATE
-                                    SET target_end_date = EXCLUDED.target_end_date, run_id = EXCLUDED.run_id,
-                                        quantile_levels = EXCLUDED.quantile_levels, quantile_values = EXCLUDED.quantile_values",
-                                &[
-                                    DatumWithOid::from(twin.id),
-                                    DatumWithOid::from(date(reference_date)),
-                                    DatumWithOid::from(model_name),
-                                    DatumWithOid::from(location.as_str()),
-                                    DatumWithOid::from(h as i32),
-                                    DatumWithOid::from(date(target)),
-                                    DatumWithOid::from(run_id),
-                                    DatumWithOid::from(twin_levels.clone()),
-                                    DatumWithOid::from(values.clone()),
-                                ],
-                            )
-                        })
-                    };
-                }
-                for (p, v) in twin_levels.iter().zip(q) {
+                for (p, v) in levels.iter().zip(&q) {
                     out.push((
                         location.clone(),
                         date(reference_date),
@@ -235,12 +257,37 @@ fn run(
                         *v,
                     ));
                 }
+                pending.push((
+                    reference_date,
+                    "enkf",
+                    location.clone(),
+                    h as i32,
+                    target,
+                    q,
+                ));
+                pending.push((
+                    reference_date,
+                    "baseline",
+                    location.clone(),
+                    h as i32,
+                    target,
+                    base,
+                ));
             }
-            unsafe { scratch.reset() };
+            if pending.len() >= 256 {
+                write(client, &mut scratch, twin.id, run_id, levels, &mut pending);
+            }
             locations += 1;
         }
+        t_write += t2.elapsed().as_secs_f64();
     }
+    pgrx::debug1!(
+        "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s (read {t_read:.3} s, compute {t_compute:.3} s, write {t_write:.3} s)",
+        clock.elapsed().as_secs_f64()
+    );
     drop(cursor);
+    drop(histories);
+    write(client, &mut scratch, twin.id, run_id, levels, &mut pending);
     spi::update(
         client,
         "UPDATE enkf.runs SET locations = $2, first_week = $3, last_week = $4, finished_at = clock_timestamp() WHERE run_id = $1",
@@ -252,4 +299,64 @@ fn run(
         ],
     );
     out
+}
+
+/// (reference date, model, location, horizon, target end date, quantile values)
+type Pending = (i32, &'static str, String, i32, i32, Vec<f64>);
+
+/// Upserts the queued forecasts with one multi-row statement.
+fn write(
+    client: &mut SpiClient<'_>,
+    scratch: &mut PgMemoryContexts,
+    twin_id: i64,
+    run_id: i64,
+    levels: &[f64],
+    pending: &mut Vec<Pending>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let rows = std::mem::take(pending);
+    let mut sql = String::from(
+        "INSERT INTO enkf.forecasts (twin_id, run_id, quantile_levels, reference_date, model, location, horizon,
+                                     target_end_date, quantile_values) VALUES ",
+    );
+    for k in 0..rows.len() {
+        let p = 4 + 6 * k;
+        if k > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "($1, $2, $3, ${}, ${}, ${}, ${}, ${}, ${})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5
+        ));
+    }
+    sql.push_str(
+        " ON CONFLICT (twin_id, reference_date, model, location, horizon) DO UPDATE
+            SET target_end_date = EXCLUDED.target_end_date, run_id = EXCLUDED.run_id,
+                quantile_levels = EXCLUDED.quantile_levels, quantile_values = EXCLUDED.quantile_values",
+    );
+    unsafe {
+        scratch.switch_to(|_| {
+            let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(3 + 6 * rows.len());
+            args.push(DatumWithOid::from(twin_id));
+            args.push(DatumWithOid::from(run_id));
+            args.push(DatumWithOid::from(levels.to_vec()));
+            for (reference, model, location, horizon, target, values) in rows {
+                args.push(DatumWithOid::from(date(reference)));
+                args.push(DatumWithOid::from(model));
+                args.push(DatumWithOid::from(location));
+                args.push(DatumWithOid::from(horizon));
+                args.push(DatumWithOid::from(date(target)));
+                args.push(DatumWithOid::from(values));
+            }
+            spi::update(client, &sql, &args);
+        });
+        scratch.reset();
+    }
 }

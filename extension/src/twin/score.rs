@@ -2,6 +2,9 @@
 //! the observation table as they arrive (read under the caller): weighted interval score,
 //! absolute error of the median, and 50% / 95% interval coverage, per location and horizon.
 
+// pgrx needs the returned row tuple spelled out in the #[pg_extern] signature.
+#![allow(clippy::type_complexity)]
+
 use std::collections::BTreeMap;
 
 use enkf_core::scoring::{at_level, covered, wis};
@@ -88,7 +91,7 @@ fn score(
               WHERE f.twin_id = $1 AND f.model = 'enkf'
                 AND ($2::date IS NULL OR f.reference_date >= $2) AND ($3::date IS NULL OR f.reference_date <= $3)
               ORDER BY f.location, f.horizon, f.reference_date",
-            source.weekly_sql()
+            source.weekly_sql(None)
         );
         let mut cursor = spi::ok(client.try_open_cursor(
             query.as_str(),

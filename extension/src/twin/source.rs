@@ -57,22 +57,62 @@ impl Source {
         }
     }
 
-    /// One row per (location, week): the week's count (NULL when any row of the week is NULL or
-    /// NaN), the number of rows, of distinct times, and the smallest value, for validation.
-    pub fn weekly_sql(&self) -> String {
+    /// A bound on the raw time column from a date expression, so that an index on the time
+    /// column (or TimescaleDB's chunk exclusion) can skip rows outside the weeks asked for.
+    fn time_bound(&self, op: &str, date_expr: &str) -> String {
+        match self.kind {
+            TimeKind::Date => format!("src.{} {op} {date_expr}", self.time),
+            TimeKind::Timestamp => format!("src.{} {op} ({date_expr})::timestamp", self.time),
+            TimeKind::Timestamptz => format!(
+                "src.{} {op} (({date_expr})::timestamp AT TIME ZONE 'UTC')",
+                self.time
+            ),
+        }
+    }
+
+    /// The caller's rows as (loc, week_end, t, v, ok): `ok` is false for NULL or NaN counts.
+    /// With `weeks = Some((a, b))`, only rows of the weeks ending from date parameter `$a` to
+    /// date parameter `$b` are read.
+    pub fn raw_sql(&self, weeks: Option<(usize, usize)>) -> String {
+        let filter = match weeks {
+            // A week ending on day W holds rows dated W - 6 .. W.
+            Some((a, b)) => format!(
+                " WHERE {} AND {}",
+                self.time_bound(">=", &format!("(${a}::date - 6)")),
+                self.time_bound("<", &format!("(${b}::date + 1)"))
+            ),
+            None => String::new(),
+        };
         format!(
-            "SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value,
-                    count(*) AS n_rows, count(DISTINCT t) AS n_times, min(v) FILTER (WHERE ok) AS min_value
-               FROM (SELECT (src.{loc})::text AS loc, {week} AS week_end, src.{time} AS t,
-                            (src.{value})::float8 AS v,
-                            (src.{value} IS NOT NULL AND (src.{value})::float8 <> 'NaN'::float8) AS ok
-                       FROM {rel} AS src) s
-              GROUP BY loc, week_end",
+            "SELECT (src.{loc})::text AS loc, {week} AS week_end, src.{time} AS t, (src.{value})::float8 AS v,
+                    (src.{value} IS NOT NULL AND (src.{value})::float8 <> 'NaN'::float8) AS ok
+               FROM {rel} AS src{filter}",
             loc = self.location,
             week = self.week_expr(),
             time = self.time,
             value = self.value,
             rel = self.relation,
+        )
+    }
+
+    /// One row per (location, week): the week's count (NULL when any row of the week is NULL or
+    /// NaN), the number of rows, of distinct times, and the smallest value, for validation.
+    pub fn weekly_sql(&self, weeks: Option<(usize, usize)>) -> String {
+        format!(
+            "SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value,
+                    count(*) AS n_rows, count(DISTINCT t) AS n_times, min(v) FILTER (WHERE ok) AS min_value
+               FROM ({}) s
+              GROUP BY loc, week_end",
+            self.raw_sql(weeks)
+        )
+    }
+
+    /// One row per (location, week) with the week's count only: the cheap form for comparing
+    /// the table with what was assimilated.
+    pub fn weekly_values_sql(&self, weeks: Option<(usize, usize)>) -> String {
+        format!(
+            "SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value FROM ({}) s GROUP BY loc, week_end",
+            self.raw_sql(weeks)
         )
     }
 }

@@ -14,7 +14,7 @@
 //! so the model runs through many seasons without a reset. Locations are independent patches:
 //! each one's ensemble is assimilated on its own.
 
-use super::rk4_step;
+use super::rk4_step_fixed;
 
 /// Rows of a member's state vector.
 pub const S: usize = 0;
@@ -66,9 +66,24 @@ impl Dynamics {
             * (2.0 * std::f64::consts::PI * (day_of_year - self.seasonal_peak_day) / 365.25).cos()
     }
 
-    /// Advances one member `days` days from `day_of_year` (fractional days allowed to wrap past
-    /// 365.25) and sets H to the admissions over that span.
+    /// The seasonal forcing at the midpoint of each integration step of the `days` days from
+    /// `day_of_year`: the same for every member, so computed once per week.
+    pub fn forcing(&self, day_of_year: f64, days: usize) -> Vec<f64> {
+        let dt = 1.0 / self.steps_per_day as f64;
+        (0..days * self.steps_per_day)
+            .map(|k| self.seasonal_factor(day_of_year + (k as f64 + 0.5) * dt))
+            .collect()
+    }
+
+    /// Advances one member `days` days from `day_of_year` and sets H to the admissions over
+    /// that span.
     pub fn advance(&self, x: &mut [f64], population: f64, day_of_year: f64, days: usize) {
+        let forcing = self.forcing(day_of_year, days);
+        self.advance_with(x, population, &forcing);
+    }
+
+    /// As `advance`, with the forcing of each step given (see `forcing`).
+    pub fn advance_with(&self, x: &mut [f64], population: f64, forcing: &[f64]) {
         let sigma = 1.0 / self.latent_days;
         let gamma = 1.0 / self.infectious_days;
         let omega = if self.immunity_days.is_finite() && self.immunity_days > 0.0 {
@@ -76,16 +91,15 @@ impl Dynamics {
         } else {
             0.0
         };
-        let beta = x[BETA];
+        let inv_pop = 1.0 / population;
         let ihr = x[IHR];
         // y = [S, E, I, R, cumulative new infectious]
         let mut y = [x[S], x[E], x[I], x[R], 0.0];
         let dt = 1.0 / self.steps_per_day as f64;
-        let mut t = day_of_year;
-        for _ in 0..days * self.steps_per_day {
-            let forcing = self.seasonal_factor(t + 0.5 * dt);
-            rk4_step(&mut y, dt, |s, out| {
-                let lambda = beta * forcing * s[2].max(0.0) / population + self.importation;
+        for &f in forcing {
+            let beta = x[BETA] * f;
+            rk4_step_fixed(&mut y, dt, |s, out| {
+                let lambda = beta * s[2].max(0.0) * inv_pop + self.importation;
                 let infection = lambda * s[0].max(0.0);
                 let onset = sigma * s[1].max(0.0);
                 let recovery = gamma * s[2].max(0.0);
@@ -96,7 +110,6 @@ impl Dynamics {
                 out[3] = recovery - waning;
                 out[4] = onset;
             });
-            t += dt;
         }
         x[S] = y[0];
         x[E] = y[1];

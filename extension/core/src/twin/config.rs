@@ -20,6 +20,7 @@ pub struct TwinConfig {
     pub forecast: ForecastConfig,
     pub process_noise: ProcessNoise,
     pub checkpoints: CheckpointConfig,
+    pub revisions: RevisionConfig,
     /// The weekday weeks end on ("saturday" for MMWR epidemiological weeks): daily or
     /// irregular rows are summed into the week that ends on or after their date.
     pub week_ends_on: String,
@@ -39,6 +40,7 @@ impl Default for TwinConfig {
             forecast: ForecastConfig::default(),
             process_noise: ProcessNoise::default(),
             checkpoints: CheckpointConfig::default(),
+            revisions: RevisionConfig::default(),
             week_ends_on: "saturday".into(),
             schedule: None,
         }
@@ -180,7 +182,7 @@ impl Default for ForecastConfig {
     fn default() -> Self {
         ForecastConfig {
             horizons: 4,
-            draws_per_member: 20,
+            draws_per_member: 10,
             noise_scale: 1.0,
             target: "wk inc flu hosp".into(),
         }
@@ -211,6 +213,16 @@ pub struct CheckpointConfig {
     /// Keep analysis checkpoints of the last this many weeks (null = all). A revision older
     /// than the oldest kept checkpoint re-assimilates that location from its prior.
     pub keep_weeks: Option<u32>,
+}
+
+/// How far back `enkf.assimilate` compares the table with the counts it assimilated, to find
+/// revised weeks (NHSN backfill). `null` compares the whole history: exact, and a full read of
+/// the table each run; a window bounds the work for large tables (revisions older than it are
+/// not looked for).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevisionConfig {
+    pub lookback_weeks: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,7 +273,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps, space}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target}, checkpoints{keep_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target}, checkpoints{keep_weeks}, revisions{lookback_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -380,7 +392,7 @@ impl TwinConfig {
             return Err(invalid(
                 "forecast.draws_per_member",
                 format!("{} must lie in 1..1000", self.forecast.draws_per_member),
-                "20 is the default",
+                "10 is the default",
             ));
         }
         if !(self.forecast.noise_scale.is_finite()
@@ -400,6 +412,13 @@ impl TwinConfig {
                     "use null to keep all, or at least 1",
                 ));
             }
+        }
+        if self.revisions.lookback_weeks == Some(0) {
+            return Err(invalid(
+                "revisions.lookback_weeks",
+                "0 would never look for revisions".into(),
+                "use null for the whole history, or at least 1",
+            ));
         }
         if self.week_end_weekday().is_none() {
             return Err(invalid(

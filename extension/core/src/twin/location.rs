@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::filter::{analyze, Observations};
 use crate::model::seirh::{self, Bounds, Dynamics, BETA, E, H, I, IHR, R, S, STATE_DIM};
 use crate::rng::{normal, seeded, uniform};
-use crate::scoring::quantile_sorted;
+use crate::scoring::quantiles_unsorted;
 
 /// splitmix64: a bijective mixer, so distinct inputs give unrelated seeds.
 pub fn mix(mut z: u64) -> u64 {
@@ -87,12 +87,12 @@ impl<'a> LocationModel<'a> {
     /// Forecast step: every member advances through the week ending on `week_end`, and its
     /// parameters take a step of their random walk.
     pub fn step(&self, ens: &mut DMatrix<f64>, week_end: i32) {
-        let doy = day_of_year(week_end - 6);
+        let forcing = self.dynamics.forcing(day_of_year(week_end - 6), 7);
         let noise = &self.cfg.process_noise;
         let mut rng = seeded(week_seed(self.seed, week_end, PURPOSE_PROCESS));
         for mut col in ens.column_iter_mut() {
             let x = col.as_mut_slice();
-            self.dynamics.advance(x, self.population, doy, 7);
+            self.dynamics.advance_with(x, self.population, &forcing);
             if noise.beta > 0.0 {
                 x[BETA] *= (noise.beta * normal(&mut rng)).exp();
             }
@@ -166,13 +166,7 @@ impl<'a> LocationModel<'a> {
                     samples.push((mean + sd * normal(&mut rng)).max(0.0));
                 }
             }
-            samples.sort_by(f64::total_cmp);
-            out.push(
-                levels
-                    .iter()
-                    .map(|&p| quantile_sorted(&samples, p))
-                    .collect(),
-            );
+            out.push(quantiles_unsorted(&mut samples, levels));
         }
         out
     }
