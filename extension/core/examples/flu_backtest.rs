@@ -11,6 +11,9 @@ use enkf_core::scoring::{baseline_quantiles_all, covered, wis, FLUSIGHT_LEVELS};
 use enkf_core::twin::location::{location_seed, mix};
 use enkf_core::twin::{LocationModel, TwinConfig};
 
+/// Twin WIS, baseline WIS, forecasts, 50% and 95% interval hits.
+type Tally = (f64, f64, usize, usize, usize);
+
 fn parse_date(s: &str) -> i32 {
     let p: Vec<u32> = s.split('-').map(|x| x.parse().unwrap()).collect();
     from_civil(p[0] as i64, p[1], p[2])
@@ -59,7 +62,7 @@ fn main() {
         ("2024-25", from_civil(2024, 10, 1), from_civil(2025, 5, 31)),
     ];
     // (season, horizon) -> (twin wis, baseline wis, n, cov50, cov95)
-    let mut acc: BTreeMap<(usize, usize), (f64, f64, usize, usize, usize)> = BTreeMap::new();
+    let mut acc: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
     let mut per_loc: BTreeMap<(usize, String), (f64, f64)> = BTreeMap::new();
     for (loc, obs) in &series {
         let pop = pops[loc];
