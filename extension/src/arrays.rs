@@ -2,7 +2,8 @@
 //!
 //! PostgreSQL stores a 2-D array `[state_dim][members]` row-major (the last subscript varies
 //! fastest); nalgebra is column-major, so the flat data read as a column-major
-//! `members x state_dim` matrix is the transpose of the ensemble.
+//! `members x state_dim` matrix is the transpose of the ensemble. The filters work on that
+//! members-major layout directly, so ensembles cross the boundary as one copy each way.
 
 use nalgebra::DMatrix;
 use pgrx::array::RawArray;
@@ -47,7 +48,8 @@ fn dense<'a, T: Copy>(arg: &str, arr: Array<'a, T>) -> Dense<'a, T> {
     Dense { dims, data }
 }
 
-/// A 2-D float8 array `[state_dim][members]` as an nalgebra matrix (state_dim x members).
+/// A 2-D float8 array `[state_dim][members]` as a members-major nalgebra matrix
+/// (members x state_dim): the array's storage order, copied once.
 pub fn matrix_arg(arg: &str, arr: Option<Array<'_, f64>>, max_elements: usize) -> DMatrix<f64> {
     let arr = arr.unwrap_or_else(|| null_argument(arg));
     let d = dense(arg, arr);
@@ -68,7 +70,7 @@ pub fn matrix_arg(arg: &str, arr: Option<Array<'_, f64>>, max_elements: usize) -
             "reduce the state or the number of members, or ask a superuser to raise enkf.max_ensemble_elements",
         );
     }
-    DMatrix::from_row_slice(n, members, d.data)
+    DMatrix::from_column_slice(members, n, d.data)
 }
 
 /// A 1-D float8 array (an empty array counts as length 0).
@@ -112,36 +114,53 @@ fn one_dimensional(arg: &str, dims: &[usize]) {
     }
 }
 
-/// A float8 matrix returned to SQL as a 2-D `float8[]` of shape [state_dim][members].
-pub struct Float8Matrix(pub DMatrix<f64>);
+/// A float8 matrix returned to SQL as a 2-D `float8[]` of shape [rows][cols], row-major.
+pub struct Float8Matrix {
+    rows: usize,
+    cols: usize,
+    data: Vec<f64>,
+}
+
+impl Float8Matrix {
+    /// A members-major ensemble (members x state_dim) as `[state_dim][members]`: its
+    /// column-major storage is already PostgreSQL's order.
+    pub fn from_members_major(m: DMatrix<f64>) -> Self {
+        let (members, n) = m.shape();
+        Float8Matrix {
+            rows: n,
+            cols: members,
+            data: m.data.into(),
+        }
+    }
+
+    /// A conventional ensemble (state_dim x members) as `[state_dim][members]`.
+    pub fn from_state_major(m: &DMatrix<f64>) -> Self {
+        Self::from_members_major(m.transpose())
+    }
+}
 
 impl IntoDatum for Float8Matrix {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        let (n, members) = self.0.shape();
-        // Row-major for PostgreSQL: walk the transpose's column-major storage.
-        let t = self.0.transpose();
-        let mut elems: Vec<pg_sys::Datum> = t
-            .iter()
-            .map(|v| pg_sys::Datum::from(v.to_bits() as usize))
-            .collect();
-        let mut dims = [n as i32, members as i32];
-        let mut lbs = [1i32, 1i32];
-        // SAFETY: elems holds n*members by-value float8 datums; construct_md_array copies them
-        // into a new array allocated in the current memory context.
-        let arr = unsafe {
-            pg_sys::construct_md_array(
-                elems.as_mut_ptr(),
-                std::ptr::null_mut(),
-                2,
-                dims.as_mut_ptr(),
-                lbs.as_mut_ptr(),
-                pg_sys::FLOAT8OID,
-                8,
-                true,
-                pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
-            )
-        };
-        Some(pg_sys::Datum::from(arr))
+        const HEADER: usize = 32; // MAXALIGN(sizeof(ArrayType) + 2 dims + 2 lower bounds)
+        let bytes = HEADER + 8 * self.data.len();
+        // SAFETY: a fresh zeroed allocation of `bytes` in the current memory context, laid out
+        // as a 2-D ArrayType without a NULL bitmap (dataoffset 0): header, dims, lower bounds,
+        // then the float8 values, which are by-value 8-byte aligned copies of ours.
+        unsafe {
+            let arr = pg_sys::palloc0(bytes) as *mut pg_sys::ArrayType;
+            pgrx::set_varsize_4b(arr as *mut pg_sys::varlena, bytes as i32);
+            (*arr).ndim = 2;
+            (*arr).dataoffset = 0;
+            (*arr).elemtype = pg_sys::FLOAT8OID;
+            let ints = (arr as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut i32;
+            *ints = self.rows as i32;
+            *ints.add(1) = self.cols as i32;
+            *ints.add(2) = 1;
+            *ints.add(3) = 1;
+            let data = (arr as *mut u8).add(HEADER) as *mut f64;
+            std::ptr::copy_nonoverlapping(self.data.as_ptr(), data, self.data.len());
+            Some(pg_sys::Datum::from(arr))
+        }
     }
 
     fn type_oid() -> pg_sys::Oid {

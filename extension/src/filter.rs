@@ -26,7 +26,7 @@ fn analyze(
     let mut ens = matrix_arg("ensemble", ensemble, max);
     let values = vector_arg("observations", observations);
     let variance = vector_arg("obs_variance", obs_variance);
-    let index = index_arg("obs_index", obs_index, ens.nrows());
+    let index = index_arg("obs_index", obs_index, ens.ncols());
     let method: Method = method
         .unwrap_or_else(|| null_option("method"))
         .parse()
@@ -56,8 +56,9 @@ fn analyze(
         variance: &variance,
         index: &index,
     };
-    enkf_core::analyze(&mut ens, &obs, &opts, &crate::interrupts::check).or_raise();
-    Float8Matrix(ens)
+    enkf_core::filter::analyze_members_major(&mut ens, &obs, &opts, &crate::interrupts::check)
+        .or_raise();
+    Float8Matrix::from_members_major(ens)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

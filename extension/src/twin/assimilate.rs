@@ -416,7 +416,9 @@ impl<'a> Run<'a> {
                         r.observed
                             .map_or(DatumWithOid::null::<f64>(), DatumWithOid::from),
                     );
-                    args.push(DatumWithOid::from(Float8Matrix(r.ensemble)));
+                    args.push(DatumWithOid::from(Float8Matrix::from_state_major(
+                        &r.ensemble,
+                    )));
                 }
                 spi::update(client, &sql, &args);
             });

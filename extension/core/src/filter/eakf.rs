@@ -9,16 +9,15 @@ use super::{Observations, Split};
 use crate::localization::Taper;
 
 pub(crate) fn analyze(
-    prior: &Split,
+    prior: Split,
     obs: &Observations,
     taper: &Taper,
     interrupt: &dyn Fn(),
 ) -> Split {
-    let (n, members) = prior.anomalies.shape();
+    let (members, n) = prior.at.shape();
     let a = (members - 1) as f64;
-    let mut mean = prior.mean.clone();
-    // Transposed (members x n): each state element's members are contiguous.
-    let mut at: DMatrix<f64> = prior.anomalies.transpose();
+    // Members-major: each state element's members are contiguous.
+    let Split { mut mean, mut at } = prior;
     let mut near = Vec::new();
     let mut ya = vec![0.0; members];
 
@@ -63,8 +62,5 @@ pub(crate) fn analyze(
             }
         }
     }
-    Split {
-        mean,
-        anomalies: at.transpose(),
-    }
+    Split { mean, at }
 }

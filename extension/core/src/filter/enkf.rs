@@ -6,7 +6,7 @@
 //! localization the gain is applied in ensemble space; with `loc_radius` the covariances are
 //! tapered element-wise (Schur product) and the gain is solved in observation space by Cholesky.
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DMatrix;
 
 use super::transform::gain_apply;
 use super::{whiten, Observations, Split};
@@ -35,7 +35,7 @@ pub(crate) fn analyze(
     seed: u64,
     interrupt: &dyn Fn(),
 ) -> Result<Split> {
-    let (n, members) = prior.anomalies.shape();
+    let (members, n) = prior.at.shape();
     let m = obs.len();
     let a = (members - 1) as f64;
     let (s, d) = whiten(prior, obs);
@@ -48,26 +48,26 @@ pub(crate) fn analyze(
         col -= s.column(j);
     }
     interrupt();
+    // Increments, members-major (members x n).
     let increments = if taper.radius.is_none() {
-        gain_apply(&prior.anomalies, &s, &dmat, a)
+        gain_apply(&prior.at, &s, &dmat, a)
     } else {
         localized_increments(prior, obs, taper, &s, &dmat, interrupt)?
     };
     // Members = mean + anomalies + increments; split again into mean and anomalies.
-    let mut x = prior.anomalies.clone() + increments;
-    let shift: DVector<f64> = x.column_mean();
-    for mut col in x.column_iter_mut() {
-        col -= &shift;
+    let mut at = &prior.at + increments;
+    let mut mean = prior.mean.clone();
+    for (l, mut col) in at.column_iter_mut().enumerate() {
+        let shift = col.mean();
+        col.add_scalar_mut(-shift);
+        mean[l] += shift;
     }
-    debug_assert_eq!(x.nrows(), n);
-    Ok(Split {
-        mean: &prior.mean + shift,
-        anomalies: x,
-    })
+    debug_assert_eq!(at.ncols(), n);
+    Ok(Split { mean, at })
 }
 
-/// `K D` with `K = (rho_xy o A S^T)(rho_yy o S S^T + a I)^{-1}` in whitened units (the `R^{-1/2}`
-/// factors are folded into `S` and `D`), solved by Cholesky.
+/// `(K D)^T` with `K = (rho_xy o A S^T)(rho_yy o S S^T + a I)^{-1}` in whitened units (the
+/// `R^{-1/2}` factors are folded into `S` and `D`), solved by Cholesky; members-major result.
 fn localized_increments(
     prior: &Split,
     obs: &Observations,
@@ -76,9 +76,9 @@ fn localized_increments(
     dmat: &DMatrix<f64>,
     interrupt: &dyn Fn(),
 ) -> Result<DMatrix<f64>> {
-    let (n, _) = prior.anomalies.shape();
+    let (members, n) = prior.at.shape();
     let m = obs.len();
-    let a = (prior.anomalies.ncols() - 1) as f64;
+    let a = (members - 1) as f64;
     let mut c = s * s.transpose();
     for p in 0..m {
         for q in 0..m {
@@ -97,14 +97,16 @@ fn localized_increments(
     let mut z = dmat.clone(); // m x members
     c.solve_lower_triangular_mut(&mut z);
     c.tr_solve_lower_triangular_mut(&mut z);
-    let mut cross = &prior.anomalies * s.transpose(); // n x m
-    for q in 0..m {
+    // (rho o A S^T)^T = rho^T o (S A^T), m x n.
+    let mut cross_t = s * &prior.at;
+    for l in 0..n {
         interrupt();
-        for l in 0..n {
-            cross[(l, q)] *= taper.weight(l, obs.index[q]);
+        let mut col = cross_t.column_mut(l);
+        for q in 0..m {
+            col[q] *= taper.weight(l, obs.index[q]);
         }
     }
-    Ok(cross * z)
+    Ok(z.transpose() * cross_t)
 }
 
 /// Right-looking Cholesky factorisation `C = L L^T`, leaving `L` in the lower triangle (the

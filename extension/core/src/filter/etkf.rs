@@ -6,11 +6,11 @@ use super::transform::etkf_apply;
 use super::{whiten, Observations, Split};
 
 pub(crate) fn analyze(prior: &Split, obs: &Observations) -> Split {
-    let a = (prior.anomalies.ncols() - 1) as f64;
+    let a = (prior.at.nrows() - 1) as f64;
     let (s, d) = whiten(prior, obs);
-    let (shift, anomalies) = etkf_apply(&prior.anomalies, &s, &d, a);
+    let (shift, at) = etkf_apply(&prior.at, &s, &d, a);
     Split {
         mean: &prior.mean + shift,
-        anomalies,
+        at,
     }
 }

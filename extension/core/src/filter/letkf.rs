@@ -4,7 +4,7 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use super::transform::etkf_apply;
+use super::transform::etkf_apply_column;
 use super::{Observations, Split};
 use crate::localization::Taper;
 
@@ -14,7 +14,7 @@ pub(crate) fn analyze(
     taper: &Taper,
     interrupt: &dyn Fn(),
 ) -> Split {
-    let (n, members) = prior.anomalies.shape();
+    let (members, n) = prior.at.shape();
     let a = (members - 1) as f64;
 
     // Observations grouped by the element they see, so each element gathers its local set
@@ -26,10 +26,9 @@ pub(crate) fn analyze(
     let inv_sd: Vec<f64> = obs.variance.iter().map(|v| 1.0 / v.sqrt()).collect();
 
     let mut mean = prior.mean.clone();
-    let mut anomalies = prior.anomalies.clone();
+    let mut at = prior.at.clone();
     let mut near = Vec::new();
     let mut local: Vec<(usize, f64)> = Vec::new();
-    let mut a_row = DMatrix::zeros(1, members);
     for l in 0..n {
         interrupt();
         taper.neighbours(l, &mut near);
@@ -46,15 +45,15 @@ pub(crate) fn analyze(
         for (row, &(k, w)) in local.iter().enumerate() {
             let i = obs.index[k];
             let scale = w.sqrt() * inv_sd[k];
+            let col = prior.at.column(i);
             for j in 0..members {
-                s[(row, j)] = prior.anomalies[(i, j)] * scale;
+                s[(row, j)] = col[j] * scale;
             }
             d[row] = (obs.values[k] - prior.mean[i]) * scale;
         }
-        a_row.copy_from(&prior.anomalies.row(l));
-        let (shift, row) = etkf_apply(&a_row, &s, &d, a);
-        mean[l] += shift[0];
-        anomalies.row_mut(l).copy_from(&row);
+        let (shift, new_col) = etkf_apply_column(&prior.at.column(l).into_owned(), &s, &d, a);
+        mean[l] += shift;
+        at.column_mut(l).copy_from(&new_col);
     }
-    Split { mean, anomalies }
+    Split { mean, at }
 }

@@ -1,8 +1,15 @@
-//! Ensemble Kalman filter analysis steps over an ensemble matrix (state_dim x members).
+//! Ensemble Kalman filter analysis steps.
 //!
 //! Every method works on the same footing: the prior is split into its mean and anomalies, the
 //! anomalies are inflated (multiplicative prior inflation), the method computes the analysis mean
 //! and anomalies, relaxation to prior spread (RTPS) is applied, and the result is checked finite.
+//!
+//! Internally the ensemble is held members-major: a (members x state_dim) column-major matrix,
+//! whose column `l` holds the members of state element `l` contiguously. That is also exactly
+//! the memory layout of a PostgreSQL `float8[state_dim][members]` array, so the SQL layer reads
+//! and writes it without transposing, and every method's inner loops run over contiguous memory.
+//! `analyze` takes the conventional (state_dim x members) matrix and transposes around
+//! `analyze_members_major`.
 
 mod eakf;
 mod enkf;
@@ -119,8 +126,13 @@ impl Observations<'_> {
 pub const MIN_MEMBERS: usize = 2;
 
 /// Checks everything `analyze` relies on; each error names the SQL argument at fault.
-pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> Result<()> {
-    let (n, members) = ensemble.shape();
+/// `ensemble` is members-major (members x state_dim).
+pub fn validate_members_major(
+    ensemble: &DMatrix<f64>,
+    obs: &Observations,
+    opts: &Options,
+) -> Result<()> {
+    let (members, n) = ensemble.shape();
     if n == 0 {
         return Err(EnkfError::shape(
             "ensemble",
@@ -138,7 +150,11 @@ pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> 
     if let Some((pos, v)) = ensemble.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(EnkfError::invalid(
             "ensemble",
-            format!("ensemble element [{}][{}] is {v}", pos % n + 1, pos / n + 1),
+            format!(
+                "ensemble element [{}][{}] is {v}",
+                pos / members + 1,
+                pos % members + 1
+            ),
             "all ensemble values must be finite numbers",
         ));
     }
@@ -225,48 +241,52 @@ pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> 
     Ok(())
 }
 
-/// The prior split into mean and (inflated) anomalies.
+/// The prior split into mean and (inflated) anomalies, members-major: `at` is
+/// (members x state_dim).
 pub(crate) struct Split {
     pub mean: DVector<f64>,
-    pub anomalies: DMatrix<f64>,
+    pub at: DMatrix<f64>,
 }
 
 impl Split {
-    pub(crate) fn of(ensemble: &DMatrix<f64>, inflation: f64) -> Split {
-        let mean = ensemble.column_mean();
-        let mut anomalies = ensemble.clone();
-        for mut col in anomalies.column_iter_mut() {
-            col -= &mean;
+    /// Takes the members-major ensemble and turns it into anomalies in place.
+    pub(crate) fn from_members_major(mut at: DMatrix<f64>, inflation: f64) -> Split {
+        let mean = DVector::from_iterator(at.ncols(), at.column_iter().map(|c| c.mean()));
+        for (l, mut col) in at.column_iter_mut().enumerate() {
+            col.add_scalar_mut(-mean[l]);
             if inflation != 1.0 {
                 col *= inflation;
             }
         }
-        Split { mean, anomalies }
+        Split { mean, at }
     }
 }
 
-/// Whitened observation anomalies `S = R^{-1/2} H A` and innovations `d = R^{-1/2}(y - H xbar)`.
+/// Whitened observation anomalies `S = R^{-1/2} H A` (m x members) and innovations
+/// `d = R^{-1/2}(y - H xbar)`.
 pub(crate) fn whiten(prior: &Split, obs: &Observations) -> (DMatrix<f64>, DVector<f64>) {
     let m = obs.len();
-    let members = prior.anomalies.ncols();
+    let members = prior.at.nrows();
     let mut s = DMatrix::zeros(m, members);
     let mut d = DVector::zeros(m);
     for k in 0..m {
         let scale = 1.0 / obs.variance[k].sqrt();
         let i = obs.index[k];
+        let col = prior.at.column(i);
         for j in 0..members {
-            s[(k, j)] = prior.anomalies[(i, j)] * scale;
+            s[(k, j)] = col[j] * scale;
         }
         d[k] = (obs.values[k] - prior.mean[i]) * scale;
     }
     (s, d)
 }
 
-fn spreads(anomalies: &DMatrix<f64>) -> DVector<f64> {
-    let a = (anomalies.ncols() - 1) as f64;
+/// Spread (sample standard deviation) of each state element.
+fn spreads(at: &DMatrix<f64>) -> DVector<f64> {
+    let a = (at.nrows() - 1) as f64;
     DVector::from_iterator(
-        anomalies.nrows(),
-        anomalies.row_iter().map(|r| (r.norm_squared() / a).sqrt()),
+        at.ncols(),
+        at.column_iter().map(|c| (c.norm_squared() / a).sqrt()),
     )
 }
 
@@ -275,66 +295,87 @@ fn spreads(anomalies: &DMatrix<f64>) -> DVector<f64> {
 /// they are (there is nothing to scale).
 fn relax_to_prior_spread(prior_spread: &DVector<f64>, analysis: &mut DMatrix<f64>, rtps: f64) {
     let post = spreads(analysis);
-    for (i, mut row) in analysis.row_iter_mut().enumerate() {
-        let (sb, sa) = (prior_spread[i], post[i]);
+    for (l, mut col) in analysis.column_iter_mut().enumerate() {
+        let (sb, sa) = (prior_spread[l], post[l]);
         if sa > 0.0 {
-            row *= 1.0 + rtps * (sb - sa) / sa;
+            col *= 1.0 + rtps * (sb - sa) / sa;
         }
     }
 }
 
-/// One analysis step, in place. `interrupt` is called regularly in long loops; it may unwind
-/// (the extension passes PostgreSQL's interrupt check).
+/// One analysis step on a members-major ensemble (members x state_dim), in place.
+/// `interrupt` is called regularly in long loops; it may unwind (the extension passes
+/// PostgreSQL's interrupt check).
+pub fn analyze_members_major(
+    ensemble: &mut DMatrix<f64>,
+    obs: &Observations,
+    opts: &Options,
+    interrupt: &dyn Fn(),
+) -> Result<()> {
+    validate_members_major(ensemble, obs, opts)?;
+    let (members, n) = ensemble.shape();
+    let prior = Split::from_members_major(
+        std::mem::replace(ensemble, DMatrix::zeros(0, 0)),
+        opts.inflation,
+    );
+    let prior_spread = (opts.rtps > 0.0).then(|| spreads(&prior.at));
+    let taper = Taper {
+        domain: Domain {
+            len: n,
+            periodic: opts.periodic,
+        },
+        radius: opts.loc_radius,
+    };
+    let mut post = if obs.is_empty() {
+        prior
+    } else {
+        match opts.method {
+            Method::Etkf => etkf::analyze(&prior, obs),
+            Method::Letkf if opts.loc_radius.is_none() => etkf::analyze(&prior, obs),
+            Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
+            Method::Eakf => eakf::analyze(prior, obs, &taper, interrupt),
+            Method::Enkf => enkf::analyze(&prior, obs, &taper, opts.seed, interrupt)?,
+        }
+    };
+    if opts.rotate {
+        // A U for the conventional layout is U^T A^T here.
+        post.at = rotation::mean_preserving_rotation(members, opts.seed).transpose() * &post.at;
+    }
+    if let Some(prior_spread) = prior_spread {
+        relax_to_prior_spread(&prior_spread, &mut post.at, opts.rtps);
+    }
+    *ensemble = post.at;
+    for (l, mut col) in ensemble.column_iter_mut().enumerate() {
+        col.add_scalar_mut(post.mean[l]);
+    }
+    if let Some(pos) = ensemble.iter().position(|v| !v.is_finite()) {
+        return Err(EnkfError::NotFinite {
+            detail: format!(
+                "the analysis overflowed at element [{}][{}]",
+                pos / members + 1,
+                pos % members + 1
+            ),
+            hint: "rescale the state (values near 1e150 or beyond overflow when squared)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks everything `analyze` relies on, for a conventional (state_dim x members) ensemble.
+pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> Result<()> {
+    validate_members_major(&ensemble.transpose(), obs, opts)
+}
+
+/// One analysis step on a conventional (state_dim x members) ensemble, in place.
 pub fn analyze(
     ensemble: &mut DMatrix<f64>,
     obs: &Observations,
     opts: &Options,
     interrupt: &dyn Fn(),
 ) -> Result<()> {
-    validate(ensemble, obs, opts)?;
-    let prior = Split::of(ensemble, opts.inflation);
-    let taper = Taper {
-        domain: Domain {
-            len: ensemble.nrows(),
-            periodic: opts.periodic,
-        },
-        radius: opts.loc_radius,
-    };
-    let mut post = if obs.is_empty() {
-        Split {
-            mean: prior.mean.clone(),
-            anomalies: prior.anomalies.clone(),
-        }
-    } else {
-        match opts.method {
-            Method::Etkf => etkf::analyze(&prior, obs),
-            Method::Letkf if opts.loc_radius.is_none() => etkf::analyze(&prior, obs),
-            Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
-            Method::Eakf => eakf::analyze(&prior, obs, &taper, interrupt),
-            Method::Enkf => enkf::analyze(&prior, obs, &taper, opts.seed, interrupt)?,
-        }
-    };
-    if opts.rotate {
-        post.anomalies =
-            &post.anomalies * rotation::mean_preserving_rotation(post.anomalies.ncols(), opts.seed);
-    }
-    if opts.rtps > 0.0 {
-        relax_to_prior_spread(&spreads(&prior.anomalies), &mut post.anomalies, opts.rtps);
-    }
-    for (j, mut col) in ensemble.column_iter_mut().enumerate() {
-        col.copy_from(&(&post.mean + post.anomalies.column(j)));
-    }
-    if let Some(pos) = ensemble.iter().position(|v| !v.is_finite()) {
-        let n = ensemble.nrows();
-        return Err(EnkfError::NotFinite {
-            detail: format!(
-                "the analysis overflowed at element [{}][{}]",
-                pos % n + 1,
-                pos / n + 1
-            ),
-            hint: "rescale the state (values near 1e150 or beyond overflow when squared)".into(),
-        });
-    }
+    let mut at = ensemble.transpose();
+    analyze_members_major(&mut at, obs, opts, interrupt)?;
+    ensemble.copy_from(&at.transpose());
     Ok(())
 }
 
