@@ -25,6 +25,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _server_env() -> dict[str, str]:
+    """The server's environment, as a service manager would give it: without RUST_BACKTRACE,
+    which would make Rust code attach backtraces to error details."""
+    return {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE")}
+
+
 def _as_server_user() -> list[str]:
     """Prefix that runs a command as the server's OS user."""
     if os.geteuid() == 0:
@@ -40,11 +46,18 @@ class Cluster:
         conf: dict[str, str] | None = None,
         keep: bool = False,
         initdb_args: list[str] | None = None,
+        pg_bin: str | Path | None = None,
+        hba: list[str] | None = None,
     ):
         self.port = port or free_port()
         self.keep = keep
         self.conf = conf or {}
         self.initdb_args = initdb_args or []
+        # Lines of pg_hba.conf replacing initdb's (None keeps initdb's trust rules).
+        self.hba = hba
+        # Another PostgreSQL installation's bin directory (e.g. a private copy with other
+        # extension files, for upgrade tests); PG_BIN by default.
+        self.pg_bin = Path(pg_bin) if pg_bin else PG_BIN
         if datadir is None:
             self.base = Path(tempfile.mkdtemp(prefix="pg_enkf_cluster_"))
             self.datadir = self.base / "data"
@@ -71,7 +84,7 @@ class Cluster:
             subprocess.run(
                 _as_server_user()
                 + [
-                    str(PG_BIN / "initdb"),
+                    str(self.pg_bin / "initdb"),
                     "-D",
                     str(self.datadir),
                     "-U",
@@ -95,7 +108,18 @@ class Cluster:
         with open(self.datadir / "postgresql.auto.conf", "a") as f:
             for k, v in settings.items():
                 f.write(f"{k} = {v}\n")
+        if self.hba is not None:
+            (self.datadir / "pg_hba.conf").write_text("\n".join(self.hba) + "\n")
         return self
+
+    def install_file(self, src: str | Path, name: str, mode: int = 0o600) -> Path:
+        """Copies a file (e.g. a TLS key) into the data directory, owned by the server user.
+        Call after init(); a reload() makes PostgreSQL pick up changed TLS files."""
+        dst = self.datadir / name
+        shutil.copyfile(src, dst)
+        os.chmod(dst, mode)
+        self._chown(dst)
+        return dst
 
     def start(self) -> "Cluster":
         if not (self.datadir / "PG_VERSION").exists():
@@ -105,24 +129,26 @@ class Cluster:
             self._chown(self.logfile)
         subprocess.run(
             _as_server_user()
-            + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start"],
+            + [str(self.pg_bin / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start"],
             check=True,
             stdout=subprocess.DEVNULL,
+            env=_server_env(),
         )
         return self
 
     def restart(self) -> "Cluster":
         subprocess.run(
             _as_server_user()
-            + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "restart"],
+            + [str(self.pg_bin / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "restart"],
             check=True,
             stdout=subprocess.DEVNULL,
+            env=_server_env(),
         )
         return self
 
     def reload(self) -> None:
         subprocess.run(
-            _as_server_user() + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "reload"],
+            _as_server_user() + [str(self.pg_bin / "pg_ctl"), "-D", str(self.datadir), "reload"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -131,7 +157,7 @@ class Cluster:
     def stop(self) -> None:
         if (self.datadir / "postmaster.pid").exists():
             subprocess.run(
-                _as_server_user() + [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"],
+                _as_server_user() + [str(self.pg_bin / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"],
                 check=False,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -156,7 +182,7 @@ class Cluster:
 
     def psql(self, sql: str, dbname: str = "postgres", check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(PG_BIN / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql],
+            [str(self.pg_bin / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql],
             check=check,
             capture_output=True,
             text=True,

@@ -118,19 +118,50 @@ END
 $$;
 SELECT enkf.enable_timescaledb();
 
+-- Minimum necessary access: which roles may see which locations (jurisdictions) of the
+-- twins' results. A row (role, location) lets members of role see that location; location
+-- '*' means every location. Row-level security on enkf.checkpoints and enkf.forecasts and the
+-- BI views below filter by it (see sql/security.sql and docs/hipaa.md). Table owners and
+-- superusers, to whom row-level security does not apply, see everything.
+CREATE TABLE enkf.location_grants (
+    role       name NOT NULL,
+    location   text NOT NULL,
+    granted_by name NOT NULL DEFAULT current_user,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (role, location)
+);
+SELECT pg_catalog.pg_extension_config_dump('enkf.location_grants', '');
+
+-- Whether the current user may see a location's results: always when row-level security does
+-- not apply to them on enkf.checkpoints (owner, superuser, BYPASSRLS), else through a grant.
+-- Plain SQL without SET so that the planner inlines it (one hashed probe, not a call per row);
+-- every name and operator is schema-qualified instead, so the caller's search_path cannot
+-- change its meaning. It reads enkf.location_grants under the caller.
+CREATE FUNCTION enkf.location_visible(loc text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT NOT pg_catalog.row_security_active('enkf.checkpoints'::pg_catalog.regclass)
+        OR EXISTS (SELECT 1 FROM enkf.location_grants g
+                    WHERE (g.location OPERATOR(pg_catalog.=) loc OR g.location OPERATOR(pg_catalog.=) '*')
+                      AND pg_catalog.pg_has_role(g.role, 'MEMBER'))
+$$;
+
 -- BI-facing views: plain SQL types only (no arrays, no jsonb).
+-- They run with their owner's privileges (so a reader needs no privilege on the tables), as
+-- security barriers that keep only the locations the *caller* may see: current_user inside
+-- them is the caller, not the owner.
 
 -- Every stored quantile, one row each.
-CREATE VIEW enkf.forecast_quantiles AS
+CREATE VIEW enkf.forecast_quantiles WITH (security_barrier) AS
 SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
        q.quantile, q.value, f.run_id
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
-CROSS JOIN LATERAL unnest(f.quantile_levels, f.quantile_values) AS q(quantile, value);
+CROSS JOIN LATERAL unnest(f.quantile_levels, f.quantile_values) AS q(quantile, value)
+WHERE enkf.location_visible(f.location);
 
 -- The hubverse forecast format of the FluSight hubs (model_id = twin name, or twin name
 -- with suffix -baseline for the baseline).
-CREATE VIEW enkf.hubverse_forecasts AS
+CREATE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
 SELECT CASE WHEN f.model = 'enkf' THEN t.name ELSE t.name || '-baseline' END AS model_id,
        f.reference_date,
        (t.config #>> '{forecast,target}')::text AS target,
@@ -142,7 +173,8 @@ SELECT CASE WHEN f.model = 'enkf' THEN t.name ELSE t.name || '-baseline' END AS 
        q.value
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
-CROSS JOIN LATERAL unnest(f.quantile_levels, f.quantile_values) AS q(quantile, value);
+CROSS JOIN LATERAL unnest(f.quantile_levels, f.quantile_values) AS q(quantile, value)
+WHERE enkf.location_visible(f.location);
 
 -- Runs with their twin's name.
 CREATE VIEW enkf.run_log AS
@@ -153,19 +185,22 @@ SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name
 FROM enkf.runs r JOIN enkf.twins t USING (twin_id);
 
 -- Twins, without their jsonb configuration.
-CREATE VIEW enkf.twin_summary AS
+CREATE VIEW enkf.twin_summary WITH (security_barrier) AS
 SELECT t.twin_id, t.name, t.observations, t.locations, t.model, t.members, t.config_hash,
        t.origin, t.created_by, t.created_at,
-       (SELECT max(c.week_end) FROM enkf.checkpoints c WHERE c.twin_id = t.twin_id) AS last_week,
-       (SELECT count(DISTINCT c.location) FROM enkf.checkpoints c WHERE c.twin_id = t.twin_id) AS locations_assimilated
+       (SELECT max(c.week_end) FROM enkf.checkpoints c
+         WHERE c.twin_id = t.twin_id AND enkf.location_visible(c.location)) AS last_week,
+       (SELECT count(DISTINCT c.location) FROM enkf.checkpoints c
+         WHERE c.twin_id = t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated
 FROM enkf.twins t;
 
 -- The latest analysis of every twin and location: ensemble mean and 90% range of each state
 -- variable and parameter.
-CREATE VIEW enkf.state_estimates AS
+CREATE VIEW enkf.state_estimates WITH (security_barrier) AS
 WITH latest AS (
     SELECT DISTINCT ON (twin_id, location) twin_id, location, week_end, ensemble
     FROM enkf.checkpoints
+    WHERE enkf.location_visible(location)
     ORDER BY twin_id, location, week_end DESC
 )
 SELECT t.name AS twin, l.location, l.week_end, v.variable,

@@ -12,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+# Test modules share helpers (e.g. twin.test_twin.make_data).
+sys.path.insert(0, str(ROOT / "tests"))
 
 from pgcluster import Cluster  # noqa: E402
 

@@ -11,7 +11,22 @@ pub static MAX_ENSEMBLE_ELEMENTS: GucSetting<i32> = GucSetting::<i32>::new(10_00
 /// 1 keeps a backend on one core, as PostgreSQL itself does outside parallel query.
 pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
 
+/// Counts from 1 to this minus 1 are withheld in the publication views (small-cell
+/// suppression). 11 is the CMS cell-size convention; CDC WONDER uses 10. SUSET: an analyst
+/// must not be able to lower it for their own session and read the small cells.
+pub static SUPPRESSION_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(11);
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"enkf.suppression_threshold",
+        c"Observed counts from 1 to this value minus 1 are withheld in pg_enkf's publication views.",
+        c"11 follows the CMS cell-size suppression policy (CDC WONDER uses 10). 1 disables suppression.",
+        &SUPPRESSION_THRESHOLD,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"enkf.threads",
         c"Threads a pg_enkf call may use for per-location computations.",
@@ -32,4 +47,11 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+}
+
+/// `enkf.suppression_threshold()`: the setting, for the views. Calling a function of the
+/// library loads it, so the GUC exists even in a session that has used nothing else.
+#[pgrx::pg_extern(stable, parallel_safe, schema = "enkf", name = "suppression_threshold")]
+pub fn suppression_threshold() -> i32 {
+    SUPPRESSION_THRESHOLD.get()
 }

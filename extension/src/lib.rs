@@ -22,7 +22,17 @@ pgrx::pg_module_magic!(name, version);
 mod enkf {}
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", requires = [enkf]);
-extension_sql_file!("../../sql/comments.sql", name = "comments", finalize);
+extension_sql_file!(
+    "../../sql/scheduler.sql",
+    name = "scheduler",
+    requires = ["schema"]
+);
+extension_sql_file!(
+    "../../sql/security.sql",
+    name = "security",
+    requires = ["schema", guc::suppression_threshold]
+);
+extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -244,7 +244,8 @@ def test_runs_record_provenance(conn):
                   config_hash = (SELECT config_hash FROM enkf.twins WHERE name = 'p')
              FROM enkf.runs"""
     ).fetchone()
-    assert r == ("assimilate", "succeeded", "postgres", True, "public.obs", "0.1.0", 42, 64, True)
+    version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_enkf'").fetchone()[0]
+    assert r == ("assimilate", "succeeded", "postgres", True, "public.obs", version, 42, 64, True)
     conn.execute("DROP ROLE enkf_prov_analyst")
 
 

@@ -593,27 +593,10 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         }
     };
 
-    let run_id = spi::update_rows(
-        client,
-        "INSERT INTO enkf.runs (twin_id, kind, status, started_at, through, source, config, config_hash,
-                                extension_version, seed)
-         VALUES ($1, 'assimilate', 'succeeded', $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING run_id",
-        &[
-            DatumWithOid::from(twin.id),
-            started.map_or(DatumWithOid::null::<TimestampWithTimeZone>(), DatumWithOid::from),
-            DatumWithOid::from(through),
-            DatumWithOid::from(twin.observations.as_str()),
-            DatumWithOid::from(twin.config_json.as_str()),
-            DatumWithOid::from(twin.config_hash.as_str()),
-            DatumWithOid::from(env!("CARGO_PKG_VERSION")),
-            DatumWithOid::from(twin.config.seed),
-        ],
-        |r| r.get::<i64>(1),
-    )
-    .into_iter()
-    .next()
-    .flatten()
-    .unwrap_or_default();
+    // The run's row is written once, complete, at the end: provenance is append-only, so
+    // operators need INSERT on enkf.runs but never UPDATE (they cannot rewrite history).
+    let run_id =
+        spi::one::<i64>(client, "SELECT nextval('enkf.runs_run_id_seq')", &[]).unwrap_or_default();
 
     // 1. Which locations need work, from which week: weeks whose count differs from the one
     //    assimilated (revisions), weeks never assimilated, and locations behind the end week.
@@ -690,6 +673,53 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         .map(|(l, (w, r))| (l, w, r))
         .collect();
     plan.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // Minimum necessary access: a caller under row-level security assimilates only the
+    // locations granted to them in enkf.location_grants; the others are left as they are (the
+    // policies would refuse their checkpoints anyway, failing the whole run).
+    if !plan.is_empty() {
+        let names: Vec<String> = plan.iter().map(|p| p.0.clone()).collect();
+        let hidden: std::collections::HashSet<String> = spi::select(
+            client,
+            "SELECT l FROM unnest($1::text[]) AS l WHERE NOT enkf.location_visible(l)",
+            &[DatumWithOid::from(names)],
+            |r| Ok(r.get::<String>(1)?.unwrap_or_default()),
+        )
+        .into_iter()
+        .collect();
+        let mut hidden = hidden;
+        // Row-level security on the caller's own observation table: a location none of whose
+        // rows the caller can read is skipped, not taken for one whose counts were deleted
+        // (which would overwrite its analyses with forecasts made without data).
+        let obs_rls = spi::one::<bool>(
+            client,
+            "SELECT row_security_active($1::regclass)",
+            &[DatumWithOid::from(twin.observations.as_str())],
+        );
+        if obs_rls == Some(true) {
+            let readable: std::collections::HashSet<String> = spi::select(
+                client,
+                &format!("SELECT DISTINCT s.loc FROM ({}) s", source.raw_sql(None)),
+                &[],
+                |r| Ok(r.get::<String>(1)?.unwrap_or_default()),
+            )
+            .into_iter()
+            .collect();
+            hidden.extend(
+                plan.iter()
+                    .filter(|p| !readable.contains(&p.0))
+                    .map(|p| p.0.clone()),
+            );
+        }
+        if !hidden.is_empty() {
+            plan.retain(|p| !hidden.contains(&p.0));
+            pgrx::notice!(
+                "enkf.assimilate: {} location(s) of twin \"{}\" skipped: not granted to {} in enkf.location_grants, or none of their observations readable by them",
+                hidden.len(),
+                twin.name,
+                spi::one::<String>(client, "SELECT current_user::text", &[]).unwrap_or_default()
+            );
+        }
+    }
     let t_plan = clock.elapsed().as_secs_f64();
     let mut run = Run {
         twin: &twin,
@@ -844,11 +874,19 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
     );
     spi::update(
         client,
-        "UPDATE enkf.runs SET locations = $2, observations = $3, reassimilated = $4, first_week = $5,
-                              last_week = $6, finished_at = clock_timestamp()
-          WHERE run_id = $1",
+        "INSERT INTO enkf.runs (run_id, twin_id, kind, status, started_at, through, source, config, config_hash,
+                                extension_version, seed, locations, observations, reassimilated, first_week, last_week)
+         VALUES ($1, $2, 'assimilate', 'succeeded', $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14)",
         &[
             DatumWithOid::from(run_id),
+            DatumWithOid::from(twin.id),
+            started.map_or(DatumWithOid::null::<TimestampWithTimeZone>(), DatumWithOid::from),
+            DatumWithOid::from(through),
+            DatumWithOid::from(twin.observations.as_str()),
+            DatumWithOid::from(twin.config_json.as_str()),
+            DatumWithOid::from(twin.config_hash.as_str()),
+            DatumWithOid::from(env!("CARGO_PKG_VERSION")),
+            DatumWithOid::from(twin.config.seed),
             DatumWithOid::from(stats.locations),
             DatumWithOid::from(stats.observations),
             DatumWithOid::from(stats.reassimilated),

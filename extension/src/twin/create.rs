@@ -103,6 +103,26 @@ fn create_twin(
     Spi::connect_mut(|client| {
         let obs_rel = qualified_name(client, observations);
         let loc_rel = qualified_name(client, locations);
+        // The twin reads these under whoever runs it; its creator must be able to read them
+        // too, so that no one registers a twin over data they may not see.
+        for (arg, rel, oid) in [
+            ("observations", &obs_rel, observations),
+            ("locations", &loc_rel, locations),
+        ] {
+            let readable = spi::one::<bool>(
+                client,
+                "SELECT has_table_privilege($1::oid, 'SELECT')",
+                &[DatumWithOid::from(oid.0)],
+            );
+            if readable != Some(true) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("{arg}: permission denied for {rel}"),
+                    Some("pg_enkf reads the caller's tables under the caller's role".into()),
+                    format!("ask the owner of {rel} to GRANT SELECT ON {rel} TO the role creating the twin"),
+                );
+            }
+        }
         check_observations(
             client,
             &obs_rel,

@@ -108,26 +108,9 @@ fn run(
             "run enkf.assimilate() on the twin first",
         );
     }
-    let run_id = spi::update_rows(
-        client,
-        "INSERT INTO enkf.runs (twin_id, kind, status, started_at, source, config, config_hash, extension_version, seed, detail)
-         VALUES ($1, 'forecast', 'succeeded', $2, $3, $4::jsonb, $5, $6, $7, $8) RETURNING run_id",
-        &[
-            DatumWithOid::from(twin.id),
-            started.map_or(DatumWithOid::null::<TimestampWithTimeZone>(), DatumWithOid::from),
-            DatumWithOid::from(twin.observations.as_str()),
-            DatumWithOid::from(twin.config_json.as_str()),
-            DatumWithOid::from(twin.config_hash.as_str()),
-            DatumWithOid::from(env!("CARGO_PKG_VERSION")),
-            DatumWithOid::from(twin.config.seed),
-            DatumWithOid::from(format!("horizons {horizons}, {} quantile levels", levels.len()).as_str()),
-        ],
-        |r| r.get::<i64>(1),
-    )
-    .into_iter()
-    .next()
-    .flatten()
-    .unwrap_or_default();
+    // Written once, complete, at the end (append-only provenance: see assimilate).
+    let run_id =
+        spi::one::<i64>(client, "SELECT nextval('enkf.runs_run_id_seq')", &[]).unwrap_or_default();
 
     // Each location's latest analysis and the counts it has assimilated (for the baseline).
     // Two single-table queries merged here by location (byte order): robust to the stale
@@ -290,9 +273,19 @@ fn run(
     write(client, &mut scratch, twin.id, run_id, levels, &mut pending);
     spi::update(
         client,
-        "UPDATE enkf.runs SET locations = $2, first_week = $3, last_week = $4, finished_at = clock_timestamp() WHERE run_id = $1",
+        "INSERT INTO enkf.runs (run_id, twin_id, kind, status, started_at, source, config, config_hash,
+                                extension_version, seed, detail, locations, first_week, last_week)
+         VALUES ($1, $2, 'forecast', 'succeeded', $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12)",
         &[
             DatumWithOid::from(run_id),
+            DatumWithOid::from(twin.id),
+            started.map_or(DatumWithOid::null::<TimestampWithTimeZone>(), DatumWithOid::from),
+            DatumWithOid::from(twin.observations.as_str()),
+            DatumWithOid::from(twin.config_json.as_str()),
+            DatumWithOid::from(twin.config_hash.as_str()),
+            DatumWithOid::from(env!("CARGO_PKG_VERSION")),
+            DatumWithOid::from(twin.config.seed),
+            DatumWithOid::from(format!("horizons {horizons}, {} quantile levels", levels.len()).as_str()),
             DatumWithOid::from(locations),
             reference.map_or(DatumWithOid::null::<Date>(), |d| DatumWithOid::from(date(d))),
             reference.map_or(DatumWithOid::null::<Date>(), |d| DatumWithOid::from(date(d + 7 * (horizons as i32 - 1)))),
