@@ -20,7 +20,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-15-pgaudit
     postgresql-15-pgtap postgresql-15-cron libpostgresql-jdbc-java
     libclang-dev clang gcc make pkg-config libssl-dev openssl sudo ca-certificates
-    python3 python3-venv python3-pip
+    python3 python3-venv python3-pip git dpkg-dev
 )
 command -v javac >/dev/null 2>&1 || PACKAGES+=(openjdk-17-jdk-headless)
 missing=()

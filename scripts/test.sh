@@ -41,6 +41,12 @@ else
     (cd extension && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
 fi
 
+say "cargo pgrx package, and the previous release from its commit (upgrade and package tests)"
+# A clean output directory: pgrx leaves earlier versions' install scripts in it.
+rm -rf target/release/pg_enkf-pg15
+(cd extension && cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null)
+.venv/bin/python tests/ops/pgops.py build-previous
+
 say "SQL-level and end-to-end tests (pytest)"
 .venv/bin/python -m pytest tests -q
 

@@ -482,3 +482,30 @@ COMMENT ON FUNCTION enkf.duration_ms(text) IS 'A duration setting as written in 
 
 -- ---- from sql/finalize.sql: nothing to PUBLIC ----
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA enkf FROM PUBLIC;
+
+-- run_log.duration (interval) becomes duration_seconds (float8): BI views keep to plain types.
+DROP VIEW enkf.run_log;
+CREATE VIEW enkf.run_log AS
+SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name, r.started_at,
+       r.finished_at,
+       -- Seconds as float8: an interval is not a plain type for JDBC (it reports OTHER).
+       extract(epoch FROM r.finished_at - r.started_at)::float8 AS duration_seconds,
+       r.through, r.first_week,
+       r.last_week, r.locations, r.observations, r.reassimilated, r.source, r.config_hash,
+       r.extension_version, r.seed, r.detail
+FROM enkf.runs r JOIN enkf.twins t USING (twin_id);
+COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
+
+-- Every function documented (DatabaseMetaData remarks for BI tools).
+COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb) IS
+'Registers an epidemic twin over the caller''s observation table (one row per time and location; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). Returns the twin id. Needs SELECT on both tables.';
+COMMENT ON FUNCTION enkf.drop_twin(text) IS
+'Removes a twin with its runs, checkpoints and forecasts. Returns whether it existed.';
+COMMENT ON FUNCTION enkf.assimilate(text, timestamptz) IS
+'Assimilates the twin''s observations through the given time (default now()), incrementally from the last analysis; revised counts are re-assimilated from the earliest changed week. Reads the observation table under the caller; only locations granted to the caller (enkf.location_grants) when row-level security applies. Returns the run id, locations, observations and the time range.';
+COMMENT ON FUNCTION enkf.forecast(text, int4, float8[]) IS
+'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the last assimilated week, at the given quantile levels (default the 23 FluSight levels), with the FluSight-style baseline; stores them in enkf.forecasts and returns the twin''s.';
+COMMENT ON FUNCTION enkf.score(text, date, date) IS
+'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived: WIS, absolute error of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
+COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb) IS
+'Synthetic weekly admissions from the seirh model with known parameters (beta, ihr per location), for tests and demos: never real data.';

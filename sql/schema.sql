@@ -179,7 +179,10 @@ WHERE enkf.location_visible(f.location);
 -- Runs with their twin's name.
 CREATE VIEW enkf.run_log AS
 SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name, r.started_at,
-       r.finished_at, r.finished_at - r.started_at AS duration, r.through, r.first_week,
+       r.finished_at,
+       -- Seconds as float8: an interval is not a plain type for JDBC (it reports OTHER).
+       extract(epoch FROM r.finished_at - r.started_at)::float8 AS duration_seconds,
+       r.through, r.first_week,
        r.last_week, r.locations, r.observations, r.reassimilated, r.source, r.config_hash,
        r.extension_version, r.seed, r.detail
 FROM enkf.runs r JOIN enkf.twins t USING (twin_id);
@@ -220,7 +223,7 @@ COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and 
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf or baseline), location and horizon.';
 COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types.';
 COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id, value.';
-COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration, plain SQL types.';
+COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';
 COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr).';
 COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Turns enkf.checkpoints and enkf.forecasts into TimescaleDB hypertables with compression, if TimescaleDB is installed; returns whether it did. Runs at CREATE EXTENSION; call it after installing TimescaleDB later.';

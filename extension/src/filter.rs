@@ -56,8 +56,14 @@ fn analyze(
         variance: &variance,
         index: &index,
     };
-    enkf_core::filter::analyze_members_major(&mut ens, &obs, &opts, &crate::interrupts::check)
-        .or_raise();
+    enkf_core::filter::analyze_members_major_with(
+        &mut ens,
+        &obs,
+        &opts,
+        &crate::interrupts::check,
+        &crate::parallel::Threads::from_guc(),
+    )
+    .or_raise();
     Float8Matrix::from_members_major(ens)
 }
 

@@ -51,3 +51,46 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     }
     all
 }
+
+/// Threads for the dense products inside one large analysis (`enkf.threads` of them), with
+/// signals blocked in the workers as above.
+pub struct Threads(usize);
+
+impl Threads {
+    pub fn from_guc() -> Self {
+        Threads(guc::THREADS.get().max(1) as usize)
+    }
+}
+
+impl enkf_core::workers::Workers for Threads {
+    fn threads(&self) -> usize {
+        self.0
+    }
+
+    fn run<'a>(&self, jobs: Vec<enkf_core::workers::Job<'a>>) {
+        if self.0 <= 1 || jobs.len() <= 1 {
+            jobs.into_iter().for_each(|job| job());
+            return;
+        }
+        std::thread::scope(|scope| {
+            let mut jobs = jobs.into_iter();
+            let first = jobs.next();
+            let handles: Vec<_> = jobs
+                .map(|job| {
+                    scope.spawn(move || {
+                        block_signals();
+                        job()
+                    })
+                })
+                .collect();
+            if let Some(job) = first {
+                job();
+            }
+            for h in handles {
+                if let Err(e) = h.join() {
+                    std::panic::resume_unwind(e);
+                }
+            }
+        });
+    }
+}

@@ -12,6 +12,7 @@ pub mod model;
 pub mod rng;
 pub mod scoring;
 pub mod twin;
+pub mod workers;
 
 pub use error::{EnkfError, Result};
 pub use filter::{analyze, analyzed, Method, Observations, Options};

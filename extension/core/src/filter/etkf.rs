@@ -4,11 +4,12 @@
 
 use super::transform::etkf_apply;
 use super::{whiten, Observations, Split};
+use crate::workers::Workers;
 
-pub(crate) fn analyze(prior: &Split, obs: &Observations) -> Split {
+pub(crate) fn analyze(prior: &Split, obs: &Observations, workers: &dyn Workers) -> Split {
     let a = (prior.at.nrows() - 1) as f64;
     let (s, d) = whiten(prior, obs);
-    let (shift, at) = etkf_apply(&prior.at, &s, &d, a);
+    let (shift, at) = etkf_apply(&prior.at, &s, &d, a, workers);
     Split {
         mean: &prior.mean + shift,
         at,

@@ -312,6 +312,18 @@ pub fn analyze_members_major(
     opts: &Options,
     interrupt: &dyn Fn(),
 ) -> Result<()> {
+    analyze_members_major_with(ensemble, obs, opts, interrupt, &crate::workers::Sequential)
+}
+
+/// `analyze_members_major`, with the large dense products of the global ETKF split between
+/// `workers` (results are the same to rounding: only the order of a sum changes).
+pub fn analyze_members_major_with(
+    ensemble: &mut DMatrix<f64>,
+    obs: &Observations,
+    opts: &Options,
+    interrupt: &dyn Fn(),
+    workers: &dyn crate::workers::Workers,
+) -> Result<()> {
     validate_members_major(ensemble, obs, opts)?;
     let (members, n) = ensemble.shape();
     let prior = Split::from_members_major(
@@ -330,8 +342,8 @@ pub fn analyze_members_major(
         prior
     } else {
         match opts.method {
-            Method::Etkf => etkf::analyze(&prior, obs),
-            Method::Letkf if opts.loc_radius.is_none() => etkf::analyze(&prior, obs),
+            Method::Etkf => etkf::analyze(&prior, obs, workers),
+            Method::Letkf if opts.loc_radius.is_none() => etkf::analyze(&prior, obs, workers),
             Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
             Method::Eakf => eakf::analyze(prior, obs, &taper, interrupt),
             Method::Enkf => enkf::analyze(&prior, obs, &taper, opts.seed, interrupt)?,

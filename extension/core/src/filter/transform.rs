@@ -7,13 +7,70 @@
 //! `G = S S^T` (m x m) by the push-through identity `(aI + S^T S)^{-1} S^T = S^T (aI + S S^T)^{-1}`.
 //! Either way only a symmetric eigendecomposition is used: no explicit inverse.
 
-use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use nalgebra::{DMatrix, DMatrixViewMut, DVector, SymmetricEigen};
+
+use crate::workers::{Job, Sequential, Workers};
 
 /// `a^T b` for matrices. nalgebra's `tr_mul` computes each element as a separate dot product;
 /// an explicit transpose lets the product go through its blocked GEMM, several times faster
 /// for the sizes here.
 fn t_mul(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
     a.transpose() * b
+}
+
+/// Work below this many multiply-adds is not worth a thread.
+const PARALLEL_MIN_FLOPS: usize = 4_000_000;
+
+/// `S^T S` for a tall `S` (m x N), the row blocks summed from several threads.
+fn gram(s: &DMatrix<f64>, workers: &dyn Workers) -> DMatrix<f64> {
+    let (m, n) = s.shape();
+    let parts = workers.threads().min(m * n * n / PARALLEL_MIN_FLOPS).max(1);
+    if parts == 1 {
+        return t_mul(s, s);
+    }
+    let rows = m.div_ceil(parts);
+    let mut partial: Vec<DMatrix<f64>> = (0..parts).map(|_| DMatrix::zeros(0, 0)).collect();
+    let jobs: Vec<Job> = partial
+        .iter_mut()
+        .enumerate()
+        .map(|(k, out)| {
+            let block = s.rows(k * rows, rows.min(m - (k * rows).min(m)));
+            Box::new(move || *out = block.transpose() * block) as Job
+        })
+        .collect();
+    workers.run(jobs);
+    let mut sum = partial.pop().unwrap_or_else(|| DMatrix::zeros(n, n));
+    for p in partial {
+        sum += p;
+    }
+    sum
+}
+
+/// `t * at` (N x N times N x k), the columns of the result split between threads: each writes
+/// its own contiguous block of the column-major output.
+fn left_mul(t: &DMatrix<f64>, at: &DMatrix<f64>, workers: &dyn Workers) -> DMatrix<f64> {
+    let (n, k) = at.shape();
+    let parts = workers.threads().min(n * n * k / PARALLEL_MIN_FLOPS).max(1);
+    if parts == 1 {
+        return t * at;
+    }
+    let cols = k.div_ceil(parts);
+    let mut out = DMatrix::zeros(n, k);
+    let jobs: Vec<Job> = out
+        .as_mut_slice()
+        .chunks_mut(n * cols)
+        .enumerate()
+        .map(|(p, chunk)| {
+            let width = chunk.len() / n;
+            let src = at.columns(p * cols, width);
+            Box::new(move || {
+                let mut dst = DMatrixViewMut::from_slice(chunk, n, width);
+                dst.gemm(1.0, t, &src, 0.0);
+            }) as Job
+        })
+        .collect();
+    workers.run(jobs);
+    out
 }
 
 /// `g(l) = (sqrt(a / (a + l)) - 1) / l`, written so that it is exact near `l = 0`.
@@ -37,9 +94,18 @@ pub struct EnsembleTransform {
 }
 
 pub fn etkf_transform(s: &DMatrix<f64>, d: &DVector<f64>, a: f64) -> EnsembleTransform {
+    etkf_transform_with(s, d, a, &Sequential)
+}
+
+fn etkf_transform_with(
+    s: &DMatrix<f64>,
+    d: &DVector<f64>,
+    a: f64,
+    workers: &dyn Workers,
+) -> EnsembleTransform {
     let (m, n_members) = s.shape();
     if m >= n_members {
-        let (q, lam) = ensemble_space_eigen(s, a);
+        let (q, lam) = ensemble_space_eigen(s, a, workers);
         let sqrt_fac = lam.map(|l| (a / l).sqrt());
         let t = &q * DMatrix::from_diagonal(&sqrt_fac) * q.transpose();
         let qt_std = q.tr_mul(&s.tr_mul(d));
@@ -63,8 +129,12 @@ pub fn etkf_transform(s: &DMatrix<f64>, d: &DVector<f64>, a: f64) -> EnsembleTra
 }
 
 /// Eigenvectors and eigenvalues (>= a) of `M = a I + S^T S`.
-fn ensemble_space_eigen(s: &DMatrix<f64>, a: f64) -> (DMatrix<f64>, DVector<f64>) {
-    let mut mm = t_mul(s, s);
+fn ensemble_space_eigen(
+    s: &DMatrix<f64>,
+    a: f64,
+    workers: &dyn Workers,
+) -> (DMatrix<f64>, DVector<f64>) {
+    let mut mm = gram(s, workers);
     for i in 0..mm.nrows() {
         mm[(i, i)] += a;
     }
@@ -81,12 +151,13 @@ pub fn etkf_apply(
     s: &DMatrix<f64>,
     d: &DVector<f64>,
     a: f64,
+    workers: &dyn Workers,
 ) -> (DVector<f64>, DMatrix<f64>) {
     let (m, n_members) = s.shape();
     if m >= n_members {
-        let tr = etkf_transform(s, d, a);
+        let tr = etkf_transform_with(s, d, a, workers);
         // (A T)^T = T A^T, T symmetric.
-        (at.tr_mul(&tr.w), &tr.t * at)
+        (at.tr_mul(&tr.w), left_mul(&tr.t, at, workers))
     } else {
         let (u, lam) = psd_eigen(s * s.transpose());
         let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
@@ -135,7 +206,7 @@ pub fn gain_apply(
 ) -> DMatrix<f64> {
     let (m, n_members) = s.shape();
     if m >= n_members {
-        let (q, lam) = ensemble_space_eigen(s, a);
+        let (q, lam) = ensemble_space_eigen(s, a, &Sequential);
         let mut qt = t_mul(&q, &t_mul(s, dmat)); // N x c
         for (mut row, l) in qt.row_iter_mut().zip(lam.iter()) {
             row /= *l;
@@ -210,7 +281,7 @@ mod tests {
             let g = gain_apply(&xt, &s, &dm, a);
             let g_ref = (&x * chol.solve(&s.tr_mul(&dm))).transpose();
             assert!((g - g_ref).amax() < 1e-11);
-            let (shift, anom) = etkf_apply(&xt, &s, &d, a);
+            let (shift, anom) = etkf_apply(&xt, &s, &d, a, &Sequential);
             assert!((shift - &x * &w_ref).amax() < 1e-11);
             assert!((anom - (&x * &tr.t).transpose()).amax() < 1e-11);
             let (c_shift, c_anom) = etkf_apply_column(&xt.column(1).into_owned(), &s, &d, a);

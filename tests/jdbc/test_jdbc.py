@@ -1,0 +1,95 @@
+"""BI over JDBC: compiles tests/jdbc/BiClient.java with the machine's JDK and runs it with the
+PostgreSQL JDBC driver (Debian package libpostgresql-jdbc-java) against a cluster that only
+accepts TLS connections, with certificates this test makes (a CA, and a server certificate for
+localhost). The Java program does the checks; see its header."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from pgcluster import Cluster  # noqa: E402
+
+JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+PASSWORD = "bi-test-only"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(d: Path) -> None:
+    """ca.crt signs server.crt (CN and SAN localhost only); wrong-ca.crt signs nothing."""
+    d.mkdir(parents=True, exist_ok=True)
+    for ca in ("ca", "wrong-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=pg_enkf test {ca}",
+                "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr", cwd=d)
+    (d / "san.ext").write_text("subjectAltName = DNS:localhost\nextendedKeyUsage = serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", "san.ext", "-out", "server.crt", cwd=d)
+    os.chmod(d / "server.key", 0o600)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        for f in ("server.key", "server.crt"):
+            os.chown(d / f, pw.pw_uid, pw.pw_gid)
+
+
+@pytest.mark.skipif(not JDBC_JAR.exists() or shutil.which("javac") is None, reason="needs a JDK and libpostgresql-jdbc-java (scripts/setup.sh installs them)")
+def test_bi_client_over_tls(tmp_path):
+    cluster = Cluster(
+        conf={
+            # localhost, not 127.0.0.1: the client must connect by the name in the certificate.
+            "listen_addresses": "'localhost'",
+            "ssl": "on",
+            "password_encryption": "'scram-sha-256'",
+        }
+    )
+    tls = cluster.base / "tls"
+    make_certificates(tls)
+    cluster.conf.update({"ssl_cert_file": f"'{tls / 'server.crt'}'", "ssl_key_file": f"'{tls / 'server.key'}'"})
+    cluster.init()
+    # TCP only with TLS and a password; the Unix socket (setup below) stays trusted.
+    (cluster.datadir / "pg_hba.conf").write_text(
+        "local all all trust\n"
+        "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        "hostssl all all ::1/128 scram-sha-256\n"
+    )
+    with cluster:
+        local = {"host": str(cluster.sockdir)}
+        with psycopg.connect(cluster.dsn(**local), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE bi")
+            admin.execute(f"ALTER ROLE postgres PASSWORD '{PASSWORD}'")
+        with psycopg.connect(cluster.dsn("bi", **local), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_enkf")
+            conn.execute("CREATE TABLE obs AS SELECT time, location, value FROM enkf.synthetic_surveillance(3, 40, '2023-10-07', 3)")
+            conn.execute("CREATE TABLE locs AS SELECT DISTINCT location, population FROM enkf.synthetic_surveillance(3, 1, '2023-10-07', 3)")
+            conn.execute("SELECT enkf.create_twin('flu', 'obs', 'locs', members => 20)")
+            conn.execute("SELECT * FROM enkf.assimilate('flu')")
+            conn.execute("SELECT count(*) FROM enkf.forecast('flu')")
+            reference, hub_rows = conn.execute(
+                "SELECT max(reference_date)::text, count(*) FROM enkf.hubverse_forecasts WHERE model_id = 'flu' GROUP BY model_id"
+            ).fetchone()
+        assert hub_rows == 3 * 4 * 23
+
+        classes = tmp_path / "classes"
+        subprocess.run(["javac", "-d", str(classes), str(Path(__file__).with_name("BiClient.java"))], check=True)
+        r = subprocess.run(
+            ["java", "-cp", f"{classes}:{JDBC_JAR}", "BiClient", "localhost", str(cluster.port), "bi", "postgres", PASSWORD,
+             str(tls / "ca.crt"), str(tls / "wrong-ca.crt"), "flu", reference, str(hub_rows), "3"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        print(r.stdout)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.rstrip().splitlines()[-1].startswith("OK: ")

@@ -1,0 +1,70 @@
+"""Synthetic twins with data, and snapshots of what pg_enkf keeps, for the operations tests."""
+
+from __future__ import annotations
+
+# A short synthetic season: the first WEEKS_BEFORE weeks are loaded at first, the rest arrive
+# later ("new data") and must be assimilated from where the twin stopped.
+LOCATIONS = 3
+WEEKS = 52
+FIRST_WEEK = "2022-10-01"
+WEEKS_BEFORE = 40
+SEED = 7
+
+
+def load_surveillance(conn) -> None:
+    """Creates public.obs (the first WEEKS_BEFORE weeks) and public.locs, from the model's own
+    synthetic generator (never real data)."""
+    conn.execute(
+        f"""CREATE TABLE obs_all AS SELECT time, location, value
+              FROM enkf.synthetic_surveillance({LOCATIONS}, {WEEKS}, '{FIRST_WEEK}', {SEED})"""
+    )
+    conn.execute(
+        f"""CREATE TABLE locs AS SELECT DISTINCT location, population
+              FROM enkf.synthetic_surveillance({LOCATIONS}, 1, '{FIRST_WEEK}', {SEED})"""
+    )
+    conn.execute(
+        f"""CREATE TABLE obs AS SELECT * FROM obs_all
+             WHERE time < date '{FIRST_WEEK}' + {WEEKS_BEFORE} * 7"""
+    )
+
+
+def make_twins(conn) -> None:
+    """Three twins in different states: assimilated and forecast, assimilated only part of
+    the data with its own seed and config, and created but never run."""
+    conn.execute("SELECT enkf.create_twin('alpha', 'obs', 'locs', members => 20)")
+    conn.execute("SELECT * FROM enkf.assimilate('alpha')")
+    conn.execute("SELECT count(*) FROM enkf.forecast('alpha')")
+    conn.execute(
+        """SELECT enkf.create_twin('beta', 'public.obs', 'locs', members => 12,
+                  config => '{"seed": 99, "filter": {"inflation": 1.05}}')"""
+    )
+    conn.execute(f"SELECT * FROM enkf.assimilate('beta', date '{FIRST_WEEK}' + 20 * 7)")
+    conn.execute("SELECT count(*) FROM enkf.forecast('beta', 2, '{0.1, 0.5, 0.9}')")
+    conn.execute("SELECT enkf.create_twin('gamma', 'obs', 'locs', members => 8)")
+
+
+def arrive_new_data(conn) -> None:
+    conn.execute("INSERT INTO obs SELECT * FROM obs_all EXCEPT SELECT * FROM obs")
+
+
+def config_tables(conn) -> list[str]:
+    """The tables and sequences pg_enkf registered with pg_extension_config_dump."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """SELECT c::regclass::text FROM pg_extension e, unnest(e.extconfig) c
+                WHERE e.extname = 'pg_enkf' ORDER BY 1"""
+        ).fetchall()
+    ]
+
+
+def snapshot(conn, tables: list[str] | None = None) -> dict[str, list[tuple]]:
+    """Every row of every config table, and every sequence's state, in a stable order."""
+    out = {}
+    for t in tables or config_tables(conn):
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]
+        if kind == "S":
+            out[t] = conn.execute(f"SELECT last_value, is_called FROM {t}").fetchall()
+        else:
+            out[t] = conn.execute(f"SELECT * FROM {t} AS r ORDER BY to_jsonb(r)::text").fetchall()
+    return out
