@@ -303,4 +303,37 @@ mod tests {
         assert!((tr.t - DMatrix::identity(5, 5)).amax() < 1e-15);
         assert_eq!(tr.w.amax(), 0.0);
     }
+
+    /// Scoped threads, as the extension's workers are (minus the signal mask).
+    struct TwoThreads;
+    impl Workers for TwoThreads {
+        fn threads(&self) -> usize {
+            2
+        }
+        fn run<'a>(&self, jobs: Vec<Job<'a>>) {
+            std::thread::scope(|scope| {
+                for job in jobs {
+                    scope.spawn(job);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn threaded_products_equal_sequential_ones() {
+        // Large enough to split: m N^2 and N^2 k above PARALLEL_MIN_FLOPS; odd sizes so that
+        // the blocks are uneven.
+        let (m, n_members, k) = (2001, 67, 2501);
+        let (s, _) = sample(m, n_members, 3);
+        let (at, _) = sample(n_members, k, 4);
+        let (t, _) = sample(n_members, n_members, 5);
+        let g1 = gram(&s, &Sequential);
+        let g2 = gram(&s, &TwoThreads);
+        assert!((&g1 - &g2).amax() <= 1e-12 * g1.amax());
+        assert!((&g1 - s.transpose() * &s).amax() <= 1e-12 * g1.amax());
+        let p1 = left_mul(&t, &at, &Sequential);
+        let p2 = left_mul(&t, &at, &TwoThreads);
+        assert_eq!(p1, p2); // same products, column by column
+        assert!((&p1 - &t * &at).amax() <= 1e-12 * p1.amax());
+    }
 }
