@@ -13,7 +13,10 @@ fn time<T>(label: &str, reps: usize, mut f: impl FnMut() -> T) {
     for _ in 0..reps {
         std::hint::black_box(f());
     }
-    println!("{label}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    println!(
+        "{label}: {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3 / reps as f64
+    );
 }
 
 fn main() {
@@ -24,7 +27,11 @@ fn main() {
         let idx: Vec<usize> = (0..m).map(|k| k * n / m).collect();
         let y = vec![0.5; m];
         let r = vec![0.25; m];
-        let obs = Observations { values: &y, variance: &r, index: &idx };
+        let obs = Observations {
+            values: &y,
+            variance: &r,
+            index: &idx,
+        };
         time("  analyze", 20, || {
             let mut e = at.clone();
             analyze_members_major(&mut e, &obs, &Options::default(), &|| {}).unwrap();

@@ -147,7 +147,14 @@ pub fn validate_members_major(
             "an ensemble filter estimates covariances from the spread of the members: pass 2 or more columns",
         ));
     }
-    if let Some((pos, v)) = ensemble.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+    // A branch-free pass first (it vectorizes); the position only when something is wrong.
+    if !all_finite(ensemble.as_slice()) {
+        let (pos, v) = ensemble
+            .as_slice()
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .unwrap_or((0, &f64::NAN));
         return Err(EnkfError::invalid(
             "ensemble",
             format!(
@@ -241,6 +248,11 @@ pub fn validate_members_major(
     Ok(())
 }
 
+/// Whether every value is finite, without an early exit so that the loop vectorizes.
+fn all_finite(values: &[f64]) -> bool {
+    values.iter().fold(true, |ok, v| ok & v.is_finite())
+}
+
 /// The prior split into mean and (inflated) anomalies, members-major: `at` is
 /// (members x state_dim).
 pub(crate) struct Split {
@@ -251,11 +263,17 @@ pub(crate) struct Split {
 impl Split {
     /// Takes the members-major ensemble and turns it into anomalies in place.
     pub(crate) fn from_members_major(mut at: DMatrix<f64>, inflation: f64) -> Split {
-        let mean = DVector::from_iterator(at.ncols(), at.column_iter().map(|c| c.mean()));
-        for (l, mut col) in at.column_iter_mut().enumerate() {
-            col.add_scalar_mut(-mean[l]);
-            if inflation != 1.0 {
-                col *= inflation;
+        let (members, n) = at.shape();
+        let mut mean = DVector::zeros(n);
+        if members > 0 {
+            // Each state element's members are contiguous: one pass per column over the slice.
+            for (col, mu) in at
+                .as_mut_slice()
+                .chunks_exact_mut(members)
+                .zip(mean.iter_mut())
+            {
+                *mu = col.iter().sum::<f64>() / members as f64;
+                col.iter_mut().for_each(|v| *v = (*v - *mu) * inflation);
             }
         }
         Split { mean, at }
@@ -357,10 +375,19 @@ pub fn analyze_members_major_with(
         relax_to_prior_spread(&prior_spread, &mut post.at, opts.rtps);
     }
     *ensemble = post.at;
-    for (l, mut col) in ensemble.column_iter_mut().enumerate() {
-        col.add_scalar_mut(post.mean[l]);
+    for (col, mean) in ensemble
+        .as_mut_slice()
+        .chunks_exact_mut(members)
+        .zip(post.mean.iter())
+    {
+        col.iter_mut().for_each(|v| *v += mean);
     }
-    if let Some(pos) = ensemble.iter().position(|v| !v.is_finite()) {
+    if !all_finite(ensemble.as_slice()) {
+        let pos = ensemble
+            .as_slice()
+            .iter()
+            .position(|v| !v.is_finite())
+            .unwrap_or(0);
         return Err(EnkfError::NotFinite {
             detail: format!(
                 "the analysis overflowed at element [{}][{}]",
