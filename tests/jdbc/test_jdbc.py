@@ -5,8 +5,6 @@ localhost). The Java program does the checks; see its header."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -19,29 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 from pgcluster import Cluster  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from pki import Pki, use_cert  # noqa: E402
+
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 PASSWORD = "bi-test-only"
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(d: Path) -> None:
-    """ca.crt signs server.crt (CN and SAN localhost only); wrong-ca.crt signs nothing."""
-    d.mkdir(parents=True, exist_ok=True)
-    for ca in ("ca", "wrong-ca"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=pg_enkf test {ca}",
-                "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=d)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr", cwd=d)
-    (d / "san.ext").write_text("subjectAltName = DNS:localhost\nextendedKeyUsage = serverAuth\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "san.ext", "-out", "server.crt", cwd=d)
-    os.chmod(d / "server.key", 0o600)
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        for f in ("server.key", "server.crt"):
-            os.chown(d / f, pw.pw_uid, pw.pw_gid)
 
 
 @pytest.mark.skipif(not JDBC_JAR.exists() or shutil.which("javac") is None, reason="needs a JDK and libpostgresql-jdbc-java (scripts/setup.sh installs them)")
@@ -51,13 +31,17 @@ def test_bi_client_over_tls(tmp_path):
             # localhost, not 127.0.0.1: the client must connect by the name in the certificate.
             "listen_addresses": "'localhost'",
             "ssl": "on",
+            "ssl_cert_file": "'server.crt'",
+            "ssl_key_file": "'server.key'",
             "password_encryption": "'scram-sha-256'",
         }
     )
-    tls = cluster.base / "tls"
-    make_certificates(tls)
-    cluster.conf.update({"ssl_cert_file": f"'{tls / 'server.crt'}'", "ssl_key_file": f"'{tls / 'server.key'}'"})
+    # ca1 signs a server certificate for the name localhost only (no IP address), so that a
+    # connection to 127.0.0.1 must fail host-name verification; ca2 signed nothing of it.
+    pki = Pki(tmp_path)
+    pki.server("localonly", "ca1", "localhost", "DNS:localhost")
     cluster.init()
+    use_cert(cluster, pki, "localonly", reload=False)
     # TCP only with TLS and a password; the Unix socket (setup below) stays trusted.
     (cluster.datadir / "pg_hba.conf").write_text(
         "local all all trust\n"
@@ -85,7 +69,7 @@ def test_bi_client_over_tls(tmp_path):
         subprocess.run(["javac", "-d", str(classes), str(Path(__file__).with_name("BiClient.java"))], check=True)
         r = subprocess.run(
             ["java", "-cp", f"{classes}:{JDBC_JAR}", "BiClient", "localhost", str(cluster.port), "bi", "postgres", PASSWORD,
-             str(tls / "ca.crt"), str(tls / "wrong-ca.crt"), "flu", reference, str(hub_rows), "3"],
+             str(pki.path("ca1.crt")), str(pki.path("ca2.crt")), "flu", reference, str(hub_rows), "3"],
             capture_output=True,
             text=True,
             timeout=120,

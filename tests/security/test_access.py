@@ -45,6 +45,13 @@ def test_roles_grant_nothing_to_public_and_nothing_runs_as_definer(conn):
     again = conn.execute("SELECT role, created FROM enkf.create_roles()").fetchall()
     assert [r[0] for r in again] == ["enkf_reader", "enkf_analyst", "enkf_operator", "enkf_admin"]
     assert not any(r[1] for r in again)  # idempotent
+    # Only a DBA may call it: to anyone else it is not even executable.
+    conn.execute("CREATE ROLE nobody_in_particular")
+    conn.execute("SET ROLE nobody_in_particular")
+    assert sqlstate(conn, "SELECT * FROM enkf.create_roles()")[0] == "42501"
+    assert sqlstate(conn, "SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])")[0] == "42501"
+    conn.execute("RESET ROLE")
+    conn.execute("DROP ROLE nobody_in_particular")
     assert conn.execute(
         "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'enkf\\_%' AND (rolcanlogin OR rolsuper OR rolcreaterole)"
     ).fetchone()[0] == 0

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from pgcluster import Cluster
-from sidecar.sidecar_env import Pki, use_cert
+from pki import Pki, use_cert
 from twin.test_twin import make_data
 
 PASSWORD = "Audit-test-7f3c9"

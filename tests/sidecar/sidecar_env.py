@@ -24,6 +24,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from pgcluster import Cluster, free_port  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from pki import Pki, use_cert  # noqa: E402,F401  (re-exported for the sidecar tests)
+
 REGION = "us-east-1"
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -123,45 +126,6 @@ def to_toml(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- certificates ----------------------------------------------------------------------------
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-class Pki:
-    """Two CAs and three server certificates: `good` (CA 1, localhost), `wronghost` (CA 1,
-    another host name) and `rogue` (CA 2, localhost)."""
-
-    def __init__(self, d: Path):
-        self.dir = d
-        for ca in ("ca1", "ca2"):
-            _openssl(
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN=pg_enkf test {ca}",
-                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                cwd=d,
-            )
-        self._server("good", "ca1", "localhost", "DNS:localhost,IP:127.0.0.1")
-        self._server("wronghost", "ca1", "db.example.invalid", "DNS:db.example.invalid")
-        self._server("rogue", "ca2", "localhost", "DNS:localhost,IP:127.0.0.1")
-
-    def _server(self, name: str, ca: str, cn: str, san: str) -> None:
-        ext = self.dir / f"{name}.ext"
-        ext.write_text(
-            f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
-            "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        )
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=self.dir)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=self.dir)
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-
 HBA = [
     "local all all trust",
     # The test's own administration (psql, psycopg as postgres) stays password-less.
@@ -186,13 +150,6 @@ def tls_cluster(pki: Pki, cert: str = "good", conf: dict | None = None) -> Clust
     c = Cluster(conf=settings, hba=HBA).init()
     use_cert(c, pki, cert, reload=False)
     return c.start()
-
-
-def use_cert(c: Cluster, pki: Pki, name: str, reload: bool = True) -> None:
-    c.install_file(pki.path(f"{name}.crt"), "server.crt", 0o644)
-    c.install_file(pki.path(f"{name}.key"), "server.key", 0o600)
-    if reload:
-        c.reload()
 
 
 # --- SCRAM -----------------------------------------------------------------------------------

@@ -387,22 +387,10 @@ impl<'a> Run<'a> {
             return;
         }
         let rows = std::mem::take(&mut self.pending);
-        let mut sql = String::from(
-            "INSERT INTO enkf.checkpoints (twin_id, run_id, location, week_end, observed, ensemble) VALUES ",
+        let sql = format!(
+            "INSERT INTO enkf.checkpoints (twin_id, run_id, location, week_end, observed, ensemble) VALUES {}",
+            spi::values_placeholders(2, 4, rows.len())
         );
-        for k in 0..rows.len() {
-            let p = 3 + 4 * k;
-            if k > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "($1, $2, ${}, ${}, ${}, ${})",
-                p,
-                p + 1,
-                p + 2,
-                p + 3
-            ));
-        }
         let (twin_id, run_id) = (self.twin.id, self.run_id);
         unsafe {
             self.scratch.switch_to(|_| {

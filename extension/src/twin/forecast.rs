@@ -310,25 +310,11 @@ fn write(
         return;
     }
     let rows = std::mem::take(pending);
-    let mut sql = String::from(
+    let mut sql = format!(
         "INSERT INTO enkf.forecasts (twin_id, run_id, quantile_levels, reference_date, model, location, horizon,
-                                     target_end_date, quantile_values) VALUES ",
+                                     target_end_date, quantile_values) VALUES {}",
+        spi::values_placeholders(3, 6, rows.len())
     );
-    for k in 0..rows.len() {
-        let p = 4 + 6 * k;
-        if k > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!(
-            "($1, $2, $3, ${}, ${}, ${}, ${}, ${}, ${})",
-            p,
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5
-        ));
-    }
     sql.push_str(
         " ON CONFLICT (twin_id, reference_date, model, location, horizon) DO UPDATE
             SET target_end_date = EXCLUDED.target_end_date, run_id = EXCLUDED.run_id,

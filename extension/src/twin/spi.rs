@@ -82,3 +82,37 @@ pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
         .next()
         .flatten()
 }
+
+/// The VALUES list of a multi-row INSERT: `rows` tuples, each the shared parameters `$1..$shared`
+/// followed by `per_row` parameters of its own, numbered on from `$shared + 1`.
+pub fn values_placeholders(shared: usize, per_row: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(rows * (4 + 6 * (shared + per_row)));
+    for k in 0..rows {
+        if k > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        let own = (1 + shared + per_row * k)..(1 + shared + per_row * (k + 1));
+        for (i, p) in (1..=shared).chain(own).enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&p.to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_placeholders_number_shared_then_own_parameters() {
+        assert_eq!(
+            super::values_placeholders(2, 3, 2),
+            "($1, $2, $3, $4, $5),($1, $2, $6, $7, $8)"
+        );
+        assert_eq!(super::values_placeholders(0, 1, 3), "($1),($2),($3)");
+    }
+}
