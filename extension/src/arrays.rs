@@ -48,9 +48,13 @@ fn dense<'a, T: Copy>(arg: &str, arr: Array<'a, T>) -> Dense<'a, T> {
     Dense { dims, data }
 }
 
-/// A 2-D float8 array `[state_dim][members]` as a members-major nalgebra matrix
-/// (members x state_dim): the array's storage order, copied once.
-pub fn matrix_arg(arg: &str, arr: Option<Array<'_, f64>>, max_elements: usize) -> DMatrix<f64> {
+/// The dimensions and values of a 2-D float8 array `[state_dim][members]`, checked against
+/// `max_elements`. The values are the array's storage: members-major.
+fn ensemble_dense<'a>(
+    arg: &str,
+    arr: Option<Array<'a, f64>>,
+    max_elements: usize,
+) -> (usize, usize, &'a [f64]) {
     let arr = arr.unwrap_or_else(|| null_argument(arg));
     let d = dense(arg, arr);
     if d.dims.len() != 2 {
@@ -70,7 +74,21 @@ pub fn matrix_arg(arg: &str, arr: Option<Array<'_, f64>>, max_elements: usize) -
             "reduce the state or the number of members, or ask a superuser to raise enkf.max_ensemble_elements",
         );
     }
-    DMatrix::from_column_slice(members, n, d.data)
+    (n, members, d.data)
+}
+
+/// A 2-D float8 array `[state_dim][members]` copied into a new result array of the same shape,
+/// to be updated in place: the only copy of the ensemble a filter call makes. Returns it with
+/// (state_dim, members).
+pub fn matrix_arg_as_result(
+    arg: &str,
+    arr: Option<Array<'_, f64>>,
+    max_elements: usize,
+) -> (Float8Array2, usize, usize) {
+    let (n, members, data) = ensemble_dense(arg, arr, max_elements);
+    let mut out = Float8Array2::new(n, members);
+    out.data_mut().copy_from_slice(data);
+    (out, n, members)
 }
 
 /// A 1-D float8 array (an empty array counts as length 0).
@@ -141,31 +159,104 @@ impl Float8Matrix {
 
 impl IntoDatum for Float8Matrix {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        const HEADER: usize = 32; // MAXALIGN(sizeof(ArrayType) + 2 dims + 2 lower bounds)
-        let bytes = HEADER + 8 * self.data.len();
-        // SAFETY: a fresh zeroed allocation of `bytes` in the current memory context, laid out
-        // as a 2-D ArrayType without a NULL bitmap (dataoffset 0): header, dims, lower bounds,
-        // then the float8 values, which are by-value 8-byte aligned copies of ours.
-        unsafe {
-            let arr = pg_sys::palloc0(bytes) as *mut pg_sys::ArrayType;
-            pgrx::set_varsize_4b(arr as *mut pg_sys::varlena, bytes as i32);
-            (*arr).ndim = 2;
-            (*arr).dataoffset = 0;
-            (*arr).elemtype = pg_sys::FLOAT8OID;
-            let ints = (arr as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut i32;
-            *ints = self.rows as i32;
-            *ints.add(1) = self.cols as i32;
-            *ints.add(2) = 1;
-            *ints.add(3) = 1;
-            let data = (arr as *mut u8).add(HEADER) as *mut f64;
-            std::ptr::copy_nonoverlapping(self.data.as_ptr(), data, self.data.len());
-            Some(pg_sys::Datum::from(arr))
-        }
+        let mut out = Float8Array2::new(self.rows, self.cols);
+        out.data_mut().copy_from_slice(&self.data);
+        out.into_datum()
     }
 
     fn type_oid() -> pg_sys::Oid {
         pg_sys::FLOAT8ARRAYOID
     }
+}
+
+/// A 2-D `float8[]` of shape [rows][cols] allocated in the current memory context, its values
+/// written in place before it is returned.
+pub struct Float8Array2 {
+    arr: *mut pg_sys::ArrayType,
+    len: usize,
+}
+
+/// PostgreSQL's MaxAllocSize (memutils.h): the largest palloc, and of any varlena value.
+const MAX_ALLOC_SIZE: usize = 0x3fff_ffff;
+
+/// MAXALIGN(sizeof(ArrayType) + 2 dims + 2 lower bounds): where the values start.
+const ARRAY2_HEADER: usize = 32;
+
+impl Float8Array2 {
+    pub fn new(rows: usize, cols: usize) -> Self {
+        let len = rows * cols;
+        let bytes = ARRAY2_HEADER + 8 * len;
+        if bytes > MAX_ALLOC_SIZE {
+            raise(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "a {rows} x {cols} float8 array exceeds the 1 GB limit of a PostgreSQL value"
+                ),
+                None,
+                "reduce the state or the number of members",
+            );
+        }
+        // SAFETY: a fresh allocation of `bytes` in the current memory context, laid out as a
+        // 2-D ArrayType without a NULL bitmap (dataoffset 0): the header is zeroed and filled
+        // in here; the values are left for the caller, who overwrites all of them.
+        unsafe {
+            let arr = pg_sys::palloc(bytes) as *mut pg_sys::ArrayType;
+            std::ptr::write_bytes(arr as *mut u8, 0, ARRAY2_HEADER);
+            pgrx::set_varsize_4b(arr as *mut pg_sys::varlena, bytes as i32);
+            (*arr).ndim = 2;
+            (*arr).dataoffset = 0;
+            (*arr).elemtype = pg_sys::FLOAT8OID;
+            let ints = (arr as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut i32;
+            *ints = rows as i32;
+            *ints.add(1) = cols as i32;
+            *ints.add(2) = 1;
+            *ints.add(3) = 1;
+            Float8Array2 { arr, len }
+        }
+    }
+
+    /// The values, row-major ([rows][cols]).
+    pub fn data_mut(&mut self) -> &mut [f64] {
+        // SAFETY: `new` allocated room for `len` float8 values at ARRAY2_HEADER, 8-byte
+        // aligned (palloc returns MAXALIGNed memory); every bit pattern is a valid f64.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                (self.arr as *mut u8).add(ARRAY2_HEADER) as *mut f64,
+                self.len,
+            )
+        }
+    }
+}
+
+impl IntoDatum for Float8Array2 {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.arr))
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::FLOAT8ARRAYOID
+    }
+}
+
+// SAFETY: as for Float8Matrix below.
+unsafe impl BoxRet for Float8Array2 {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        match self.into_datum() {
+            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+// SAFETY: the SQL type is float8[], which is what into_datum produces.
+unsafe impl SqlTranslatable for Float8Array2 {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Float8Array2);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
+        Ok(SqlMappingRef::literal("double precision[]"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(
+        SqlMappingRef::literal("double precision[]"),
+    ));
 }
 
 // SAFETY: the datum is returned straight to the function manager, as for any IntoDatum type.

@@ -4,7 +4,7 @@ use enkf_core::{Method, Observations, Options};
 use pgrx::datum::Array;
 use pgrx::prelude::*;
 
-use crate::arrays::{index_arg, matrix_arg, vector_arg, Float8Matrix};
+use crate::arrays::{index_arg, matrix_arg_as_result, vector_arg, Float8Array2};
 use crate::error::{null_option, OrRaise};
 use crate::guc;
 
@@ -21,12 +21,14 @@ fn analyze(
     loc_radius: default!(Option<f64>, "NULL"),
     periodic: default!(Option<bool>, false),
     seed: default!(Option<i64>, 0),
-) -> Float8Matrix {
+) -> Float8Array2 {
     let max = guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
-    let mut ens = matrix_arg("ensemble", ensemble, max);
+    // The result array is allocated first and the ensemble copied into it once: the filter
+    // updates it in place.
+    let (mut ens, n, members) = matrix_arg_as_result("ensemble", ensemble, max);
     let values = vector_arg("observations", observations);
     let variance = vector_arg("obs_variance", obs_variance);
-    let index = index_arg("obs_index", obs_index, ens.ncols());
+    let index = index_arg("obs_index", obs_index, n);
     let method: Method = method
         .unwrap_or_else(|| null_option("method"))
         .parse()
@@ -56,15 +58,16 @@ fn analyze(
         variance: &variance,
         index: &index,
     };
-    enkf_core::filter::analyze_members_major_with(
-        &mut ens,
+    enkf_core::filter::analyze_flat(
+        ens.data_mut(),
+        members,
         &obs,
         &opts,
         &crate::interrupts::check,
         &crate::parallel::Threads::from_guc(),
     )
     .or_raise();
-    Float8Matrix::from_members_major(ens)
+    ens
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -27,3 +27,21 @@ impl Workers for Sequential {
         }
     }
 }
+
+/// Plain scoped threads, as the extension's workers are (minus the signal mask): for tests.
+#[cfg(test)]
+pub(crate) struct ScopedThreads(pub usize);
+
+#[cfg(test)]
+impl Workers for ScopedThreads {
+    fn threads(&self) -> usize {
+        self.0
+    }
+    fn run<'a>(&self, jobs: Vec<Job<'a>>) {
+        std::thread::scope(|scope| {
+            for job in jobs {
+                scope.spawn(job);
+            }
+        });
+    }
+}

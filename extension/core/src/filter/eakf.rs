@@ -5,6 +5,7 @@
 
 use nalgebra::DMatrix;
 
+use super::dense::dot;
 use super::{Observations, Split};
 use crate::localization::Taper;
 
@@ -26,7 +27,7 @@ pub(crate) fn analyze(
         let i = obs.index[k];
         let r = obs.variance[k];
         ya.copy_from_slice(at.column(i).as_slice());
-        let var_b = ya.iter().map(|v| v * v).sum::<f64>() / a;
+        let var_b = dot(&ya, &ya) / a;
         if var_b <= 0.0 {
             // No prior spread in the observed element: the prior is certain there and the
             // observation carries no weight.
@@ -40,7 +41,7 @@ pub(crate) fn analyze(
         let update =
             |l: usize, weight: f64, mean: &mut nalgebra::DVector<f64>, at: &mut DMatrix<f64>| {
                 let mut col = at.column_mut(l);
-                let cov = col.iter().zip(&ya).map(|(x, y)| x * y).sum::<f64>() / a;
+                let cov = dot(col.as_slice(), &ya) / a;
                 let g = weight * cov / var_b;
                 if g == 0.0 {
                     return;

@@ -11,6 +11,7 @@
 //! `analyze` takes the conventional (state_dim x members) matrix and transposes around
 //! `analyze_members_major`.
 
+mod dense;
 mod eakf;
 mod enkf;
 mod etkf;
@@ -133,6 +134,12 @@ pub fn validate_members_major(
     opts: &Options,
 ) -> Result<()> {
     let (members, n) = ensemble.shape();
+    validate_dimensions(members, n, opts)?;
+    check_values(ensemble.as_slice(), members)?;
+    validate_arguments(n, obs, opts)
+}
+
+fn validate_dimensions(members: usize, n: usize, opts: &Options) -> Result<()> {
     if n == 0 {
         return Err(EnkfError::shape(
             "ensemble",
@@ -147,10 +154,13 @@ pub fn validate_members_major(
             "an ensemble filter estimates covariances from the spread of the members: pass 2 or more columns",
         ));
     }
+    Ok(())
+}
+
+fn check_values(data: &[f64], members: usize) -> Result<()> {
     // A branch-free pass first (it vectorizes); the position only when something is wrong.
-    if !all_finite(ensemble.as_slice()) {
-        let (pos, v) = ensemble
-            .as_slice()
+    if !all_finite(data) {
+        let (pos, v) = data
             .iter()
             .enumerate()
             .find(|(_, v)| !v.is_finite())
@@ -165,6 +175,10 @@ pub fn validate_members_major(
             "all ensemble values must be finite numbers",
         ));
     }
+    Ok(())
+}
+
+fn validate_arguments(n: usize, obs: &Observations, opts: &Options) -> Result<()> {
     let m = obs.values.len();
     if obs.variance.len() != m {
         return Err(EnkfError::shape(
@@ -249,7 +263,7 @@ pub fn validate_members_major(
 }
 
 /// Whether every value is finite, without an early exit so that the loop vectorizes.
-fn all_finite(values: &[f64]) -> bool {
+pub(crate) fn all_finite(values: &[f64]) -> bool {
     values.iter().fold(true, |ok, v| ok & v.is_finite())
 }
 
@@ -272,7 +286,7 @@ impl Split {
                 .chunks_exact_mut(members)
                 .zip(mean.iter_mut())
             {
-                *mu = col.iter().sum::<f64>() / members as f64;
+                *mu = dense::sum(col) / members as f64;
                 col.iter_mut().for_each(|v| *v = (*v - *mu) * inflation);
             }
         }
@@ -342,8 +356,20 @@ pub fn analyze_members_major_with(
     interrupt: &dyn Fn(),
     workers: &dyn crate::workers::Workers,
 ) -> Result<()> {
-    validate_members_major(ensemble, obs, opts)?;
     let (members, n) = ensemble.shape();
+    if streams(opts) {
+        validate_dimensions(members, n, opts)?;
+        validate_arguments(n, obs, opts)?;
+        return etkf::analyze_in_place(
+            ensemble.as_mut_slice(),
+            members,
+            obs,
+            opts,
+            interrupt,
+            workers,
+        );
+    }
+    validate_members_major(ensemble, obs, opts)?;
     let prior = Split::from_members_major(
         std::mem::replace(ensemble, DMatrix::zeros(0, 0)),
         opts.inflation,
@@ -360,8 +386,9 @@ pub fn analyze_members_major_with(
         prior
     } else {
         match opts.method {
-            Method::Etkf => etkf::analyze(&prior, obs, workers),
-            Method::Letkf if opts.loc_radius.is_none() => etkf::analyze(&prior, obs, workers),
+            // Handled by `streams` above.
+            Method::Etkf => unreachable!("the ETKF runs in place"),
+            Method::Letkf if opts.loc_radius.is_none() => unreachable!("the ETKF runs in place"),
             Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
             Method::Eakf => eakf::analyze(prior, obs, &taper, interrupt),
             Method::Enkf => enkf::analyze(&prior, obs, &taper, opts.seed, interrupt)?,
@@ -398,6 +425,49 @@ pub fn analyze_members_major_with(
         });
     }
     Ok(())
+}
+
+/// Whether the method runs in place on the ensemble's storage ([`analyze_flat`]): the ETKF,
+/// which an LETKF without a radius is.
+fn streams(opts: &Options) -> bool {
+    opts.method == Method::Etkf || (opts.method == Method::Letkf && opts.loc_radius.is_none())
+}
+
+/// One analysis step on members-major storage (`members` values of state element 0, then of
+/// element 1, ...: a PostgreSQL `float8[state_dim][members]`'s data), in place. The ETKF
+/// works on the slice directly; other methods on a copy.
+pub fn analyze_flat(
+    data: &mut [f64],
+    members: usize,
+    obs: &Observations,
+    opts: &Options,
+    interrupt: &dyn Fn(),
+    workers: &dyn crate::workers::Workers,
+) -> Result<()> {
+    let n = if members == 0 {
+        0
+    } else {
+        data.len() / members
+    };
+    if n * members != data.len() {
+        return Err(EnkfError::shape(
+            "ensemble",
+            format!(
+                "{} values do not make whole columns of {members} members",
+                data.len()
+            ),
+            "pass state_dim x members values",
+        ));
+    }
+    if members == 0 || !streams(opts) {
+        let mut m = DMatrix::from_column_slice(members, n, data);
+        analyze_members_major_with(&mut m, obs, opts, interrupt, workers)?;
+        data.copy_from_slice(m.as_slice());
+        return Ok(());
+    }
+    validate_dimensions(members, n, opts)?;
+    validate_arguments(n, obs, opts)?;
+    etkf::analyze_in_place(data, members, obs, opts, interrupt, workers)
 }
 
 /// Checks everything `analyze` relies on, for a conventional (state_dim x members) ensemble.

@@ -7,26 +7,36 @@
 //! `G = S S^T` (m x m) by the push-through identity `(aI + S^T S)^{-1} S^T = S^T (aI + S S^T)^{-1}`.
 //! Either way only a symmetric eigendecomposition is used: no explicit inverse.
 
-use nalgebra::{DMatrix, DMatrixViewMut, DVector, SymmetricEigen};
+use faer::{MatMut, MatRef};
+use nalgebra::{DMatrix, DVector};
 
+use super::dense::{gemm_into, product, psd_eigen, view, view_mut};
 use crate::workers::{Job, Sequential, Workers};
 
-/// `a^T b` for matrices. nalgebra's `tr_mul` computes each element as a separate dot product;
-/// an explicit transpose lets the product go through its blocked GEMM, several times faster
-/// for the sizes here.
+/// `a^T b` for matrices, the transpose a strided view.
 fn t_mul(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
-    a.transpose() * b
+    product(view(a).transpose(), view(b))
+}
+
+/// `a b`.
+fn mul(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
+    product(view(a), view(b))
+}
+
+/// `a b^T`.
+fn mul_t(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
+    product(view(a), view(b).transpose())
 }
 
 /// Work below this many multiply-adds is not worth a thread.
-const PARALLEL_MIN_FLOPS: usize = 4_000_000;
+pub(crate) const PARALLEL_MIN_FLOPS: usize = 4_000_000;
 
 /// `S^T S` for a tall `S` (m x N), the row blocks summed from several threads.
-fn gram(s: &DMatrix<f64>, workers: &dyn Workers) -> DMatrix<f64> {
-    let (m, n) = s.shape();
+fn gram(s: MatRef<'_, f64>, workers: &dyn Workers) -> DMatrix<f64> {
+    let (m, n) = (s.nrows(), s.ncols());
     let parts = workers.threads().min(m * n * n / PARALLEL_MIN_FLOPS).max(1);
     if parts == 1 {
-        return t_mul(s, s);
+        return product(s.transpose(), s);
     }
     let rows = m.div_ceil(parts);
     let mut partial: Vec<DMatrix<f64>> = (0..parts).map(|_| DMatrix::zeros(0, 0)).collect();
@@ -34,8 +44,9 @@ fn gram(s: &DMatrix<f64>, workers: &dyn Workers) -> DMatrix<f64> {
         .iter_mut()
         .enumerate()
         .map(|(k, out)| {
-            let block = s.rows(k * rows, rows.min(m - (k * rows).min(m)));
-            Box::new(move || *out = block.transpose() * block) as Job
+            let start = (k * rows).min(m);
+            let block = s.subrows(start, rows.min(m - start));
+            Box::new(move || *out = product(block.transpose(), block)) as Job
         })
         .collect();
     workers.run(jobs);
@@ -46,30 +57,15 @@ fn gram(s: &DMatrix<f64>, workers: &dyn Workers) -> DMatrix<f64> {
     sum
 }
 
-/// `t * at` (N x N times N x k), the columns of the result split between threads: each writes
-/// its own contiguous block of the column-major output.
-fn left_mul(t: &DMatrix<f64>, at: &DMatrix<f64>, workers: &dyn Workers) -> DMatrix<f64> {
-    let (n, k) = at.shape();
-    let parts = workers.threads().min(n * n * k / PARALLEL_MIN_FLOPS).max(1);
-    if parts == 1 {
-        return t * at;
-    }
-    let cols = k.div_ceil(parts);
-    let mut out = DMatrix::zeros(n, k);
-    let jobs: Vec<Job> = out
-        .as_mut_slice()
-        .chunks_mut(n * cols)
-        .enumerate()
-        .map(|(p, chunk)| {
-            let width = chunk.len() / n;
-            let src = at.columns(p * cols, width);
-            Box::new(move || {
-                let mut dst = DMatrixViewMut::from_slice(chunk, n, width);
-                dst.gemm(1.0, t, &src, 0.0);
-            }) as Job
-        })
-        .collect();
-    workers.run(jobs);
+/// `a^T v` for a vector `v`.
+fn t_mul_vec(a: MatRef<'_, f64>, v: &DVector<f64>) -> DVector<f64> {
+    let mut out = DVector::zeros(a.ncols());
+    let n = out.len();
+    gemm_into(
+        view_mut(out.as_mut_slice(), n, 1),
+        a.transpose(),
+        MatRef::from_column_major_slice(v.as_slice(), v.len(), 1),
+    );
     out
 }
 
@@ -77,13 +73,6 @@ fn left_mul(t: &DMatrix<f64>, at: &DMatrix<f64>, workers: &dyn Workers) -> DMatr
 fn sqrt_shrink_over_lambda(a: f64, l: f64) -> f64 {
     let s = (a + l).sqrt();
     -1.0 / (s * (a.sqrt() + s))
-}
-
-/// Eigenvalues of a positive semi-definite matrix can come out slightly negative by rounding.
-fn psd_eigen(m: DMatrix<f64>) -> (DMatrix<f64>, DVector<f64>) {
-    let eig = SymmetricEigen::new(m);
-    let vals = eig.eigenvalues.map(|v| v.max(0.0));
-    (eig.eigenvectors, vals)
 }
 
 /// The ETKF transform of Hunt et al. (2007): the symmetric square root
@@ -94,29 +83,35 @@ pub struct EnsembleTransform {
 }
 
 pub fn etkf_transform(s: &DMatrix<f64>, d: &DVector<f64>, a: f64) -> EnsembleTransform {
-    etkf_transform_with(s, d, a, &Sequential)
+    etkf_transform_with(view(s), d, a, &Sequential)
 }
 
+/// As [`etkf_transform`], `s` (m x N) any strided view (a transposed members-major matrix).
 fn etkf_transform_with(
-    s: &DMatrix<f64>,
+    s: MatRef<'_, f64>,
     d: &DVector<f64>,
     a: f64,
     workers: &dyn Workers,
 ) -> EnsembleTransform {
-    let (m, n_members) = s.shape();
+    let (m, n_members) = (s.nrows(), s.ncols());
     if m >= n_members {
         let (q, lam) = ensemble_space_eigen(s, a, workers);
-        let sqrt_fac = lam.map(|l| (a / l).sqrt());
-        let t = &q * DMatrix::from_diagonal(&sqrt_fac) * q.transpose();
-        let qt_std = q.tr_mul(&s.tr_mul(d));
+        let mut qd = q.clone();
+        for (mut col, l) in qd.column_iter_mut().zip(lam.iter()) {
+            col *= (a / l).sqrt();
+        }
+        let t = mul_t(&qd, &q);
+        let qt_std = q.tr_mul(&t_mul_vec(s, d));
         let w = &q * qt_std.component_div(&lam);
         EnsembleTransform { t, w }
     } else {
-        let g = s * s.transpose();
-        let (u, lam) = psd_eigen(g);
+        let (u, lam) = psd_eigen(&product(s, s.transpose()));
         // T = I + S^T U diag(g(l)) U^T S
-        let us = t_mul(&u, s); // m x N
-        let scaled = DMatrix::from_diagonal(&lam.map(|l| sqrt_shrink_over_lambda(a, l))) * &us;
+        let us = product(view(&u).transpose(), s); // m x N
+        let mut scaled = us.clone();
+        for (mut row, l) in scaled.row_iter_mut().zip(lam.iter()) {
+            row *= sqrt_shrink_over_lambda(a, *l);
+        }
         let mut t = t_mul(&us, &scaled);
         for i in 0..n_members {
             t[(i, i)] += 1.0;
@@ -130,7 +125,7 @@ fn etkf_transform_with(
 
 /// Eigenvectors and eigenvalues (>= a) of `M = a I + S^T S`.
 fn ensemble_space_eigen(
-    s: &DMatrix<f64>,
+    s: MatRef<'_, f64>,
     a: f64,
     workers: &dyn Workers,
 ) -> (DMatrix<f64>, DVector<f64>) {
@@ -138,40 +133,94 @@ fn ensemble_space_eigen(
     for i in 0..mm.nrows() {
         mm[(i, i)] += a;
     }
-    let (q, lam) = psd_eigen(mm);
+    let (q, lam) = psd_eigen(&mm);
     (q, lam.map(|l| l.max(a)))
 }
 
-/// The ETKF update of members-major anomalies `at` (members x k, the prior anomalies of k state
-/// elements): returns `(A w, (A T)^T)`, the mean increments and the analysis anomalies,
-/// members-major. With fewer observations than members the N x N transform is never formed:
-/// the cost is O(k m N) instead of O(k N^2).
-pub fn etkf_apply(
-    at: &DMatrix<f64>,
-    s: &DMatrix<f64>,
+/// The ETKF map from prior to analysis anomalies, members-major: `A^T -> T A^T`.
+pub enum AnomalyTransform {
+    /// No observations: the anomalies stay as they are.
+    Identity,
+    /// The N x N symmetric square root `T`.
+    Full(DMatrix<f64>),
+    /// `T = I + L R` with `L = S^T U diag(g)` (N x m) and `R = U^T S` (m x N). With fewer
+    /// observations than members, applying the factors costs O(k m N) instead of O(k N^2).
+    LowRank {
+        left: DMatrix<f64>,
+        right: DMatrix<f64>,
+    },
+}
+
+impl AnomalyTransform {
+    /// `dst = T src` for `src`, `dst` (members x k); `tmp` is scratch the caller keeps between
+    /// calls so that nothing is allocated per block.
+    pub fn apply(&self, src: MatRef<'_, f64>, mut dst: MatMut<'_, f64>, tmp: &mut Vec<f64>) {
+        match self {
+            AnomalyTransform::Identity => dst.copy_from(src),
+            AnomalyTransform::Full(t) => gemm_into(dst, view(t), src),
+            AnomalyTransform::LowRank { left, right } => {
+                let (m, k) = (right.nrows(), src.ncols());
+                tmp.resize(m * k, 0.0);
+                let rs = view_mut(tmp, m, k);
+                gemm_into(rs, view(right), src);
+                dst.copy_from(src);
+                faer::linalg::matmul::matmul(
+                    dst,
+                    faer::Accum::Add,
+                    view(left),
+                    MatRef::from_column_major_slice(tmp, m, k),
+                    1.0,
+                    faer::Par::Seq,
+                );
+            }
+        }
+    }
+
+    /// `U^T T`: the analysis anomalies rotated by the orthogonal `U` (members x members).
+    pub fn rotated(self, u: &DMatrix<f64>) -> AnomalyTransform {
+        let n = u.nrows();
+        let t = match self {
+            AnomalyTransform::Identity => DMatrix::identity(n, n),
+            AnomalyTransform::Full(t) => t,
+            AnomalyTransform::LowRank { left, right } => {
+                let mut t = mul(&left, &right);
+                for i in 0..n {
+                    t[(i, i)] += 1.0;
+                }
+                t
+            }
+        };
+        AnomalyTransform::Full(t_mul(u, &t))
+    }
+}
+
+/// The ETKF's anomaly transform and mean weights `w = M^{-1} S^T d` from the whitened
+/// observation anomalies, members-major (`st` = S^T, N x m: each observation's members
+/// contiguous), and innovations `d`, in the cheaper space.
+pub fn etkf_operator(
+    st: &DMatrix<f64>,
     d: &DVector<f64>,
     a: f64,
     workers: &dyn Workers,
-) -> (DVector<f64>, DMatrix<f64>) {
-    let (m, n_members) = s.shape();
+) -> (AnomalyTransform, DVector<f64>) {
+    let (n_members, m) = st.shape();
+    if m == 0 {
+        return (AnomalyTransform::Identity, DVector::zeros(n_members));
+    }
+    let s = view(st).transpose();
     if m >= n_members {
         let tr = etkf_transform_with(s, d, a, workers);
-        // (A T)^T = T A^T, T symmetric.
-        (at.tr_mul(&tr.w), left_mul(&tr.t, at, workers))
-    } else {
-        let (u, lam) = psd_eigen(s * s.transpose());
-        let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
-        let w = t_mul(&u, s).tr_mul(&utd); // S^T U diag(1/(a+l)) U^T d
-        let shift = at.tr_mul(&w);
-        // (A + A S^T G S)^T = A^T + S^T G (S A^T), G = U diag(g) U^T.
-        let gl = lam.map(|l| sqrt_shrink_over_lambda(a, l));
-        let mut us_at = u.transpose() * (s * at); // m x k
-        for (mut row, g) in us_at.row_iter_mut().zip(gl.iter()) {
-            row *= *g;
-        }
-        let anomalies = at + s.transpose() * (u * us_at);
-        (shift, anomalies)
+        return (AnomalyTransform::Full(tr.t), tr.w);
     }
+    let (u, lam) = psd_eigen(&t_mul(st, st));
+    let right = product(view(&u).transpose(), s); // U^T S, m x N
+    let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
+    let w = right.tr_mul(&utd); // S^T U diag(1/(a+l)) U^T d
+    let mut left = right.transpose();
+    for (mut col, l) in left.column_iter_mut().zip(lam.iter()) {
+        col *= sqrt_shrink_over_lambda(a, *l);
+    }
+    (AnomalyTransform::LowRank { left, right }, w)
 }
 
 /// The ETKF update of one state element (LETKF): its prior anomalies `x` (members) against
@@ -187,7 +236,7 @@ pub fn etkf_apply_column(
         let tr = etkf_transform(s, d, a);
         (x.dot(&tr.w), &tr.t * x)
     } else {
-        let (u, lam) = psd_eigen(s * s.transpose());
+        let (u, lam) = psd_eigen(&mul_t(s, s));
         let p = u.tr_mul(&(s * x)); // U^T S x
         let q = p.component_mul(&lam.map(|l| sqrt_shrink_over_lambda(a, l)));
         let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
@@ -206,22 +255,22 @@ pub fn gain_apply(
 ) -> DMatrix<f64> {
     let (m, n_members) = s.shape();
     if m >= n_members {
-        let (q, lam) = ensemble_space_eigen(s, a, &Sequential);
+        let (q, lam) = ensemble_space_eigen(view(s), a, &Sequential);
         let mut qt = t_mul(&q, &t_mul(s, dmat)); // N x c
         for (mut row, l) in qt.row_iter_mut().zip(lam.iter()) {
             row /= *l;
         }
         // (A W)^T = W^T A^T with W = Q qt, N x N: small, since N <= m here.
-        t_mul(&(q * qt), at)
+        t_mul(&mul(&q, &qt), at)
     } else {
-        let (u, lam) = psd_eigen(s * s.transpose());
+        let (u, lam) = psd_eigen(&mul_t(s, s));
         let mut utd = t_mul(&u, dmat); // m x c
         for (mut row, l) in utd.row_iter_mut().zip(lam.iter()) {
             row /= a + *l;
         }
         // W = S^T M with M = U utd (m x N); (A W)^T = M^T (S A^T) never forms the N x N W,
         // which for large ensembles would not fit in memory.
-        t_mul(&(u * utd), &(s * at))
+        t_mul(&mul(&u, &utd), &mul(s, at))
     }
 }
 
@@ -281,9 +330,20 @@ mod tests {
             let g = gain_apply(&xt, &s, &dm, a);
             let g_ref = (&x * chol.solve(&s.tr_mul(&dm))).transpose();
             assert!((g - g_ref).amax() < 1e-11);
-            let (shift, anom) = etkf_apply(&xt, &s, &d, a, &Sequential);
-            assert!((shift - &x * &w_ref).amax() < 1e-11);
+            let st = s.transpose();
+            let (op, w) = etkf_operator(&st, &d, a, &Sequential);
+            assert!((&w - &w_ref).amax() < 1e-12, "operator w m={m} n={n}");
+            let mut tmp = Vec::new();
+            let mut anom = DMatrix::zeros(n, 3);
+            op.apply(view(&xt), view_mut(anom.as_mut_slice(), n, 3), &mut tmp);
             assert!((anom - (&x * &tr.t).transpose()).amax() < 1e-11);
+            // A rotation folded into the operator: U^T T.
+            let u = super::super::rotation::mean_preserving_rotation(n, 7);
+            let (op, _) = etkf_operator(&st, &d, a, &Sequential);
+            let mut rot = DMatrix::zeros(n, 3);
+            op.rotated(&u)
+                .apply(view(&xt), view_mut(rot.as_mut_slice(), n, 3), &mut tmp);
+            assert!((rot - u.transpose() * (&x * &tr.t).transpose()).amax() < 1e-11);
             let (c_shift, c_anom) = etkf_apply_column(&xt.column(1).into_owned(), &s, &d, a);
             assert!((c_shift - x.row(1).transpose().dot(&w_ref)).abs() < 1e-11);
             assert!((c_anom - (x.row(1) * &tr.t).transpose()).amax() < 1e-11);
@@ -304,36 +364,15 @@ mod tests {
         assert_eq!(tr.w.amax(), 0.0);
     }
 
-    /// Scoped threads, as the extension's workers are (minus the signal mask).
-    struct TwoThreads;
-    impl Workers for TwoThreads {
-        fn threads(&self) -> usize {
-            2
-        }
-        fn run<'a>(&self, jobs: Vec<Job<'a>>) {
-            std::thread::scope(|scope| {
-                for job in jobs {
-                    scope.spawn(job);
-                }
-            });
-        }
-    }
-
     #[test]
     fn threaded_products_equal_sequential_ones() {
-        // Large enough to split: m N^2 and N^2 k above PARALLEL_MIN_FLOPS; odd sizes so that
-        // the blocks are uneven.
-        let (m, n_members, k) = (2001, 67, 2501);
+        // Large enough to split: m N^2 above PARALLEL_MIN_FLOPS; an odd size so that the
+        // blocks are uneven.
+        let (m, n_members) = (2001, 67);
         let (s, _) = sample(m, n_members, 3);
-        let (at, _) = sample(n_members, k, 4);
-        let (t, _) = sample(n_members, n_members, 5);
-        let g1 = gram(&s, &Sequential);
-        let g2 = gram(&s, &TwoThreads);
+        let g1 = gram(view(&s), &Sequential);
+        let g2 = gram(view(&s), &crate::workers::ScopedThreads(2));
         assert!((&g1 - &g2).amax() <= 1e-12 * g1.amax());
         assert!((&g1 - s.transpose() * &s).amax() <= 1e-12 * g1.amax());
-        let p1 = left_mul(&t, &at, &Sequential);
-        let p2 = left_mul(&t, &at, &TwoThreads);
-        assert_eq!(p1, p2); // same products, column by column
-        assert!((&p1 - &t * &at).amax() <= 1e-12 * p1.amax());
     }
 }
