@@ -77,6 +77,13 @@ fn ensemble_dense<'a>(
     (n, members, d.data)
 }
 
+/// A 2-D float8 array `[state_dim][members]` as a members-major nalgebra matrix
+/// (members x state_dim): the array's storage order, copied once.
+pub fn matrix_arg(arg: &str, arr: Option<Array<'_, f64>>, max_elements: usize) -> DMatrix<f64> {
+    let (n, members, data) = ensemble_dense(arg, arr, max_elements);
+    DMatrix::from_column_slice(members, n, data)
+}
+
 /// A 2-D float8 array `[state_dim][members]` copied into a new result array of the same shape,
 /// to be updated in place: the only copy of the ensemble a filter call makes. Returns it with
 /// (state_dim, members).
@@ -213,6 +220,18 @@ impl Float8Array2 {
             *ints.add(3) = 1;
             Float8Array2 { arr, len }
         }
+    }
+
+    /// A members-major ensemble (members x state_dim) as `[state_dim][members]`.
+    pub fn from_members_major(m: &DMatrix<f64>) -> Self {
+        let mut out = Float8Array2::new(m.ncols(), m.nrows());
+        out.data_mut().copy_from_slice(m.as_slice());
+        out
+    }
+
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     /// The values, row-major ([rows][cols]).

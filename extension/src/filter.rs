@@ -4,7 +4,9 @@ use enkf_core::{Method, Observations, Options};
 use pgrx::datum::Array;
 use pgrx::prelude::*;
 
-use crate::arrays::{index_arg, matrix_arg_as_result, vector_arg, Float8Array2};
+use nalgebra::DMatrix;
+
+use crate::arrays::{index_arg, matrix_arg, matrix_arg_as_result, vector_arg, Float8Array2};
 use crate::error::{null_option, OrRaise};
 use crate::guc;
 
@@ -23,12 +25,6 @@ fn analyze(
     seed: default!(Option<i64>, 0),
 ) -> Float8Array2 {
     let max = guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
-    // The result array is allocated first and the ensemble copied into it once: the filter
-    // updates it in place.
-    let (mut ens, n, members) = matrix_arg_as_result("ensemble", ensemble, max);
-    let values = vector_arg("observations", observations);
-    let variance = vector_arg("obs_variance", obs_variance);
-    let index = index_arg("obs_index", obs_index, n);
     let method: Method = method
         .unwrap_or_else(|| null_option("method"))
         .parse()
@@ -43,6 +39,17 @@ fn analyze(
         seed: seed.unwrap_or_else(|| null_option("seed")) as u64,
         rotate: false,
     };
+    // The ETKF updates the result array in place (allocated first, the ensemble copied into it
+    // once); the other methods work on a matrix of their own, copied out at the end.
+    let ens = if enkf_core::filter::streams(&opts) {
+        let (out, _, members) = matrix_arg_as_result("ensemble", ensemble, max);
+        Ensemble::InPlace(out, members)
+    } else {
+        Ensemble::Owned(matrix_arg("ensemble", ensemble, max))
+    };
+    let values = vector_arg("observations", observations);
+    let variance = vector_arg("obs_variance", obs_variance);
+    let index = index_arg("obs_index", obs_index, ens.state_dim());
     // The localized stochastic EnKF solves with a dense m x m matrix: hold it to the same limit.
     let m = values.len();
     if method == Method::Enkf && loc_radius.is_some() && m.saturating_mul(m) > max {
@@ -58,16 +65,49 @@ fn analyze(
         variance: &variance,
         index: &index,
     };
-    enkf_core::filter::analyze_flat(
-        ens.data_mut(),
-        members,
-        &obs,
-        &opts,
-        &crate::interrupts::check,
-        &crate::parallel::Threads::from_guc(),
-    )
-    .or_raise();
-    ens
+    let threads = crate::parallel::Threads::from_guc();
+    match ens {
+        Ensemble::InPlace(mut out, members) => {
+            enkf_core::filter::analyze_flat(
+                out.data_mut(),
+                members,
+                &obs,
+                &opts,
+                &crate::interrupts::check,
+                &threads,
+            )
+            .or_raise();
+            out
+        }
+        Ensemble::Owned(mut m) => {
+            enkf_core::filter::analyze_members_major_with(
+                &mut m,
+                &obs,
+                &opts,
+                &crate::interrupts::check,
+                &threads,
+            )
+            .or_raise();
+            Float8Array2::from_members_major(&m)
+        }
+    }
+}
+
+/// The ensemble argument, ready for the method's way of working.
+enum Ensemble {
+    /// The result array holding a copy of the ensemble, and the number of members.
+    InPlace(Float8Array2, usize),
+    /// A members-major matrix (members x state_dim).
+    Owned(DMatrix<f64>),
+}
+
+impl Ensemble {
+    fn state_dim(&self) -> usize {
+        match self {
+            Ensemble::InPlace(out, members) => out.len() / members,
+            Ensemble::Owned(m) => m.ncols(),
+        }
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

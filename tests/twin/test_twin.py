@@ -155,6 +155,41 @@ def test_revised_counts_reassimilate_from_the_changed_week(conn):
     assert run[1:3] == (0, 0)
 
 
+def test_every_kind_of_change_matches_a_fresh_twin(conn):
+    """The revision check compares per-location fingerprints first, then week by week: each
+    kind of change must still be found, and the result equal a twin that only saw the new
+    table."""
+    make_data(conn, locations=5, weeks=50)
+    # L00005's history arrives late, all at once (a new jurisdiction, backfilled).
+    conn.execute("CREATE TABLE late AS SELECT * FROM obs WHERE location = 'L00005'")
+    conn.execute("DELETE FROM obs WHERE location = 'L00005'")
+    conn.execute("UPDATE obs SET value = NULL WHERE location = 'L00004' AND time = '2023-05-06'")
+    conn.execute("SELECT enkf.create_twin('live', 'obs', 'locs', members => 20)")
+    conn.execute("SELECT * FROM enkf.assimilate('live', '2023-08-26')")
+    conn.execute("INSERT INTO obs SELECT * FROM late")
+    # A count withdrawn (row deleted), a missing week filled in, a week's count revised to zero.
+    conn.execute("DELETE FROM obs WHERE location = 'L00001' AND time = '2023-06-03'")
+    conn.execute(
+        "UPDATE obs SET value = 40 WHERE location = 'L00004' AND time = '2023-05-06'"
+    )
+    conn.execute("UPDATE obs SET value = 0 WHERE location = 'L00002' AND time = '2023-07-01'")
+    run = conn.execute("SELECT * FROM enkf.assimilate('live', '2023-08-26')").fetchone()
+    log = conn.execute(
+        "SELECT reassimilated, first_week::text FROM enkf.run_log WHERE run_id = %s", (run[0],)
+    ).fetchone()
+    assert log == (3, "2022-10-01"), log  # three revised; L00005 new, from its first week
+    assert run[1] == 4
+    conn.execute("SELECT enkf.create_twin('fresh', 'obs', 'locs', members => 20)")
+    conn.execute("SELECT * FROM enkf.assimilate('fresh', '2023-08-26')")
+    assert checkpoints(conn, "live") == checkpoints(conn, "fresh")
+    # Nothing changed since: nothing re-run; new weeks only move every location on.
+    assert conn.execute("SELECT * FROM enkf.assimilate('live', '2023-08-26')").fetchone()[1:3] == (0, 0)
+    run = conn.execute("SELECT * FROM enkf.assimilate('live', '2023-09-09')").fetchone()
+    assert run[1:3] == (5, 10)
+    conn.execute("SELECT * FROM enkf.assimilate('fresh', '2023-09-09')")
+    assert checkpoints(conn, "live") == checkpoints(conn, "fresh")
+
+
 def test_checkpoint_retention_and_revision_beyond_it(conn):
     make_data(conn, locations=2, weeks=40)
     conn.execute("""SELECT enkf.create_twin('kept', 'obs', 'locs', members => 20, config => '{"checkpoints": {"keep_weeks": 8}}')""")

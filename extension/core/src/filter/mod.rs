@@ -428,8 +428,9 @@ pub fn analyze_members_major_with(
 }
 
 /// Whether the method runs in place on the ensemble's storage ([`analyze_flat`]): the ETKF,
-/// which an LETKF without a radius is.
-fn streams(opts: &Options) -> bool {
+/// which an LETKF without a radius is. The others work on an owned matrix
+/// ([`analyze_members_major_with`]), which `analyze_flat` would copy to and from.
+pub fn streams(opts: &Options) -> bool {
     opts.method == Method::Etkf || (opts.method == Method::Letkf && opts.loc_radius.is_none())
 }
 
@@ -444,11 +445,7 @@ pub fn analyze_flat(
     interrupt: &dyn Fn(),
     workers: &dyn crate::workers::Workers,
 ) -> Result<()> {
-    let n = if members == 0 {
-        0
-    } else {
-        data.len() / members
-    };
+    let n = data.len().checked_div(members).unwrap_or(0);
     if n * members != data.len() {
         return Err(EnkfError::shape(
             "ensemble",
