@@ -361,6 +361,9 @@ def run_scale(dsn: str, label: str, nloc: int, members: int, history: int, timed
                 times["svc"].append(ts)
                 print(f"  {label} {week} numpy service: {ts:.3f} s (pull {phases['pull']:.3f} s,"
                       f" compute {phases['compute']:.3f} s, write {phases['write']:.3f} s)", flush=True)
+                # OpenBLAS's worker threads spin for a while after numpy work: let them go idle
+                # before the database is timed again.
+                time.sleep(1.0)
             check_service(db, twins[1], 1000 + twins[1])
         finally:
             svc.close()

@@ -62,6 +62,28 @@ pub(crate) fn view_mut(data: &mut [f64], nrows: usize, ncols: usize) -> MatMut<'
 /// `dst = a b` on the calling thread.
 pub(crate) fn gemm_into(dst: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
     faer::linalg::matmul::matmul(dst, Accum::Replace, a, b, 1.0, Par::Seq);
+    clear_upper_vector_state();
+}
+
+/// faer's AVX-512 kernels can return with the upper halves of the vector registers in use.
+/// Until a `vzeroupper`, every SSE instruction of code compiled for baseline x86-64 (the rest
+/// of this crate, and PostgreSQL) pays for a false dependency on them: measured in a backend,
+/// the EAKF ran at half speed (24 ms instead of 12 ms a call) for the rest of the session after
+/// one ETKF call. So every call into faer ends with one.
+#[inline]
+pub(crate) fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX is available (just checked); vzeroupper only clears the upper halves of
+        // the vector registers, which hold nothing live between Rust statements.
+        unsafe { zeroupper() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn zeroupper() {
+    std::arch::x86_64::_mm256_zeroupper();
 }
 
 /// Below this many multiply-adds faer's per-call set-up outweighs its kernel: the local
@@ -108,6 +130,7 @@ pub(crate) fn psd_eigen(m: &DMatrix<f64>) -> (DMatrix<f64>, DVector<f64>) {
         MemStack::new(&mut scratch),
         Default::default(),
     );
+    clear_upper_vector_state();
     match solved {
         Ok(()) => {
             let vals = DVector::from_fn(n, |i, _| s[i].max(0.0));

@@ -172,6 +172,7 @@ impl AnomalyTransform {
                     1.0,
                     faer::Par::Seq,
                 );
+                super::dense::clear_upper_vector_state();
             }
         }
     }
