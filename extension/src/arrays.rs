@@ -257,7 +257,7 @@ impl IntoDatum for Float8Array2 {
     }
 }
 
-// SAFETY: as for Float8Matrix below.
+// SAFETY: the datum is returned straight to the function manager, as for any IntoDatum type.
 unsafe impl BoxRet for Float8Array2 {
     unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
         match self.into_datum() {
@@ -270,27 +270,6 @@ unsafe impl BoxRet for Float8Array2 {
 // SAFETY: the SQL type is float8[], which is what into_datum produces.
 unsafe impl SqlTranslatable for Float8Array2 {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Float8Array2);
-    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
-        Ok(SqlMappingRef::literal("double precision[]"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(
-        SqlMappingRef::literal("double precision[]"),
-    ));
-}
-
-// SAFETY: the datum is returned straight to the function manager, as for any IntoDatum type.
-unsafe impl BoxRet for Float8Matrix {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
-        match self.into_datum() {
-            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
-            None => fcinfo.return_null(),
-        }
-    }
-}
-
-// SAFETY: the SQL type is float8[], which is what into_datum produces.
-unsafe impl SqlTranslatable for Float8Matrix {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Float8Matrix);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
         Ok(SqlMappingRef::literal("double precision[]"));

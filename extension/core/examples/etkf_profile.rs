@@ -41,9 +41,11 @@ fn main() {
         let s = DMatrix::from_fn(m, members, |_, _| normal(&mut rng));
         time("  S^T S", 20, || s.transpose() * &s);
         let mm = s.transpose() * &s;
-        time("  nalgebra eigen (the filters use faer above order 64)", 20, || {
-            SymmetricEigen::new(mm.clone())
-        });
+        time(
+            "  nalgebra eigen (the filters use faer above order 64)",
+            20,
+            || SymmetricEigen::new(mm.clone()),
+        );
         let t = DMatrix::from_fn(members, members, |_, _| normal(&mut rng));
         time("  T A^T", 20, || &t * &at);
         time("  whiten-like gather", 20, || {

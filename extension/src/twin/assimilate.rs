@@ -478,47 +478,9 @@ fn revision_starts(
     previous_end: Option<i32>,
     kept: &HashMap<String, i32>,
 ) -> HashMap<String, (i32, bool)> {
-    // Both passes hash every (location, week) of the table: at county scale (3,143 locations x
-    // 100 weeks) that spills to disk with the default 4 MB of work_mem and takes twice as long.
-    // The check runs with at least DIFF_WORK_MEM, then the caller's setting is put back.
-    let work_mem = spi::one::<String>(client, "SELECT current_setting('work_mem')", &[]);
-    spi::one::<String>(
-        client,
-        "SELECT set_config('work_mem', $1, true) WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes($1)",
-        &[DatumWithOid::from(DIFF_WORK_MEM)],
-    );
-    let starts = compare_with_table(
-        client,
-        source,
-        twin_id,
-        compare_from,
-        end_week,
-        previous_end,
-        kept,
-    );
-    if let Some(previous) = work_mem {
-        spi::one::<String>(
-            client,
-            "SELECT set_config('work_mem', $1, true)",
-            &[DatumWithOid::from(previous)],
-        );
-    }
-    starts
-}
-
-fn compare_with_table(
-    client: &SpiClient<'_>,
-    source: &Source,
-    twin_id: i64,
-    compare_from: i32,
-    end_week: i32,
-    previous_end: Option<i32>,
-    kept: &HashMap<String, i32>,
-) -> HashMap<String, (i32, bool)> {
     let weekly = source.weekly_values_sql(Some((1, 2)));
     let (from, to) = (date(compare_from), date(end_week));
     let suspects: Option<Vec<String>> = previous_end.map(|prev| {
-        type Print = (i32, Option<i64>);
         let fingerprint = "bit_xor(hashfloat8extended(value, week_end - DATE '2000-01-01'))";
         let table: HashMap<String, Print> = spi::select(
             client,
@@ -531,17 +493,7 @@ fn compare_with_table(
                 DatumWithOid::from(to),
                 DatumWithOid::from(date(prev)),
             ],
-            |r| {
-                Ok((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    (
-                        r.get::<Date>(2)?
-                            .map(|d| d.to_pg_epoch_days())
-                            .unwrap_or_default(),
-                        r.get::<i64>(3)?,
-                    ),
-                ))
-            },
+            location_print,
         )
         .into_iter()
         .collect();
@@ -559,17 +511,7 @@ fn compare_with_table(
                 DatumWithOid::from(date(prev)),
                 DatumWithOid::from(twin_id),
             ],
-            |r| {
-                Ok((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    (
-                        r.get::<Date>(2)?
-                            .map(|d| d.to_pg_epoch_days())
-                            .unwrap_or_default(),
-                        r.get::<i64>(3)?,
-                    ),
-                ))
-            },
+            location_print,
         )
         .into_iter()
         .collect();
@@ -639,7 +581,44 @@ fn compare_with_table(
     .collect()
 }
 
-/// The least work_mem the week-by-week revision check runs with (see `revision_starts`).
+/// A location's first week and the fingerprint of its counts (`compare_with_table`).
+type Print = (i32, Option<i64>);
+
+fn location_print(r: &pgrx::spi::SpiHeapTupleData<'_>) -> pgrx::spi::SpiResult<(String, Print)> {
+    Ok((
+        r.get::<String>(1)?.unwrap_or_default(),
+        (
+            r.get::<Date>(2)?
+                .map(|d| d.to_pg_epoch_days())
+                .unwrap_or_default(),
+            r.get::<i64>(3)?,
+        ),
+    ))
+}
+
+/// `f` run with work_mem at least `least`, the caller's setting put back afterwards (for the
+/// rest of the transaction: an error in `f` ends it anyway).
+fn with_work_mem<T>(client: &SpiClient<'_>, least: &str, f: impl FnOnce() -> T) -> T {
+    let work_mem = spi::one::<String>(client, "SELECT current_setting('work_mem')", &[]);
+    spi::one::<String>(
+        client,
+        "SELECT set_config('work_mem', $1, true) WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes($1)",
+        &[DatumWithOid::from(least)],
+    );
+    let out = f();
+    if let Some(previous) = work_mem {
+        spi::one::<String>(
+            client,
+            "SELECT set_config('work_mem', $1, true)",
+            &[DatumWithOid::from(previous)],
+        );
+    }
+    out
+}
+
+/// The least work_mem the revision check runs with: both of its passes hash every (location,
+/// week) of the table, which at county scale (3,143 locations x 100 weeks) spills to disk with
+/// the default 4 MB and takes twice as long.
 const DIFF_WORK_MEM: &str = "64MB";
 
 type AssimilateRow = (
@@ -795,15 +774,17 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         // Weeks before this were pruned: there is nothing to compare them with.
         compare_from = compare_from.max(prev - 7 * (k as i32 - 1));
     }
-    let mut starts_by_location = revision_starts(
-        client,
-        &source,
-        twin.id,
-        compare_from,
-        end_week,
-        previous_end,
-        &last_kept,
-    );
+    let mut starts_by_location = with_work_mem(client, DIFF_WORK_MEM, || {
+        revision_starts(
+            client,
+            &source,
+            twin.id,
+            compare_from,
+            end_week,
+            previous_end,
+            &last_kept,
+        )
+    });
     for (loc, last) in &last_kept {
         if *last < end_week {
             let behind = (*last + 7, false);

@@ -9,7 +9,7 @@
 
 use super::dense::{dot, sum, view_mut};
 use super::transform::{etkf_operator, AnomalyTransform, PARALLEL_MIN_FLOPS};
-use super::{all_finite, rotation, Observations, Options};
+use super::{all_finite, overflowed, rotation, Observations, Options};
 use crate::error::{EnkfError, Result};
 use crate::workers::{Job, Workers};
 
@@ -71,15 +71,7 @@ pub(crate) fn analyze_in_place(
         finite &= flags.iter().all(|&ok| ok);
     }
     if !finite {
-        let pos = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(EnkfError::NotFinite {
-            detail: format!(
-                "the analysis overflowed at element [{}][{}]",
-                pos / members + 1,
-                pos % members + 1
-            ),
-            hint: "rescale the state (values near 1e150 or beyond overflow when squared)".into(),
-        });
+        return Err(overflowed(data, members));
     }
     Ok(())
 }
@@ -235,6 +227,13 @@ mod tests {
         }
     }
 
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    }
+
     #[test]
     fn threads_and_blocks_agree_with_one_pass() {
         use crate::workers::{ScopedThreads, Sequential};
@@ -287,20 +286,12 @@ mod tests {
                     &ScopedThreads(threads),
                 )
                 .unwrap();
-                let diff = out
-                    .iter()
-                    .zip(&one)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f64::max);
+                let diff = max_diff(&out, &one);
                 assert!(diff < 1e-12, "m {m} threads {threads}: {diff}");
             }
             let mut seq = data.clone();
             analyze_in_place(&mut seq, members, &obs, &opts, &|| {}, &Sequential).unwrap();
-            let diff = seq
-                .iter()
-                .zip(&one)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let diff = max_diff(&seq, &one);
             assert!(diff < 1e-12, "sequential m {m}: {diff}");
         }
     }

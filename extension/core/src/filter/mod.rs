@@ -410,21 +410,23 @@ pub fn analyze_members_major_with(
         col.iter_mut().for_each(|v| *v += mean);
     }
     if !all_finite(ensemble.as_slice()) {
-        let pos = ensemble
-            .as_slice()
-            .iter()
-            .position(|v| !v.is_finite())
-            .unwrap_or(0);
-        return Err(EnkfError::NotFinite {
-            detail: format!(
-                "the analysis overflowed at element [{}][{}]",
-                pos / members + 1,
-                pos % members + 1
-            ),
-            hint: "rescale the state (values near 1e150 or beyond overflow when squared)".into(),
-        });
+        return Err(overflowed(ensemble.as_slice(), members));
     }
     Ok(())
+}
+
+/// The error for an analysis `data` (members-major) that came out non-finite, naming the
+/// first such element.
+pub(crate) fn overflowed(data: &[f64], members: usize) -> EnkfError {
+    let pos = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
+    EnkfError::NotFinite {
+        detail: format!(
+            "the analysis overflowed at element [{}][{}]",
+            pos / members + 1,
+            pos % members + 1
+        ),
+        hint: "rescale the state (values near 1e150 or beyond overflow when squared)".into(),
+    }
 }
 
 /// Whether the method runs in place on the ensemble's storage ([`analyze_flat`]): the ETKF,
