@@ -29,7 +29,7 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"enkf.threads",
-        c"Threads a pg_enkf call may use for per-location computations.",
+        c"Threads a pg_enkf call may use: the twin's per-location computations and the ETKF's large products.",
         c"Results do not depend on it. Worker threads only compute: all database access stays on the backend's own thread.",
         &THREADS,
         1,
