@@ -19,6 +19,7 @@ from pgcluster import Cluster  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 from pki import Pki, use_cert  # noqa: E402
+from twin.test_twin import make_data  # noqa: E402
 
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 PASSWORD = "bi-test-only"
@@ -55,8 +56,7 @@ def test_bi_client_over_tls(tmp_path):
             admin.execute(f"ALTER ROLE postgres PASSWORD '{PASSWORD}'")
         with psycopg.connect(cluster.dsn("bi", **local), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pg_enkf")
-            conn.execute("CREATE TABLE obs AS SELECT time, location, value FROM enkf.synthetic_surveillance(3, 40, '2023-10-07', 3)")
-            conn.execute("CREATE TABLE locs AS SELECT DISTINCT location, population FROM enkf.synthetic_surveillance(3, 1, '2023-10-07', 3)")
+            make_data(conn, locations=3, weeks=40, seed=3, first_week="2023-10-07")
             conn.execute("SELECT enkf.create_twin('flu', 'obs', 'locs', members => 20)")
             conn.execute("SELECT * FROM enkf.assimilate('flu')")
             conn.execute("SELECT count(*) FROM enkf.forecast('flu')")

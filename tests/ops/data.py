@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from twin.test_twin import make_data
+
 # A short synthetic season: the first WEEKS_BEFORE weeks are loaded at first, the rest arrive
 # later ("new data") and must be assimilated from where the twin stopped.
 LOCATIONS = 3
@@ -14,14 +16,7 @@ SEED = 7
 def load_surveillance(conn) -> None:
     """Creates public.obs (the first WEEKS_BEFORE weeks) and public.locs, from the model's own
     synthetic generator (never real data)."""
-    conn.execute(
-        f"""CREATE TABLE obs_all AS SELECT time, location, value
-              FROM enkf.synthetic_surveillance({LOCATIONS}, {WEEKS}, '{FIRST_WEEK}', {SEED})"""
-    )
-    conn.execute(
-        f"""CREATE TABLE locs AS SELECT DISTINCT location, population
-              FROM enkf.synthetic_surveillance({LOCATIONS}, 1, '{FIRST_WEEK}', {SEED})"""
-    )
+    make_data(conn, LOCATIONS, WEEKS, SEED, table="obs_all", first_week=FIRST_WEEK)
     conn.execute(
         f"""CREATE TABLE obs AS SELECT * FROM obs_all
              WHERE time < date '{FIRST_WEEK}' + {WEEKS_BEFORE} * 7"""

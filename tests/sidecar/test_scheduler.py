@@ -16,6 +16,7 @@ import pytest
 
 import sidecar_env as se
 from pgcluster import free_port
+from twin.test_twin import make_data
 
 EVERY_MINUTE = '{"schedule": {"cron": "* * * * *", "timezone": "America/New_York"}}'
 
@@ -40,14 +41,7 @@ def sched_db(pg):
             a.execute("GRANT enkf_operator TO sched_group")
         if a.execute("SELECT to_regclass('enkf.location_grants')").fetchone()[0]:
             a.execute("INSERT INTO enkf.location_grants (role, location) VALUES ('sched_group', '*')")
-        a.execute(
-            """CREATE TABLE obs AS SELECT time, location, value
-                 FROM enkf.synthetic_surveillance(2, 30, '2022-10-01', 11)"""
-        )
-        a.execute(
-            """CREATE TABLE locs AS SELECT DISTINCT location, population
-                 FROM enkf.synthetic_surveillance(2, 1, '2022-10-01', 11)"""
-        )
+        make_data(a, locations=2, weeks=30, seed=11)
         a.execute("CREATE TABLE flaky_obs AS TABLE obs")
         a.execute("GRANT SELECT ON obs, locs, flaky_obs TO sched_group")
         for name, table in (("steady", "obs"), ("flaky", "flaky_obs"), ("late", "obs")):
@@ -202,14 +196,7 @@ def test_sigterm_rolls_back_a_running_job(pg, pki, sidecar_bin, workdir, sched_d
     db = sched_db["db"]
     with psycopg.connect(pg.dsn(db), autocommit=True) as a:
         # Large enough that the assimilation takes seconds.
-        a.execute(
-            """CREATE TABLE slow_obs AS SELECT time, location, value
-                 FROM enkf.synthetic_surveillance(30, 156, '2022-10-01', 5)"""
-        )
-        a.execute(
-            """CREATE TABLE slow_locs AS SELECT DISTINCT location, population
-                 FROM enkf.synthetic_surveillance(30, 1, '2022-10-01', 5)"""
-        )
+        make_data(a, locations=30, weeks=156, seed=5, table="slow_obs", loc_table="slow_locs")
         a.execute("GRANT SELECT ON slow_obs, slow_locs TO sched_group")
         # Every twin but this one is left unscheduled, so that the pass goes straight to it.
         a.execute("UPDATE enkf.twins SET config = config || '{\"schedule\": null}'")

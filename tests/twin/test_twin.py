@@ -10,14 +10,15 @@ import pytest
 STATIC = '{"process_noise": {"beta": 0, "ihr": 0}, "filter": {"inflation": 1.0}}'
 
 
-def make_data(conn, locations=6, weeks=156, seed=11, table="obs", loc_table="locs"):
+def make_data(conn, locations=6, weeks=156, seed=11, table="obs", loc_table="locs", first_week="2022-10-01"):
+    """An observation table and a location table from the twin's own synthetic generator."""
     conn.execute(
         f"""CREATE TABLE {table} AS SELECT time, location, value
-              FROM enkf.synthetic_surveillance({locations}, {weeks}, '2022-10-01', {seed})"""
+              FROM enkf.synthetic_surveillance({locations}, {weeks}, '{first_week}', {seed})"""
     )
     conn.execute(
         f"""CREATE TABLE {loc_table} AS SELECT DISTINCT location, population
-              FROM enkf.synthetic_surveillance({locations}, 1, '2022-10-01', {seed})"""
+              FROM enkf.synthetic_surveillance({locations}, 1, '{first_week}', {seed})"""
     )
 
 

@@ -253,3 +253,59 @@ fn correlated_element_follows_the_observation() {
         assert!((mean[1] - 20.0).abs() < 1e-5, "{method}: {mean}");
     }
 }
+
+/// `analyze_flat` (storage of a PostgreSQL array) gives what `analyze` gives, for every method:
+/// in place for the ETKF, through a matrix for the others; and it refuses storage that is not
+/// whole columns.
+#[test]
+fn flat_storage_matches_the_matrix_api() {
+    let mut rng = seeded(21);
+    let (n, members) = (30, 12);
+    let ens = DMatrix::from_fn(n, members, |i, _| (i as f64 * 0.3).sin() + normal(&mut rng));
+    let idx = [0usize, 7, 15, 29];
+    let obs = Observations {
+        values: &[0.2, -0.4, 1.0, 0.5],
+        variance: &[0.3, 0.3, 0.5, 0.2],
+        index: &idx,
+    };
+    for (method, radius) in [
+        (Method::Etkf, None),
+        (Method::Letkf, None),
+        (Method::Letkf, Some(3.0)),
+        (Method::Eakf, Some(3.0)),
+        (Method::Enkf, None),
+    ] {
+        let opts = Options {
+            method,
+            loc_radius: radius,
+            inflation: 1.1,
+            rtps: 0.4,
+            seed: 5,
+            ..Options::default()
+        };
+        let want = analyzed(&ens, &obs, &opts).unwrap();
+        // members-major storage: element 0's members, then element 1's, ...
+        let mut flat: Vec<f64> = ens.transpose().as_slice().to_vec();
+        enkf_core::filter::analyze_flat(
+            &mut flat,
+            members,
+            &obs,
+            &opts,
+            &|| {},
+            &enkf_core::workers::Sequential,
+        )
+        .unwrap();
+        let got = DMatrix::from_column_slice(members, n, &flat).transpose();
+        assert!((got - &want).amax() < 1e-12, "{method:?} {radius:?}");
+    }
+    let mut ragged = vec![0.0; 25];
+    assert!(enkf_core::filter::analyze_flat(
+        &mut ragged,
+        12,
+        &obs,
+        &Options::default(),
+        &|| {},
+        &enkf_core::workers::Sequential
+    )
+    .is_err());
+}
