@@ -7,14 +7,14 @@
 
 use nalgebra::DMatrix;
 use pgrx::array::RawArray;
-use pgrx::callconv::{BoxRet, FcInfo};
+use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::datum::Array;
 use pgrx::datum::Datum;
 use pgrx::pg_sys;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
-use pgrx::{IntoDatum, PgSqlErrorCode};
+use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 
 use crate::error::{null_argument, raise};
 
@@ -84,18 +84,108 @@ pub fn matrix_arg(arg: &str, arr: Option<Array<'_, f64>>, max_elements: usize) -
     DMatrix::from_column_slice(members, n, data)
 }
 
-/// A 2-D float8 array `[state_dim][members]` copied into a new result array of the same shape,
-/// to be updated in place: the only copy of the ensemble a filter call makes. Returns it with
+/// A 2-D float8 array `[state_dim][members]` as a result array of the same shape, to be
+/// updated in place. When detoasting already made the function its own copy (the ensemble was
+/// stored out of line or compressed, or came from a PL/pgSQL variable), that copy becomes the
+/// result; otherwise the values are copied once into a new array. Returns it with
 /// (state_dim, members).
 pub fn matrix_arg_as_result(
     arg: &str,
-    arr: Option<Array<'_, f64>>,
+    arr: Option<Float8ArrayArg<'_>>,
     max_elements: usize,
 ) -> (Float8Array2, usize, usize) {
-    let (n, members, data) = ensemble_dense(arg, arr, max_elements);
+    let arr = arr.unwrap_or_else(|| null_argument(arg));
+    let (n, members, data) = ensemble_dense(arg, Some(arr.array()), max_elements);
+    let len = data.len();
+    // SAFETY: `arr.ptr` is a detoasted array (a readable header of at least ARRAY2_HEADER
+    // bytes for a 2-D array, checked above).
+    let reusable = arr.own
+        && unsafe {
+            (*arr.ptr).dataoffset == 0
+                && pgrx::varsize_any(arr.ptr as *const pg_sys::varlena) == ARRAY2_HEADER + 8 * len
+        };
+    if reusable {
+        // SAFETY: the array is this call's own palloc'd copy (nothing else refers to it), in
+        // the memory context the result must live in, laid out as `Float8Array2::new` lays
+        // out its arrays; only the lower bounds are reset to 1, as in every result.
+        unsafe {
+            let ints =
+                (arr.ptr as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut i32;
+            *ints.add(2) = 1;
+            *ints.add(3) = 1;
+        }
+        return (Float8Array2 { arr: arr.ptr, len }, n, members);
+    }
     let mut out = Float8Array2::new(n, members);
     out.data_mut().copy_from_slice(data);
     (out, n, members)
+}
+
+/// A float8[] argument, detoasted on arrival like any array, remembering whether detoasting
+/// made a copy that belongs to this call (and may therefore be written and returned).
+pub struct Float8ArrayArg<'fcx> {
+    ptr: *mut pg_sys::ArrayType,
+    own: bool,
+    _call: std::marker::PhantomData<&'fcx ()>,
+}
+
+impl<'fcx> Float8ArrayArg<'fcx> {
+    /// The value as pgrx's array type, for the shape and NULL checks.
+    pub fn array(&self) -> Array<'fcx, f64> {
+        // SAFETY: `ptr` is a detoasted float8[] (the SQL signature guarantees the type), so
+        // pgrx's conversion finds nothing left to detoast and wraps the same storage.
+        // With is_null false the conversion always gives Some.
+        unsafe {
+            Array::from_polymorphic_datum(
+                pg_sys::Datum::from(self.ptr),
+                false,
+                pg_sys::FLOAT8ARRAYOID,
+            )
+        }
+        .expect("a non-NULL datum converts")
+    }
+}
+
+impl FromDatum for Float8ArrayArg<'_> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
+        // SAFETY: a non-NULL float8[] datum is a varlena pointer; pg_detoast_datum returns it
+        // unchanged when it is a plain in-memory value (the caller's storage: read only) and a
+        // fresh palloc'd copy otherwise.
+        let ptr = unsafe { pg_sys::pg_detoast_datum(raw) };
+        Some(Float8ArrayArg {
+            ptr: ptr as *mut pg_sys::ArrayType,
+            own: ptr != raw,
+            _call: std::marker::PhantomData,
+        })
+    }
+}
+
+// SAFETY: the argument is unboxed through FromDatum from a float8[] datum.
+unsafe impl<'fcx> ArgAbi<'fcx> for Float8ArrayArg<'fcx> {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+// SAFETY: the SQL type is float8[], which is what from_polymorphic_datum reads.
+unsafe impl SqlTranslatable for Float8ArrayArg<'_> {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Float8ArrayArg<'static>);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
+        Ok(SqlMappingRef::literal("double precision[]"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(
+        SqlMappingRef::literal("double precision[]"),
+    ));
 }
 
 /// A 1-D float8 array (an empty array counts as length 0).

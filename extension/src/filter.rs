@@ -6,14 +6,16 @@ use pgrx::prelude::*;
 
 use nalgebra::DMatrix;
 
-use crate::arrays::{index_arg, matrix_arg, matrix_arg_as_result, vector_arg, Float8Array2};
+use crate::arrays::{
+    index_arg, matrix_arg, matrix_arg_as_result, vector_arg, Float8Array2, Float8ArrayArg,
+};
 use crate::error::{null_option, OrRaise};
 use crate::guc;
 
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(immutable, parallel_safe, schema = "enkf", name = "analyze")]
 fn analyze(
-    ensemble: Option<Array<'_, f64>>,
+    ensemble: Option<Float8ArrayArg<'_>>,
     observations: Option<Array<'_, f64>>,
     obs_variance: Option<Array<'_, f64>>,
     obs_index: Option<Array<'_, i32>>,
@@ -39,13 +41,14 @@ fn analyze(
         seed: seed.unwrap_or_else(|| null_option("seed")) as u64,
         rotate: false,
     };
-    // The ETKF updates the result array in place (allocated first, the ensemble copied into it
-    // once); the other methods work on a matrix of their own, copied out at the end.
+    // The ETKF updates the result array in place (the detoasted argument itself when detoasting
+    // made a copy, else a copy made once); the other methods work on a matrix of their own,
+    // copied out at the end.
     let ens = if enkf_core::filter::streams(&opts) {
         let (out, _, members) = matrix_arg_as_result("ensemble", ensemble, max);
         Ensemble::InPlace(out, members)
     } else {
-        Ensemble::Owned(matrix_arg("ensemble", ensemble, max))
+        Ensemble::Owned(matrix_arg("ensemble", ensemble.map(|e| e.array()), max))
     };
     let values = vector_arg("observations", observations);
     let variance = vector_arg("obs_variance", obs_variance);
@@ -234,6 +237,85 @@ mod tests {
             assert_eq!(got, want, "{args}");
             assert_ne!(got, ens, "{args}: the analysis changed nothing");
         }
+    }
+
+    /// The ETKF writes into the detoasted ensemble when detoasting made a copy: whatever the
+    /// storage the value came from, the result must equal the core's and the stored value must
+    /// stay as it was (out of line, compressed, plain, short header, a PL/pgSQL variable).
+    #[pg_test]
+    fn the_ensemble_argument_is_never_written_whatever_its_storage() {
+        let mut rng = seeded(11);
+        let big = DMatrix::from_fn(300, 20, |i, _| (i % 7) as f64 + normal(&mut rng));
+        let compressible = DMatrix::from_fn(300, 20, |i, j| ((i + j) % 4) as f64);
+        let plain = DMatrix::from_fn(4, 3, |i, j| (i * 3 + j * j) as f64);
+        let short = DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 3.0, 5.0]);
+        Spi::run(&format!(
+            "CREATE TABLE storage_kinds (e_ext float8[], e_main float8[], e_plain float8[], e_short float8[]);
+             ALTER TABLE storage_kinds ALTER e_ext SET STORAGE EXTERNAL, ALTER e_main SET STORAGE MAIN,
+                 ALTER e_plain SET STORAGE PLAIN;
+             INSERT INTO storage_kinds VALUES ({}, {}, {}, '[0:1][2:3]={{{{1,2}},{{3,5}}}}');",
+            literal_matrix(&big),
+            literal_matrix(&compressible),
+            literal_matrix(&plain),
+        ))
+        .expect("spi");
+        let opts = Options {
+            inflation: 1.1,
+            ..Options::default()
+        };
+        let call = |col: &str, n: usize| {
+            format!("enkf.analyze({col}, '{{0.5, 1.5}}', '{{1, 2}}', '{{1, {n}}}', 'etkf', 1.1)")
+        };
+        let short_literal = "'[0:1][2:3]={{1,2},{3,5}}'::float8[]".to_string();
+        for (col, ens, stored) in [
+            ("e_ext", &big, literal_matrix(&big)),
+            ("e_main", &compressible, literal_matrix(&compressible)),
+            ("e_plain", &plain, literal_matrix(&plain)),
+            ("e_short", &short, short_literal),
+        ] {
+            let n = ens.nrows();
+            let want = enkf_core::analyzed(
+                ens,
+                &Observations {
+                    values: &[0.5, 1.5],
+                    variance: &[1.0, 2.0],
+                    index: &[0, n - 1],
+                },
+                &opts,
+            )
+            .unwrap();
+            let got: Vec<f64> =
+                Spi::get_one(&format!("SELECT {} FROM storage_kinds", call(col, n)))
+                    .expect("spi")
+                    .expect("not null");
+            assert_eq!(DMatrix::from_row_slice(n, ens.ncols(), &got), want, "{col}");
+            let same: Option<bool> = Spi::get_one(&format!(
+                "SELECT {} = {} AND {col} = {} FROM storage_kinds",
+                call(col, n),
+                call(col, n),
+                stored,
+            ))
+            .expect("spi");
+            assert_eq!(same, Some(true), "{col}: a call changed its argument");
+            let bounds: Option<String> = Spi::get_one(&format!(
+                "SELECT format('%s %s %s', array_lower({c}, 1), array_lower({c}, 2), array_lower({col}, 1)) FROM storage_kinds",
+                c = call(col, n),
+            ))
+            .expect("spi");
+            let stored_lower = if col == "e_short" { 0 } else { 1 };
+            assert_eq!(bounds, Some(format!("1 1 {stored_lower}")), "{col}");
+        }
+        Spi::run(&format!(
+            "CREATE FUNCTION pg_temp.twice_unchanged() RETURNS bool LANGUAGE plpgsql AS $$
+             DECLARE v float8[] := (SELECT e_ext FROM storage_kinds); a float8[]; b float8[];
+             BEGIN a := {a}; b := {a};
+               RETURN a = b AND v = (SELECT e_ext FROM storage_kinds); END $$",
+            a = call("v", 300),
+        ))
+        .expect("spi");
+        let unchanged: Option<bool> =
+            Spi::get_one("SELECT pg_temp.twice_unchanged()").expect("spi");
+        assert_eq!(unchanged, Some(true), "a PL/pgSQL variable changed");
     }
 
     /// The Lorenz-96 twin experiment of the core tests (ETKF, N = 24, inflation 1.013), with

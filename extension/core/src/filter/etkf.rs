@@ -45,7 +45,8 @@ pub(crate) fn analyze_in_place(
         rtps: opts.rtps,
     };
     let block = (BLOCK_VALUES / members).max(8);
-    // Threads only pay for themselves on a large product (starting them costs ~0.1 ms).
+    // Other threads only pay for themselves on a large product (handing work over and
+    // waiting for it costs microseconds; the caller's workers may even start threads).
     let threads = if n * members * members >= PARALLEL_MIN_FLOPS {
         workers.threads().max(1)
     } else {

@@ -10,7 +10,7 @@
 use faer::{MatMut, MatRef};
 use nalgebra::{DMatrix, DVector};
 
-use super::dense::{gemm_into, product, psd_eigen, view, view_mut};
+use super::dense::{gemm_into, gram_lower, product, psd_eigen, view, view_mut};
 use crate::workers::{Job, Sequential, Workers};
 
 /// `a^T b` for matrices, the transpose a strided view.
@@ -31,12 +31,13 @@ fn mul_t(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
 /// Work below this many multiply-adds is not worth a thread.
 pub(crate) const PARALLEL_MIN_FLOPS: usize = 4_000_000;
 
-/// `S^T S` for a tall `S` (m x N), the row blocks summed from several threads.
+/// The lower triangle of `S^T S` (all the eigensolver reads) for a tall `S` (m x N), the row
+/// blocks summed from several threads.
 fn gram(s: MatRef<'_, f64>, workers: &dyn Workers) -> DMatrix<f64> {
     let (m, n) = (s.nrows(), s.ncols());
     let parts = workers.threads().min(m * n * n / PARALLEL_MIN_FLOPS).max(1);
     if parts == 1 {
-        return product(s.transpose(), s);
+        return gram_lower(s);
     }
     let rows = m.div_ceil(parts);
     let mut partial: Vec<DMatrix<f64>> = (0..parts).map(|_| DMatrix::zeros(0, 0)).collect();
@@ -46,7 +47,7 @@ fn gram(s: MatRef<'_, f64>, workers: &dyn Workers) -> DMatrix<f64> {
         .map(|(k, out)| {
             let start = (k * rows).min(m);
             let block = s.subrows(start, rows.min(m - start));
-            Box::new(move || *out = product(block.transpose(), block)) as Job
+            Box::new(move || *out = gram_lower(block)) as Job
         })
         .collect();
     workers.run(jobs);
@@ -105,7 +106,7 @@ fn etkf_transform_with(
         let w = &q * qt_std.component_div(&lam);
         EnsembleTransform { t, w }
     } else {
-        let (u, lam) = psd_eigen(&product(s, s.transpose()));
+        let (u, lam) = psd_eigen(&gram_lower(s.transpose()));
         // T = I + S^T U diag(g(l)) U^T S
         let us = product(view(&u).transpose(), s); // m x N
         let mut scaled = us.clone();
@@ -213,7 +214,7 @@ pub fn etkf_operator(
         let tr = etkf_transform_with(s, d, a, workers);
         return (AnomalyTransform::Full(tr.t), tr.w);
     }
-    let (u, lam) = psd_eigen(&t_mul(st, st));
+    let (u, lam) = psd_eigen(&gram_lower(view(st)));
     let right = product(view(&u).transpose(), s); // U^T S, m x N
     let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
     let w = right.tr_mul(&utd); // S^T U diag(1/(a+l)) U^T d
@@ -374,6 +375,9 @@ mod tests {
         let g1 = gram(view(&s), &Sequential);
         let g2 = gram(view(&s), &crate::workers::ScopedThreads(2));
         assert!((&g1 - &g2).amax() <= 1e-12 * g1.amax());
-        assert!((&g1 - s.transpose() * &s).amax() <= 1e-12 * g1.amax());
+        // The lower triangle is S^T S; the strict upper one is left at zero.
+        let full = s.transpose() * &s;
+        assert!((g1.lower_triangle() - full.lower_triangle()).amax() <= 1e-12 * full.amax());
+        assert_eq!(g1.upper_triangle(), DMatrix::from_diagonal(&g1.diagonal()));
     }
 }

@@ -84,6 +84,16 @@ impl Dynamics {
 
     /// As `advance`, with the forcing of each step given (see `forcing`).
     pub fn advance_with(&self, x: &mut [f64], population: f64, forcing: &[f64]) {
+        self.advance_members(x, population, forcing);
+    }
+
+    /// Advances every member of `members` (column-major, STATE_DIM values per member) over the
+    /// steps of `forcing`, and sets each one's H to its admissions over that span.
+    ///
+    /// Members go through the integrator LANES at a time, each variable of the chunk held
+    /// contiguously so that the arithmetic vectorises; every lane does exactly the operations of
+    /// a one-member integration, in the same order, so results do not depend on the chunking.
+    pub fn advance_members(&self, members: &mut [f64], population: f64, forcing: &[f64]) {
         let sigma = 1.0 / self.latent_days;
         let gamma = 1.0 / self.infectious_days;
         let omega = if self.immunity_days.is_finite() && self.immunity_days > 0.0 {
@@ -92,32 +102,49 @@ impl Dynamics {
             0.0
         };
         let inv_pop = 1.0 / population;
-        let ihr = x[IHR];
-        // y = [S, E, I, R, cumulative new infectious]
-        let mut y = [x[S], x[E], x[I], x[R], 0.0];
         let dt = 1.0 / self.steps_per_day as f64;
-        for &f in forcing {
-            let beta = x[BETA] * f;
-            rk4_step_fixed(&mut y, dt, |s, out| {
-                let lambda = beta * s[2].max(0.0) * inv_pop + self.importation;
-                let infection = lambda * s[0].max(0.0);
-                let onset = sigma * s[1].max(0.0);
-                let recovery = gamma * s[2].max(0.0);
-                let waning = omega * s[3].max(0.0);
-                out[0] = -infection + waning;
-                out[1] = infection - onset;
-                out[2] = onset - recovery;
-                out[3] = recovery - waning;
-                out[4] = onset;
-            });
+        for chunk in members.chunks_mut(STATE_DIM * LANES) {
+            let count = chunk.len() / STATE_DIM;
+            // y[v * LANES + l] = variable v of lane l: S, E, I, R, cumulative new infectious.
+            // Unused lanes stay 0 and are never read back.
+            let mut y = [0.0; 5 * LANES];
+            let mut beta0 = [0.0; LANES];
+            for (l, x) in chunk.chunks_exact(STATE_DIM).enumerate() {
+                for v in 0..4 {
+                    y[v * LANES + l] = x[S + v];
+                }
+                beta0[l] = x[BETA];
+            }
+            for &f in forcing {
+                let beta: [f64; LANES] = std::array::from_fn(|l| beta0[l] * f);
+                rk4_step_fixed(&mut y, dt, |s, out| {
+                    for l in 0..LANES {
+                        let lambda =
+                            beta[l] * s[2 * LANES + l].max(0.0) * inv_pop + self.importation;
+                        let infection = lambda * s[l].max(0.0);
+                        let onset = sigma * s[LANES + l].max(0.0);
+                        let recovery = gamma * s[2 * LANES + l].max(0.0);
+                        let waning = omega * s[3 * LANES + l].max(0.0);
+                        out[l] = -infection + waning;
+                        out[LANES + l] = infection - onset;
+                        out[2 * LANES + l] = onset - recovery;
+                        out[3 * LANES + l] = recovery - waning;
+                        out[4 * LANES + l] = onset;
+                    }
+                });
+            }
+            for (l, x) in chunk.chunks_exact_mut(STATE_DIM).enumerate().take(count) {
+                for v in 0..4 {
+                    x[S + v] = y[v * LANES + l];
+                }
+                x[H] = x[IHR] * y[4 * LANES + l].max(0.0);
+            }
         }
-        x[S] = y[0];
-        x[E] = y[1];
-        x[I] = y[2];
-        x[R] = y[3];
-        x[H] = ihr * y[4].max(0.0);
     }
 }
+
+/// Members integrated together (see `Dynamics::advance_members`).
+const LANES: usize = 8;
 
 /// Bounds that hold after every update.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +202,58 @@ mod tests {
     fn member(pop: f64, beta: f64, ihr: f64) -> Vec<f64> {
         let i0 = 1e-5 * pop;
         vec![0.7 * pop, i0, i0, 0.3 * pop - 2.0 * i0, 0.0, beta, ihr]
+    }
+
+    /// One member at a time, the plain way: what every lane of `advance_members` must equal.
+    fn advance_one(d: &Dynamics, x: &mut [f64], population: f64, forcing: &[f64]) {
+        let (sigma, gamma, omega) = (
+            1.0 / d.latent_days,
+            1.0 / d.infectious_days,
+            1.0 / d.immunity_days,
+        );
+        let inv_pop = 1.0 / population;
+        let mut y = [x[S], x[E], x[I], x[R], 0.0];
+        for &f in forcing {
+            let beta = x[BETA] * f;
+            rk4_step_fixed(&mut y, 1.0 / d.steps_per_day as f64, |s, out| {
+                let lambda = beta * s[2].max(0.0) * inv_pop + d.importation;
+                let infection = lambda * s[0].max(0.0);
+                let onset = sigma * s[1].max(0.0);
+                let recovery = gamma * s[2].max(0.0);
+                let waning = omega * s[3].max(0.0);
+                out[0] = -infection + waning;
+                out[1] = infection - onset;
+                out[2] = onset - recovery;
+                out[3] = recovery - waning;
+                out[4] = onset;
+            });
+        }
+        x[S..=R].copy_from_slice(&y[..4]);
+        x[H] = x[IHR] * y[4].max(0.0);
+    }
+
+    #[test]
+    fn members_in_lanes_equal_members_one_at_a_time_bit_for_bit() {
+        let d = Dynamics {
+            steps_per_day: 2,
+            ..Dynamics::default()
+        };
+        let pop = 2.5e5;
+        let forcing = d.forcing(300.0, 7);
+        // Fewer, as many as and more members than a chunk of lanes; one with a negative
+        // compartment, which the rates clamp at 0.
+        for count in [1usize, 7, 8, 9, 20] {
+            let mut all: Vec<f64> = (0..count)
+                .flat_map(|j| member(pop, 0.2 + 0.05 * j as f64, 0.01 + 0.001 * j as f64))
+                .collect();
+            all[STATE_DIM * (count - 1) + E] = -3.0;
+            let mut want = all.clone();
+            d.advance_members(&mut all, pop, &forcing);
+            for x in want.chunks_exact_mut(STATE_DIM) {
+                advance_one(&d, x, pop, &forcing);
+            }
+            assert_eq!(all, want, "{count} members");
+        }
     }
 
     #[test]

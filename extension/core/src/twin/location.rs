@@ -90,9 +90,10 @@ impl<'a> LocationModel<'a> {
         let forcing = self.dynamics.forcing(day_of_year(week_end - 6), 7);
         let noise = &self.cfg.process_noise;
         let mut rng = seeded(week_seed(self.seed, week_end, PURPOSE_PROCESS));
+        self.dynamics
+            .advance_members(ens.as_mut_slice(), self.population, &forcing);
         for mut col in ens.column_iter_mut() {
             let x = col.as_mut_slice();
-            self.dynamics.advance_with(x, self.population, &forcing);
             if noise.beta > 0.0 {
                 x[BETA] *= (noise.beta * normal(&mut rng)).exp();
             }
