@@ -2,7 +2,10 @@
 (planning, compute, reads, writes), at county scale: 3,143 synthetic locations, 100 members,
 100 weeks of history, then three timed weeks with enkf.threads = 2.
 
-    .venv/bin/python bench/twin_breakdown.py [--locations N] [--threads T]
+    .venv/bin/python bench/twin_breakdown.py [--locations N] [--threads T] [--explain]
+
+With --explain, every statement the functions run that takes 10 ms or more is also printed with
+its duration and the top of its plan (auto_explain, nested statements, from the server log).
 
 It starts its own throwaway cluster (never port 5432) and removes it.
 """
@@ -28,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--locations", type=int, default=3143)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--explain", action="store_true")
     args = ap.parse_args()
     with Cluster() as c, psycopg.connect(c.dsn(), autocommit=True) as db:
         db.execute("CREATE EXTENSION pg_enkf")
@@ -45,6 +49,11 @@ def main() -> None:
         messages: list[str] = []
         db.add_notice_handler(lambda d: messages.append(d.message_primary))
         db.execute("SET client_min_messages = debug1")
+        if args.explain:
+            db.execute("LOAD 'auto_explain'")
+            db.execute("SET auto_explain.log_min_duration = '10ms'; SET auto_explain.log_nested_statements = on;"
+                       " SET auto_explain.log_analyze = on")
+            log_start = c.logfile.stat().st_size
         for w in range(1, 4):
             week = history_end + dt.timedelta(days=7 * w)
             messages.clear()
@@ -57,6 +66,14 @@ def main() -> None:
             for m in messages:
                 if m.startswith("pg_enkf"):
                     print("   ", m)
+        if args.explain:
+            with open(c.logfile) as log:
+                log.seek(log_start)
+                lines = log.read().splitlines()
+            for i, line in enumerate(lines):
+                if "duration:" in line and "plan:" in line:
+                    top = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                    print(f"{line.split('duration:')[1].split('plan:')[0].strip():>12}  {top}")
 
 
 if __name__ == "__main__":
