@@ -171,9 +171,7 @@ impl FromDatum for Float8ArrayArg<'_> {
 // SAFETY: the argument is unboxed through FromDatum from a float8[] datum.
 unsafe impl<'fcx> ArgAbi<'fcx> for Float8ArrayArg<'fcx> {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { crate::sqltypes::unbox_non_null(arg) }
     }
 }
 

@@ -10,6 +10,17 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
 };
 use pgrx::FromDatum;
 
+/// `ArgAbi::unbox_arg_unchecked` through `FromDatum`, for the argument types of this crate.
+/// pgrx only calls it for a non-NULL argument (NULLs come as `Option`'s None).
+///
+/// # Safety
+/// As `ArgAbi::unbox_arg_unchecked`: the datum has the type `T` reads.
+pub(crate) unsafe fn unbox_non_null<'fcx, T: FromDatum>(arg: Arg<'_, 'fcx>) -> T {
+    let index = arg.index();
+    unsafe { arg.unbox_arg_using_from_datum() }
+        .unwrap_or_else(|| panic!("argument {index} must not be null"))
+}
+
 /// A `regclass` argument: PostgreSQL has already resolved the name (42P01 if it does not exist).
 #[derive(Debug, Clone, Copy)]
 pub struct RegClass(pub pg_sys::Oid);
@@ -28,9 +39,7 @@ impl FromDatum for RegClass {
 // SAFETY: the argument is declared regclass, an oid by value.
 unsafe impl<'fcx> ArgAbi<'fcx> for RegClass {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { unbox_non_null(arg) }
     }
 }
 
@@ -66,9 +75,7 @@ impl FromDatum for SqlName {
 // SAFETY: the argument is declared name, passed by reference.
 unsafe impl<'fcx> ArgAbi<'fcx> for SqlName {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { unbox_non_null(arg) }
     }
 }
 

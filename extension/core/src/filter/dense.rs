@@ -7,11 +7,7 @@
 //! Everything runs on the calling thread (`Par::Seq`): threads are the business of
 //! [`crate::workers`], which can block signals as a PostgreSQL backend requires.
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::evd::{
-    self_adjoint_evd, self_adjoint_evd_scratch, ComputeEigenvectors, SelfAdjointEvdParams,
-};
-use faer::{Accum, MatMut, MatRef, Par, Spec};
+use faer::{Accum, MatMut, MatRef, Par};
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 
 /// Independent partial sums: a plain `iter().sum()` is one dependent chain of additions
@@ -133,6 +129,14 @@ pub(crate) fn product(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> DMatrix<f64> {
 /// triangle is read. Eigenvalues of a positive semi-definite matrix can come out slightly
 /// negative by rounding: they are clamped at 0.
 pub(crate) fn psd_eigen(m: &DMatrix<f64>) -> (DMatrix<f64>, DVector<f64>) {
+    psd_eigen_with(m, &crate::workers::Sequential)
+}
+
+/// As [`psd_eigen`], with independent parts of the work on `workers` (same result).
+pub(crate) fn psd_eigen_with(
+    m: &DMatrix<f64>,
+    workers: &dyn crate::workers::Workers,
+) -> (DMatrix<f64>, DVector<f64>) {
     let n = m.nrows();
     if n == 0 {
         return (DMatrix::zeros(0, 0), DVector::zeros(0));
@@ -140,37 +144,17 @@ pub(crate) fn psd_eigen(m: &DMatrix<f64>) -> (DMatrix<f64>, DVector<f64>) {
     if n < FAER_EIGEN_MIN {
         return nalgebra_eigen(m);
     }
-    let mut u = DMatrix::zeros(n, n);
-    let mut s = faer::diag::Diag::<f64>::zeros(n);
-    // Divide and conquer down to order 25, as LAPACK's dsyevd does: faer's default (128)
-    // leaves order 100 to the QR iteration, 10% slower on an ETKF's matrix.
-    let mut params: Spec<SelfAdjointEvdParams, f64> = Default::default();
-    params.recursion_threshold = 25;
-    let mut scratch = MemBuffer::new(self_adjoint_evd_scratch::<f64>(
-        n,
-        ComputeEigenvectors::Yes,
-        Par::Seq,
-        params,
-    ));
-    let solved = self_adjoint_evd(
-        view(m),
-        s.as_mut(),
-        Some(view_mut(u.as_mut_slice(), n, n)),
-        Par::Seq,
-        MemStack::new(&mut scratch),
-        params,
-    );
-    clear_upper_vector_state();
-    match solved {
-        Ok(()) => {
-            let vals = DVector::from_fn(n, |i, _| s[i].max(0.0));
-            (u, vals)
-        }
-        // The iteration did not converge (never seen on the symmetric positive definite
+    match super::eigen::symmetric_eigen(view(m), workers) {
+        Ok((u, vals)) => (u, vals.map(|v| v.max(0.0))),
+        // An iteration did not converge (never seen on the symmetric positive definite
         // matrices here): fall back to nalgebra's independent implementation.
         Err(_) => nalgebra_eigen(m),
     }
 }
+
+/// faer's divide and conquer stops splitting at this order and uses the QR iteration below it,
+/// as LAPACK's dsyevd does (faer's default, 128, was 10% slower at order 100).
+pub(crate) const EIGEN_RECURSION: usize = 25;
 
 /// Below this order nalgebra's eigensolver is the faster (24 x 24: 0.026 ms against 0.055 ms;
 /// at 100 x 100 faer's is faster and the gap grows with the order).

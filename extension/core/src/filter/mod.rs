@@ -13,6 +13,7 @@
 
 mod dense;
 mod eakf;
+mod eigen;
 mod enkf;
 mod etkf;
 mod letkf;

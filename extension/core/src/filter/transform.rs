@@ -10,7 +10,7 @@
 use faer::{MatMut, MatRef};
 use nalgebra::{DMatrix, DVector};
 
-use super::dense::{gemm_into, gram_lower, product, psd_eigen, view, view_mut};
+use super::dense::{gemm_into, gram_lower, product, psd_eigen, psd_eigen_with, view, view_mut};
 use crate::workers::{Job, Sequential, Workers};
 
 /// `a^T b` for matrices, the transpose a strided view.
@@ -134,7 +134,7 @@ fn ensemble_space_eigen(
     for i in 0..mm.nrows() {
         mm[(i, i)] += a;
     }
-    let (q, lam) = psd_eigen(&mm);
+    let (q, lam) = psd_eigen_with(&mm, workers);
     (q, lam.map(|l| l.max(a)))
 }
 
