@@ -52,7 +52,15 @@ struct Problem {
 }
 
 fn problem() -> impl Strategy<Value = Problem> {
-    (1usize..8, 2usize..30, 1usize..10, any::<u64>(), 1.0f64..1.5).prop_map(
+    problem_sized(2..30, 1..10)
+}
+
+/// Problems with `members` and `obs` in the given ranges (observations may repeat elements).
+fn problem_sized(
+    members: std::ops::Range<usize>,
+    obs: std::ops::Range<usize>,
+) -> impl Strategy<Value = Problem> {
+    (1usize..8, members, obs, any::<u64>(), 1.0f64..1.5).prop_map(
         |(n, members, m, seed, inflation)| {
             let mut rng = seeded(seed);
             // Correlated members: a random linear map of white noise plus a random mean.
@@ -102,6 +110,19 @@ proptest! {
             prop_assert!((&m_out - &xa).amax() <= tol, "{method}: mean off by {}", (&m_out - &xa).amax());
             prop_assert!((&c_out - &pa).amax() <= 1e-9 * scale(&cov), "{method}: covariance off by {}", (&c_out - &pa).amax());
         }
+    }
+
+    /// The same with ensembles of 64 members and more, where the ETKF's eigensolver is the
+    /// divide and conquer of filter/eigen.rs, with more and with fewer observations than members.
+    #[test]
+    fn etkf_is_the_exact_kalman_update_with_large_ensembles(p in problem_sized(64..110, 50..140)) {
+        let (mean, cov) = inflated_prior(&p);
+        let (xa, pa) = kalman(&mean, &cov, &p.y, &p.r, &p.idx);
+        let obs = Observations { values: &p.y, variance: &p.r, index: &p.idx };
+        let opts = Options { method: Method::Etkf, inflation: p.inflation, ..Options::default() };
+        let (m_out, c_out) = moments(&analyzed(&p.ens, &obs, &opts).unwrap());
+        prop_assert!((&m_out - &xa).amax() <= 1e-9 * scale(&cov).max(xa.amax()), "mean off by {}", (&m_out - &xa).amax());
+        prop_assert!((&c_out - &pa).amax() <= 1e-9 * scale(&cov), "covariance off by {}", (&c_out - &pa).amax());
     }
 
     /// The stochastic EnKF's centred perturbations keep the mean exact for any ensemble size.
