@@ -8,6 +8,11 @@
 -- ALTER EXTENSION pg_enkf UPDATE gives the same schema as CREATE EXTENSION pg_enkf: the test
 -- tests/ops/test_upgrade.py compares the two. Append below, in dependency order.
 
+-- The revision check's fingerprints (0.2.0): per checkpoint, the XOR of a hash of each of the
+-- week's rows in the observation table and their number. NULL in checkpoints written by 0.1.0;
+-- the first enkf.assimilate of such a twin compares its weeks one by one and fills them in.
+ALTER TABLE enkf.checkpoints ADD COLUMN rows_print int8, ADD COLUMN source_rows int4;
+
 -- Minimum necessary access (0.2.0): location grants and the visibility test the views use.
 -- Minimum necessary access: which roles may see which locations (jurisdictions) of the
 -- twins' results. A row (role, location) lets members of role see that location; location

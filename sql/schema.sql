@@ -59,6 +59,11 @@ CREATE TABLE enkf.checkpoints (
     observed float8,
     -- [state_dim][members] after the analysis; rows: S, E, I, R, H, beta, ihr.
     ensemble float8[] NOT NULL,
+    -- The week's rows in the observation table when they were assimilated: the XOR of a hash
+    -- of each row's time and count, and their number (0, 0 without rows). The revision check
+    -- compares these with the table. NULL in checkpoints written before 0.2.0.
+    rows_print  int8,
+    source_rows int4,
     PRIMARY KEY (twin_id, location, week_end)
 );
 -- Only the primary key indexes checkpoints: every lookup is by (twin, location, week), and a

@@ -53,13 +53,26 @@ def config_tables(conn) -> list[str]:
     ]
 
 
-def snapshot(conn, tables: list[str] | None = None) -> dict[str, list[tuple]]:
-    """Every row of every config table, and every sequence's state, in a stable order."""
+def snapshot(conn, tables: list[str] | None = None, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every row of every config table, and every sequence's state, in a stable order. With
+    `columns`, only those columns of the tables it names (the columns an older version had)."""
     out = {}
     for t in tables or config_tables(conn):
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]
         if kind == "S":
             out[t] = conn.execute(f"SELECT last_value, is_called FROM {t}").fetchall()
         else:
-            out[t] = conn.execute(f"SELECT * FROM {t} AS r ORDER BY to_jsonb(r)::text").fetchall()
+            cols = ", ".join(f'"{c}"' for c in (columns or {}).get(t, [])) or "*"
+            out[t] = conn.execute(f"SELECT * FROM (SELECT {cols} FROM {t}) AS r ORDER BY to_jsonb(r)::text").fetchall()
     return out
+
+
+def table_columns(conn, tables: list[str]) -> dict[str, list[str]]:
+    """Each table's columns, in order."""
+    return {
+        t: [r[0] for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (t,),
+        ).fetchall()]
+        for t in tables
+    }

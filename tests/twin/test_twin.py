@@ -191,6 +191,61 @@ def test_every_kind_of_change_matches_a_fresh_twin(conn):
     assert checkpoints(conn, "live") == checkpoints(conn, "fresh")
 
 
+def prints(conn, twin):
+    return conn.execute(
+        """SELECT c.location, c.week_end, c.rows_print, c.source_rows FROM enkf.checkpoints c
+             JOIN enkf.twins t USING (twin_id) WHERE t.name = %s ORDER BY 1, 2""",
+        (twin,),
+    ).fetchall()
+
+
+def test_revision_fingerprints_of_rows(conn):
+    """The revision check fingerprints the rows each week was assimilated from (their times and
+    counts, and how many). Rows rewritten with the same weekly count re-run nothing; repeated
+    copies of a row are found even when their hashes cancel; checkpoints without fingerprints
+    (written before 0.2.0) are compared week by week, then fingerprinted."""
+    conn.execute("CREATE TABLE locs AS SELECT l AS location, 1e6::numeric AS population FROM unnest(ARRAY['A', 'B']) l")
+    conn.execute(
+        """CREATE TABLE daily AS SELECT ts, l AS loc, (10 + extract(doy FROM ts)::int % 5)::float8 AS n
+             FROM generate_series('2023-01-01 12:00+00'::timestamptz, '2023-04-01 12:00+00', '1 day') ts,
+                  unnest(ARRAY['A', 'B']) l"""
+    )
+    conn.execute("DELETE FROM daily WHERE loc = 'A' AND ts BETWEEN '2023-01-15' AND '2023-01-22'")  # a missing week
+    conn.execute("SELECT enkf.create_twin('live', 'daily', 'locs', 'ts', 'loc', 'n', members => 10)")
+    conn.execute("SELECT * FROM enkf.assimilate('live')")
+    got = {(p[0], p[1].isoformat()): p[2:] for p in prints(conn, "live")}
+    assert got[("A", "2023-01-21")] == (0, 0) and len(got) == 2 * 13
+    assert all(p[0] is not None and p[1] == 7 for k, p in got.items() if k != ("A", "2023-01-21"))
+    # Two days of a week moved against each other: the week's count is unchanged.
+    conn.execute("UPDATE daily SET n = n + 3 WHERE loc = 'A' AND ts = '2023-02-01 12:00+00'")
+    conn.execute("UPDATE daily SET n = n - 3 WHERE loc = 'A' AND ts = '2023-02-02 12:00+00'")
+    before = prints(conn, "live")
+    run = conn.execute("SELECT * FROM enkf.assimilate('live')").fetchone()
+    assert run[1:3] == (0, 0)
+    after = prints(conn, "live")
+    changed = [(a[0], a[1].isoformat()) for a, b in zip(after, before) if a != b]
+    assert changed == [("A", "2023-02-04")], changed  # its fingerprint is the table's now
+    # Two more copies of a row: their hashes XOR to zero, their number does not.
+    conn.execute("INSERT INTO daily SELECT * FROM daily WHERE loc = 'B' AND ts = '2023-03-01 12:00+00'")
+    conn.execute("INSERT INTO daily SELECT * FROM daily WHERE loc = 'B' AND ts = '2023-03-01 12:00+00'")
+    assert sqlstate(conn, "SELECT * FROM enkf.assimilate('live')")[0] == "23505"
+    conn.execute(
+        """DELETE FROM daily WHERE ctid IN (SELECT ctid FROM daily WHERE loc = 'B' AND ts = '2023-03-01 12:00+00'
+                                            ORDER BY ctid OFFSET 1)"""
+    )
+    # Checkpoints as 0.1.0 wrote them, and a revision among them.
+    conn.execute("UPDATE enkf.checkpoints SET rows_print = NULL, source_rows = NULL")
+    conn.execute("UPDATE daily SET n = n + 50 WHERE loc = 'B' AND ts = '2023-03-15 12:00+00'")
+    run = conn.execute("SELECT * FROM enkf.assimilate('live')").fetchone()
+    log = conn.execute("SELECT reassimilated, first_week::text FROM enkf.run_log WHERE run_id = %s", (run[0],)).fetchone()
+    assert log == (1, "2023-03-18")
+    conn.execute("SELECT enkf.create_twin('fresh', 'daily', 'locs', 'ts', 'loc', 'n', members => 10)")
+    conn.execute("SELECT * FROM enkf.assimilate('fresh')")
+    assert checkpoints(conn, "live") == checkpoints(conn, "fresh")
+    assert prints(conn, "live") == prints(conn, "fresh")
+    assert conn.execute("SELECT * FROM enkf.assimilate('live')").fetchone()[1:3] == (0, 0)
+
+
 def test_checkpoint_retention_and_revision_beyond_it(conn):
     make_data(conn, locations=2, weeks=40)
     conn.execute("""SELECT enkf.create_twin('kept', 'obs', 'locs', members => 20, config => '{"checkpoints": {"keep_weeks": 8}}')""")

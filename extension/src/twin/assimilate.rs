@@ -53,6 +53,8 @@ struct Row {
     n_rows: i64,
     n_times: i64,
     min_value: Option<f64>,
+    /// XOR of the hashes of the week's rows (`Source::row_print_sql`).
+    print: i64,
 }
 
 /// Where a location's run starts: its first week to process, and the analysis of the week
@@ -82,6 +84,9 @@ struct Pending {
     location: String,
     week: i32,
     observed: Option<f64>,
+    /// The week's rows in the table: their fingerprint and number (0 and 0 without rows).
+    print: i64,
+    rows: i32,
     ensemble: DMatrix<f64>,
 }
 
@@ -171,7 +176,9 @@ fn process(ctx: &Ctx<'_>, job: &Job) -> Result<Outcome, Problem> {
     let mut advance = |ens: &mut DMatrix<f64>,
                        recent: &mut VecDeque<f64>,
                        week: i32,
-                       value: Option<f64>|
+                       value: Option<f64>,
+                       print: i64,
+                       rows: i32|
      -> Result<(), Problem> {
         model.step(ens, week);
         if let Some(y) = value {
@@ -189,6 +196,8 @@ fn process(ctx: &Ctx<'_>, job: &Job) -> Result<Outcome, Problem> {
             location: job.location.clone(),
             week,
             observed: value,
+            print,
+            rows,
             ensemble: ens.clone(),
         });
         Ok(())
@@ -198,14 +207,15 @@ fn process(ctx: &Ctx<'_>, job: &Job) -> Result<Outcome, Problem> {
         validate(row)?;
         while week + 7 < row.week {
             week += 7;
-            advance(&mut ens, &mut recent, week, None)?;
+            advance(&mut ens, &mut recent, week, None, 0, 0)?;
         }
         week = row.week;
-        advance(&mut ens, &mut recent, week, row.value)?;
+        let rows = i32::try_from(row.n_rows).unwrap_or(i32::MAX);
+        advance(&mut ens, &mut recent, week, row.value, row.print, rows)?;
     }
     while week < ctx.end_week {
         week += 7;
-        advance(&mut ens, &mut recent, week, None)?;
+        advance(&mut ens, &mut recent, week, None, 0, 0)?;
     }
     Ok(out)
 }
@@ -312,7 +322,7 @@ impl<'a> Run<'a> {
             ],
         );
         let query = format!(
-            "SELECT week_end, value, n_rows, n_times, min_value FROM ({}) w
+            "SELECT week_end, value, n_rows, n_times, min_value, print FROM ({}) w
               WHERE loc = $3 AND week_end BETWEEN $1 AND $2 ORDER BY week_end",
             self.source.weekly_sql(Some((1, 2)))
         );
@@ -335,6 +345,7 @@ impl<'a> Run<'a> {
                     n_rows: r.get::<i64>(3)?.unwrap_or_default(),
                     n_times: r.get::<i64>(4)?.unwrap_or_default(),
                     min_value: r.get::<f64>(5)?,
+                    print: r.get::<i64>(6)?.unwrap_or(0),
                 })
             },
         );
@@ -388,13 +399,13 @@ impl<'a> Run<'a> {
         }
         let rows = std::mem::take(&mut self.pending);
         let sql = format!(
-            "INSERT INTO enkf.checkpoints (twin_id, run_id, location, week_end, observed, ensemble) VALUES {}",
-            spi::values_placeholders(2, 4, rows.len())
+            "INSERT INTO enkf.checkpoints (twin_id, run_id, location, week_end, observed, rows_print, source_rows, ensemble) VALUES {}",
+            spi::values_placeholders(2, 6, rows.len())
         );
         let (twin_id, run_id) = (self.twin.id, self.run_id);
         unsafe {
             self.scratch.switch_to(|_| {
-                let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(2 + 4 * rows.len());
+                let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(2 + 6 * rows.len());
                 args.push(DatumWithOid::from(twin_id));
                 args.push(DatumWithOid::from(run_id));
                 for r in rows {
@@ -404,6 +415,8 @@ impl<'a> Run<'a> {
                         r.observed
                             .map_or(DatumWithOid::null::<f64>(), DatumWithOid::from),
                     );
+                    args.push(DatumWithOid::from(r.print));
+                    args.push(DatumWithOid::from(r.rows));
                     args.push(DatumWithOid::from(Float8Matrix::from_state_major(
                         &r.ensemble,
                     )));
@@ -464,11 +477,12 @@ fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> {
 ///
 /// Comparing every (location, week) of the table with the checkpoints is a join of two
 /// tables of locations x weeks rows. Most weeks nothing was revised, so the comparison goes
-/// per location first: an order-independent fingerprint of its counts (the XOR of a 64-bit
-/// hash of each (week, count)) and its first week, on each side, from one aggregate pass over
-/// each table. Only locations whose fingerprints or first weeks differ are compared week by
-/// week. (A revision goes unnoticed only if the hashes of the changed weeks XOR to zero: a
-/// chance of 2^-64.)
+/// per location first: an order-independent fingerprint of the rows it was assimilated from
+/// (the XOR of a 64-bit hash of each row's time and count, and their number), from one hash
+/// aggregate over the table, against the same kept per week in the checkpoints. Only
+/// locations whose fingerprints or first weeks differ are compared week by week. (A change
+/// goes unnoticed only if it keeps the number of rows and the hashes of the rows changed XOR
+/// to zero: a chance of 2^-64.)
 fn revision_starts(
     client: &SpiClient<'_>,
     source: &Source,
@@ -477,40 +491,37 @@ fn revision_starts(
     end_week: i32,
     previous_end: Option<i32>,
     kept: &HashMap<String, i32>,
-) -> HashMap<String, (i32, bool)> {
+) -> (HashMap<String, (i32, bool)>, Vec<String>) {
     let weekly = source.weekly_values_sql(Some((1, 2)));
     let (from, to) = (date(compare_from), date(end_week));
     let suspects: Option<Vec<String>> = previous_end.map(|prev| {
-        let fingerprint = "bit_xor(hashfloat8extended(value, week_end - DATE '2000-01-01'))";
-        // Grouped by sorting: the planner's choice, hashing the (location, week) groups and
-        // then the locations, took 0.27-0.29 s at county scale, one sort for both 0.22-0.23 s
-        // (bench/twin_breakdown.py --explain).
-        let table: HashMap<String, Print> = with_setting(client, "enable_hashagg", "off", || {
-            spi::select(
-                client,
-                &format!(
-                    "SELECT loc, min(week_end), {fingerprint} FILTER (WHERE week_end <= $3)
-                       FROM ({weekly}) o GROUP BY loc"
-                ),
-                &[
-                    DatumWithOid::from(from),
-                    DatumWithOid::from(to),
-                    DatumWithOid::from(date(prev)),
-                ],
-                location_print,
-            )
-        })
-        .into_iter()
-        .collect();
-        let stored: HashMap<String, Print> = spi::select(
+        let table: HashMap<String, Print> = spi::select(
             client,
             &format!(
-                "SELECT location, min(week_end), {}
-                   FROM enkf.checkpoints
-                  WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2
-                  GROUP BY location",
-                fingerprint.replace("value", "observed")
+                "SELECT loc, min(week_end), coalesce(bit_xor({print}) FILTER (WHERE week_end <= $3), 0),
+                        count(*) FILTER (WHERE week_end <= $3), false
+                   FROM ({raw}) o GROUP BY loc",
+                print = source.row_print_sql(),
+                raw = source.raw_sql(Some((1, 2))),
             ),
+            &[
+                DatumWithOid::from(from),
+                DatumWithOid::from(to),
+                DatumWithOid::from(date(prev)),
+            ],
+            location_print,
+        )
+        .into_iter()
+        .collect();
+        // Checkpoints written before 0.2.0 have no fingerprint (NULL): their locations are
+        // compared week by week, and `refresh_prints` fills the fingerprints in.
+        let stored: HashMap<String, Print> = spi::select(
+            client,
+            "SELECT location, min(week_end), coalesce(bit_xor(rows_print), 0),
+                    coalesce(sum(source_rows), 0), bool_or(source_rows IS NULL OR rows_print IS NULL)
+               FROM enkf.checkpoints
+              WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2
+              GROUP BY location",
             &[
                 DatumWithOid::from(from),
                 DatumWithOid::from(date(prev)),
@@ -524,9 +535,12 @@ fn revision_starts(
         // or a location not carried to the last week (left out of an earlier run).
         let mut out: Vec<String> = table
             .iter()
-            .filter(|(loc, (first, print))| match stored.get(*loc) {
-                Some((stored_first, stored_print)) => {
-                    print != stored_print || first < stored_first || !kept.contains_key(*loc)
+            .filter(|(loc, here)| match stored.get(*loc) {
+                Some(there) => {
+                    there.legacy
+                        || (here.print, here.rows) != (there.print, there.rows)
+                        || here.first < there.first
+                        || !kept.contains_key(*loc)
                 }
                 None => true,
             })
@@ -535,13 +549,13 @@ fn revision_starts(
         out.extend(
             stored
                 .iter()
-                .filter(|(loc, (_, print))| print.is_some() && !table.contains_key(*loc))
+                .filter(|(loc, there)| (there.rows > 0 || there.legacy) && !table.contains_key(*loc))
                 .map(|(loc, _)| loc.clone()),
         );
         out
     });
     if suspects.as_ref().is_some_and(|s| s.is_empty()) {
-        return HashMap::new();
+        return (HashMap::new(), Vec::new());
     }
     // Week by week, for the suspects only (all locations on a twin's first run).
     let only = |col: &str| match suspects {
@@ -568,10 +582,10 @@ fn revision_starts(
         DatumWithOid::from(to),
         DatumWithOid::from(twin_id),
     ];
-    if let Some(s) = suspects {
-        args.push(DatumWithOid::from(s));
+    if let Some(s) = &suspects {
+        args.push(DatumWithOid::from(s.clone()));
     }
-    spi::select(client, &diff_sql, &args, |r| {
+    let starts = spi::select(client, &diff_sql, &args, |r| {
         Ok((
             r.get::<String>(1)?.unwrap_or_default(),
             (
@@ -583,22 +597,81 @@ fn revision_starts(
         ))
     })
     .into_iter()
-    .collect()
+    .collect();
+    (starts, suspects.unwrap_or_default())
 }
 
-/// A location's first week and the fingerprint of its counts (`compare_with_table`).
-type Print = (i32, Option<i64>);
+/// A location's first week in the compared weeks and the fingerprint of its rows there.
+struct Print {
+    first: i32,
+    print: i64,
+    rows: i64,
+    /// Some checkpoints have no fingerprint (written before 0.2.0).
+    legacy: bool,
+}
 
 fn location_print(r: &pgrx::spi::SpiHeapTupleData<'_>) -> pgrx::spi::SpiResult<(String, Print)> {
     Ok((
         r.get::<String>(1)?.unwrap_or_default(),
-        (
-            r.get::<Date>(2)?
+        Print {
+            first: r
+                .get::<Date>(2)?
                 .map(|d| d.to_pg_epoch_days())
                 .unwrap_or_default(),
-            r.get::<i64>(3)?,
-        ),
+            print: r.get::<i64>(3)?.unwrap_or(0),
+            rows: r.get::<i64>(4)?.unwrap_or(0),
+            legacy: r.get::<bool>(5)?.unwrap_or(false),
+        },
     ))
+}
+
+/// Stores the table's fingerprint in the checkpoints of the suspects' weeks whose counts are
+/// unchanged (rows rewritten with the same weekly count, or checkpoints from before 0.2.0), so
+/// that they are not compared week by week again on every run. Weeks whose counts changed are
+/// re-assimilated, and their checkpoints rewritten, by the caller.
+fn refresh_prints(
+    client: &mut SpiClient<'_>,
+    source: &Source,
+    twin_id: i64,
+    from: i32,
+    prev: i32,
+    suspects: Vec<String>,
+) {
+    let args = [
+        DatumWithOid::from(date(from)),
+        DatumWithOid::from(date(prev)),
+        DatumWithOid::from(twin_id),
+        DatumWithOid::from(suspects),
+    ];
+    // Weeks with rows.
+    spi::update(
+        client,
+        &format!(
+            "UPDATE enkf.checkpoints c SET rows_print = w.print, source_rows = w.n
+               FROM (SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value,
+                            bit_xor({print}) AS print, count(*)::int4 AS n
+                       FROM ({raw}) s WHERE loc = ANY($4) GROUP BY loc, week_end) w
+              WHERE c.twin_id = $3 AND c.location = w.loc AND c.week_end = w.week_end
+                AND c.week_end BETWEEN $1 AND $2 AND c.observed IS NOT DISTINCT FROM w.value
+                AND (c.rows_print IS DISTINCT FROM w.print OR c.source_rows IS DISTINCT FROM w.n)",
+            print = source.row_print_sql(),
+            raw = source.raw_sql(Some((1, 2))),
+        ),
+        &args,
+    );
+    // Weeks without rows (missing, assimilated as such).
+    spi::update(
+        client,
+        &format!(
+            "UPDATE enkf.checkpoints c SET rows_print = 0, source_rows = 0
+              WHERE c.twin_id = $3 AND c.location = ANY($4) AND c.week_end BETWEEN $1 AND $2
+                AND c.observed IS NULL
+                AND (c.rows_print IS DISTINCT FROM 0 OR c.source_rows IS DISTINCT FROM 0)
+                AND NOT EXISTS (SELECT 1 FROM ({raw}) s WHERE s.loc = c.location AND s.week_end = c.week_end)",
+            raw = source.raw_sql(Some((1, 2))),
+        ),
+        &args,
+    );
 }
 
 /// `f` run with work_mem at least `least`, the caller's setting put back afterwards (for the
@@ -609,17 +682,6 @@ fn with_work_mem<T>(client: &SpiClient<'_>, least: &str, f: impl FnOnce() -> T) 
             client,
             "SELECT set_config('work_mem', $1, true) WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes($1)",
             &[DatumWithOid::from(least)],
-        );
-    })
-}
-
-/// `f` run with the setting `name` at `value`, the caller's value put back afterwards.
-fn with_setting<T>(client: &SpiClient<'_>, name: &str, value: &str, f: impl FnOnce() -> T) -> T {
-    restoring(client, name, f, || {
-        spi::one::<String>(
-            client,
-            "SELECT set_config($1, $2, true)",
-            &[DatumWithOid::from(name), DatumWithOid::from(value)],
         );
     })
 }
@@ -807,7 +869,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         // Weeks before this were pruned: there is nothing to compare them with.
         compare_from = compare_from.max(prev - 7 * (k as i32 - 1));
     }
-    let mut starts_by_location = with_work_mem(client, DIFF_WORK_MEM, || {
+    let (mut starts_by_location, suspects) = with_work_mem(client, DIFF_WORK_MEM, || {
         revision_starts(
             client,
             &source,
@@ -818,6 +880,9 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
             &last_kept,
         )
     });
+    if let (Some(prev), false) = (previous_end, suspects.is_empty()) {
+        refresh_prints(client, &source, twin.id, compare_from, prev, suspects);
+    }
     for (loc, last) in &last_kept {
         if *last < end_week {
             let behind = (*last + 7, false);
@@ -936,12 +1001,13 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         ));
         let rows_sql = format!(
             "SELECT s.loc, s.week_end, CASE WHEN bool_and(s.ok) THEN sum(s.v) END, count(*), count(DISTINCT s.t),
-                    min(s.v) FILTER (WHERE s.ok)
+                    min(s.v) FILTER (WHERE s.ok), bit_xor({print})
                FROM ({raw}) s JOIN unnest($3::text[], $4::date[]) AS p(loc, start)
                  ON p.loc = s.loc AND s.week_end >= p.start
               WHERE s.week_end <= $2
               GROUP BY s.loc, s.week_end ORDER BY s.loc COLLATE \"C\", s.week_end",
-            raw = source.raw_sql(Some((1, 2)))
+            raw = source.raw_sql(Some((1, 2))),
+            print = source.row_print_sql(),
         );
         let mut data = spi::ok(client.try_open_cursor(
             rows_sql.as_str(),
@@ -1011,6 +1077,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
                             n_rows: spi::ok(r.get::<i64>(4)).unwrap_or(0),
                             n_times: spi::ok(r.get::<i64>(5)).unwrap_or(0),
                             min_value: spi::ok(r.get::<f64>(6)),
+                            print: spi::ok(r.get::<i64>(7)).unwrap_or(0),
                         });
                     }
                     spi::free_tuptable();

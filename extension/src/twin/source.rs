@@ -95,15 +95,34 @@ impl Source {
         )
     }
 
+    /// A 64-bit hash of one row of `raw_sql` (its time and count; NULL and NaN hash alike,
+    /// both being a missing count). A location's rows are fingerprinted by the XOR of these
+    /// and their number, which the checkpoints keep per week (`rows_print`, `source_rows`): the
+    /// revision check then groups the table's rows by location only, one hash aggregate, instead
+    /// of first summing them into weeks (0.05-0.06 s against 0.20-0.23 s at county scale).
+    pub fn row_print_sql(&self) -> String {
+        let seed = match self.kind {
+            TimeKind::Date => "(t - DATE '2000-01-01')".to_string(),
+            // Seconds since 1970 (exact to the microsecond in a float8 for any current date),
+            // whatever the session's time zone.
+            TimeKind::Timestamp | TimeKind::Timestamptz => {
+                "hashfloat8extended(date_part('epoch', t), 0)".to_string()
+            }
+        };
+        format!("hashfloat8extended(coalesce(v, 'NaN'::float8), {seed})")
+    }
+
     /// One row per (location, week): the week's count (NULL when any row of the week is NULL or
     /// NaN), the number of rows, of distinct times, and the smallest value, for validation.
     pub fn weekly_sql(&self, weeks: Option<(usize, usize)>) -> String {
         format!(
             "SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value,
-                    count(*) AS n_rows, count(DISTINCT t) AS n_times, min(v) FILTER (WHERE ok) AS min_value
-               FROM ({}) s
+                    count(*) AS n_rows, count(DISTINCT t) AS n_times, min(v) FILTER (WHERE ok) AS min_value,
+                    bit_xor({print}) AS print
+               FROM ({raw}) s
               GROUP BY loc, week_end",
-            self.raw_sql(weeks)
+            print = self.row_print_sql(),
+            raw = self.raw_sql(weeks)
         )
     }
 
