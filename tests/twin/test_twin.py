@@ -273,6 +273,30 @@ def test_daily_rows_and_timestamps_are_bucketed_into_weeks(conn):
     assert rows[0] == ("2023-01-07", 70.0) and rows[-1] == ("2023-03-04", 70.0) and len(rows) == 9
 
 
+@pytest.mark.parametrize("not_null", [False, True])
+def test_through_mid_week_takes_complete_weeks_only(conn, not_null):
+    """The span of the data comes from the time column's minimum and maximum; a `through` in the
+    middle of a week stops at the week before it, whatever rows that week already has."""
+    conn.execute("CREATE TABLE locs AS SELECT 'A'::text AS location, 1e6::numeric AS population")
+    conn.execute(
+        """CREATE TABLE daily AS SELECT ts::date AS day, 'A'::text AS loc, 10::int AS n
+             FROM generate_series('2023-01-01'::date, '2023-03-08', '1 day') ts"""
+    )
+    if not_null:  # no row can lack a time or location: the check for such rows is skipped
+        conn.execute("ALTER TABLE daily ALTER day SET NOT NULL, ALTER loc SET NOT NULL")
+    conn.execute("SELECT enkf.create_twin('d', 'daily', 'locs', 'day', 'loc', 'n', members => 10)")
+    run = conn.execute("SELECT * FROM enkf.assimilate('d', '2023-02-08 12:00+00')").fetchone()
+    assert run[1:3] == (1, 5) and str(run[4])[:10] == "2023-02-04"
+    run = conn.execute("SELECT * FROM enkf.assimilate('d', '2023-03-04')").fetchone()
+    assert run[1:3] == (1, 4) and str(run[4])[:10] == "2023-03-04"
+    # Everything: the rows of the unfinished week ending 2023-03-11 are assimilated as that week.
+    run = conn.execute("SELECT * FROM enkf.assimilate('d', '2023-03-20')").fetchone()
+    assert str(run[4])[:10] == "2023-03-11"
+    if not not_null:
+        conn.execute("INSERT INTO daily VALUES (NULL, 'A', 3)")
+        assert sqlstate(conn, "SELECT * FROM enkf.assimilate('d', '2023-03-20')")[0] == "22004"
+
+
 # --- forecasts, scores, views ------------------------------------------------------------------
 
 

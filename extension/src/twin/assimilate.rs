@@ -674,46 +674,10 @@ fn refresh_prints(
     );
 }
 
-/// `f` run with work_mem at least `least`, the caller's setting put back afterwards (for the
-/// rest of the transaction: an error in `f` ends it anyway).
-fn with_work_mem<T>(client: &SpiClient<'_>, least: &str, f: impl FnOnce() -> T) -> T {
-    restoring(client, "work_mem", f, || {
-        spi::one::<String>(
-            client,
-            "SELECT set_config('work_mem', $1, true) WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes($1)",
-            &[DatumWithOid::from(least)],
-        );
-    })
-}
-
-/// `f` run after `change` altered the setting `name` for the transaction, the value from before
-/// put back afterwards.
-fn restoring<T>(
-    client: &SpiClient<'_>,
-    name: &str,
-    f: impl FnOnce() -> T,
-    change: impl FnOnce(),
-) -> T {
-    let before = spi::one::<String>(
-        client,
-        "SELECT current_setting($1)",
-        &[DatumWithOid::from(name)],
-    );
-    change();
-    let out = f();
-    if let Some(before) = before {
-        spi::one::<String>(
-            client,
-            "SELECT set_config($1, $2, true)",
-            &[DatumWithOid::from(name), DatumWithOid::from(before)],
-        );
-    }
-    out
-}
-
-/// The least work_mem the revision check runs with: both of its passes group every (location,
-/// week) of the table, which at county scale (3,143 locations x 100 weeks) spills to disk with
-/// the default 4 MB and takes twice as long.
+/// The least work_mem the revision check runs with: its passes aggregate every row of the table
+/// and of the twin's checkpoints, and the week-by-week comparison joins them; at county scale
+/// (3,143 locations x 100 weeks) that spilled to disk with the default 4 MB and took twice as
+/// long.
 const DIFF_WORK_MEM: &str = "64MB";
 
 type AssimilateRow = (
@@ -755,7 +719,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
     let clock = std::time::Instant::now();
     let twin = catalog::load(client, name);
     catalog::lock(client, twin.id);
-    let kind = catalog::check_observations(
+    let columns = catalog::check_observations(
         client,
         &twin.observations,
         &twin.time_column,
@@ -763,7 +727,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         &twin.value_column,
     );
     catalog::check_locations(client, &twin.locations);
-    let source = Source::new(&twin, kind, catalog::timescaledb_schema(client));
+    let source = Source::new(&twin, columns.kind, catalog::timescaledb_schema(client));
     let through_day = spi::one::<Date>(
         client,
         "SELECT ($1::timestamptz)::date",
@@ -773,35 +737,10 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
     .unwrap_or(i32::MAX);
     let populations = populations(client, &twin);
 
-    // The span of the data, and rows that cannot be placed.
-    let summary = spi::select(
-        client,
-        &format!(
-            "SELECT min(week_end), max(week_end) FILTER (WHERE week_end <= $1), count(*),
-                    count(*) FILTER (WHERE loc IS NULL OR week_end IS NULL)
-               FROM ({}) w",
-            source.raw_sql(None)
-        ),
-        &[DatumWithOid::from(date(through_day))],
-        |r| {
-            Ok((
-                r.get::<Date>(1)?,
-                r.get::<Date>(2)?,
-                r.get::<i64>(3)?.unwrap_or(0),
-                r.get::<i64>(4)?.unwrap_or(0),
-            ))
-        },
-    );
-    let (first, last, count, unplaced) = summary.into_iter().next().unwrap_or((None, None, 0, 0));
-    if count == 0 {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("observations: {} has no rows the caller can read", twin.observations),
-            None,
-            "load surveillance counts first; if rows exist, check the caller's SELECT grant and row-level security policies",
-        );
-    }
-    if unplaced > 0 {
+    // Rows that cannot be placed (not looked for when the columns are NOT NULL), then the span
+    // of the data.
+    if !columns.always_placed && spi::one::<bool>(client, &source.unplaced_sql(), &[]) == Some(true)
+    {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!(
@@ -810,6 +749,23 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
             ),
             None,
             "every row needs a time and a location; filter such rows out with a view",
+        );
+    }
+    let (first, last) = spi::select(
+        client,
+        &source.span_sql(),
+        &[DatumWithOid::from(date(source.last_week_end(through_day)))],
+        |r| Ok((r.get::<Date>(1)?, r.get::<Date>(2)?)),
+    )
+    .into_iter()
+    .next()
+    .unwrap_or((None, None));
+    if first.is_none() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("observations: {} has no rows the caller can read", twin.observations),
+            None,
+            "load surveillance counts first; if rows exist, check the caller's SELECT grant and row-level security policies",
         );
     }
     let first = first.map(|d| d.to_pg_epoch_days()).unwrap_or_default();
@@ -869,7 +825,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         // Weeks before this were pruned: there is nothing to compare them with.
         compare_from = compare_from.max(prev - 7 * (k as i32 - 1));
     }
-    let (mut starts_by_location, suspects) = with_work_mem(client, DIFF_WORK_MEM, || {
+    let (mut starts_by_location, suspects) = spi::with_work_mem(client, DIFF_WORK_MEM, |client| {
         revision_starts(
             client,
             &source,

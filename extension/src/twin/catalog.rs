@@ -91,6 +91,13 @@ pub fn lock(client: &SpiClient<'_>, twin_id: i64) {
     );
 }
 
+/// What the observation table's columns guarantee.
+pub struct ObservationColumns {
+    pub kind: TimeKind,
+    /// The time and location columns are both NOT NULL: every row can be placed in a week.
+    pub always_placed: bool,
+}
+
 /// How the time column is turned into a calendar date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeKind {
@@ -102,16 +109,22 @@ pub enum TimeKind {
 
 struct Column {
     type_name: String,
+    not_null: bool,
 }
 
 fn column(client: &SpiClient<'_>, relation: &str, column_name: &str) -> Option<Column> {
     spi::select(
         client,
-        "SELECT format_type(a.atttypid, NULL)
+        "SELECT format_type(a.atttypid, NULL), a.attnotnull
            FROM pg_catalog.pg_attribute a
           WHERE a.attrelid = $1::regclass AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
         &[DatumWithOid::from(relation), DatumWithOid::from(column_name)],
-        |r| Ok(Column { type_name: r.get::<String>(1)?.unwrap_or_default() }),
+        |r| {
+            Ok(Column {
+                type_name: r.get::<String>(1)?.unwrap_or_default(),
+                not_null: r.get::<bool>(2)?.unwrap_or(false),
+            })
+        },
     )
     .into_iter()
     .next()
@@ -142,7 +155,7 @@ pub fn check_observations(
     time: &str,
     location: &str,
     value: &str,
-) -> TimeKind {
+) -> ObservationColumns {
     let t = column(client, relation, time)
         .unwrap_or_else(|| missing_column("time_column", relation, time));
     let kind = match t.type_name.as_str() {
@@ -179,7 +192,10 @@ pub fn check_observations(
             "a numeric type (integer, numeric, real or double precision)",
         );
     }
-    kind
+    ObservationColumns {
+        kind,
+        always_placed: t.not_null && l.not_null,
+    }
 }
 
 /// Checks the locations table: columns `location` and `population`.

@@ -72,14 +72,14 @@ fn score(
     let name = twin.unwrap_or_else(|| null_argument("twin"));
     let rows = Spi::connect(|client| {
         let twin = catalog::load(client, name);
-        let kind = catalog::check_observations(
+        let columns = catalog::check_observations(
             client,
             &twin.observations,
             &twin.time_column,
             &twin.location_column,
             &twin.value_column,
         );
-        let source = Source::new(&twin, kind, catalog::timescaledb_schema(client));
+        let source = Source::new(&twin, columns.kind, catalog::timescaledb_schema(client));
         let query = format!(
             "WITH o AS (SELECT loc, week_end, value FROM ({}) w WHERE value IS NOT NULL)
              SELECT f.location, f.horizon, f.reference_date, f.quantile_levels, f.quantile_values,

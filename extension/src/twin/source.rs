@@ -33,17 +33,23 @@ impl Source {
         }
     }
 
-    fn date_expr(&self) -> String {
+    /// The calendar date of a time value (`time_expr`: the time column or a value of its type).
+    fn date_expr(&self, time_expr: &str) -> String {
         match self.kind {
-            TimeKind::Date => format!("src.{}", self.time),
-            TimeKind::Timestamp => format!("(src.{})::date", self.time),
-            TimeKind::Timestamptz => format!("(src.{} AT TIME ZONE 'UTC')::date", self.time),
+            TimeKind::Date => time_expr.to_string(),
+            TimeKind::Timestamp => format!("({time_expr})::date"),
+            TimeKind::Timestamptz => format!("({time_expr} AT TIME ZONE 'UTC')::date"),
         }
     }
 
     /// The week end on or after a row's date.
     fn week_expr(&self) -> String {
-        let d = self.date_expr();
+        self.week_of(&format!("src.{}", self.time))
+    }
+
+    /// The week end on or after the date of a time value.
+    fn week_of(&self, time_expr: &str) -> String {
+        let d = self.date_expr(time_expr);
         let anchor = enkf_core::dates::iso(self.anchor);
         match &self.timescaledb {
             // time_bucket(interval, date, origin date) returns the start of the 7-day bucket
@@ -112,6 +118,50 @@ impl Source {
         format!("hashfloat8extended(coalesce(v, 'NaN'::float8), {seed})")
     }
 
+    /// The last week end on or before `day` (a PostgreSQL day number; the infinite dates, and
+    /// days too early to have a week end before them in PostgreSQL's range, are kept as they are).
+    pub fn last_week_end(&self, day: i32) -> i32 {
+        // 4714-11-24 BC, the first day PostgreSQL's dates can hold.
+        const FIRST_DATE: i64 = -2_451_545;
+        if day == i32::MAX || day == i32::MIN {
+            return day;
+        }
+        let end = day as i64 - (day as i64 - self.anchor as i64).rem_euclid(7);
+        if end < FIRST_DATE {
+            day
+        } else {
+            end as i32
+        }
+    }
+
+    /// The week of the table's first row, and that of its last row dated on or before date
+    /// parameter `$1` (a week end: `last_week_end`): a minimum and a maximum of the time column,
+    /// which an index on it (TimescaleDB makes one on every hypertable) answers without reading
+    /// the table.
+    pub fn span_sql(&self) -> String {
+        let last_end = "$1::date";
+        format!(
+            "SELECT {first}, {last}
+               FROM (SELECT (SELECT min(src.{time}) FROM {rel} AS src) AS first_time,
+                            (SELECT max(src.{time}) FROM {rel} AS src WHERE {bound}) AS last_time) span",
+            first = self.week_of("span.first_time"),
+            last = self.week_of("span.last_time"),
+            time = self.time,
+            rel = self.relation,
+            bound = self.time_bound("<", &format!("({last_end} + 1)")),
+        )
+    }
+
+    /// Whether a row has no time or no location (it cannot be placed in a week).
+    pub fn unplaced_sql(&self) -> String {
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {rel} AS src WHERE src.{time} IS NULL OR src.{loc} IS NULL)",
+            rel = self.relation,
+            time = self.time,
+            loc = self.location,
+        )
+    }
+
     /// One row per (location, week): the week's count (NULL when any row of the week is NULL or
     /// NaN), the number of rows, of distinct times, and the smallest value, for validation.
     pub fn weekly_sql(&self, weeks: Option<(usize, usize)>) -> String {
@@ -143,5 +193,33 @@ mod unit {
     #[test]
     fn anchor_is_a_saturday_for_mmwr_weeks() {
         assert_eq!(enkf_core::dates::iso(0), "2000-01-01");
+    }
+
+    #[test]
+    fn last_week_end_on_or_before_a_day() {
+        let source = |anchor| super::Source {
+            relation: "obs".into(),
+            time: "time".into(),
+            location: "location".into(),
+            value: "value".into(),
+            kind: super::TimeKind::Date,
+            anchor,
+            timescaledb: None,
+        };
+        let saturdays = source(0);
+        // 2000-01-01 is a Saturday: itself; the Friday after goes back to it, the next
+        // Saturday is its own; days before 2000 too.
+        assert_eq!(saturdays.last_week_end(0), 0);
+        assert_eq!(saturdays.last_week_end(6), 0);
+        assert_eq!(saturdays.last_week_end(7), 7);
+        assert_eq!(saturdays.last_week_end(-1), -7);
+        assert_eq!(saturdays.last_week_end(-8), -14);
+        // Weeks ending on Wednesdays (anchor 2000-01-05).
+        assert_eq!(source(4).last_week_end(3), -3);
+        assert_eq!(source(4).last_week_end(4), 4);
+        // Infinite dates and the first dates PostgreSQL holds are kept.
+        assert_eq!(saturdays.last_week_end(i32::MAX), i32::MAX);
+        assert_eq!(saturdays.last_week_end(i32::MIN), i32::MIN);
+        assert_eq!(saturdays.last_week_end(-2_451_545), -2_451_545);
     }
 }

@@ -83,6 +83,41 @@ pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
         .flatten()
 }
 
+/// `f` run with work_mem at least `least` for the transaction, the caller's setting put back
+/// afterwards (an error in `f` ends the transaction, which puts it back too).
+pub fn with_work_mem<'c, T>(
+    client: &mut SpiClient<'c>,
+    least: &str,
+    f: impl FnOnce(&mut SpiClient<'c>) -> T,
+) -> T {
+    let before = raise_work_mem(client, least);
+    let out = f(client);
+    restore_work_mem(client, before);
+    out
+}
+
+/// Raises work_mem to at least `least` for the transaction; returns the setting before.
+pub fn raise_work_mem(client: &SpiClient<'_>, least: &str) -> Option<String> {
+    let before = one::<String>(client, "SELECT current_setting('work_mem')", &[]);
+    one::<String>(
+        client,
+        "SELECT set_config('work_mem', $1, true) WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes($1)",
+        &[DatumWithOid::from(least)],
+    );
+    before
+}
+
+/// Puts back the work_mem `raise_work_mem` returned.
+pub fn restore_work_mem(client: &SpiClient<'_>, before: Option<String>) {
+    if let Some(before) = before {
+        one::<String>(
+            client,
+            "SELECT set_config('work_mem', $1, true)",
+            &[DatumWithOid::from(before)],
+        );
+    }
+}
+
 /// The VALUES list of a multi-row INSERT: `rows` tuples, each the shared parameters `$1..$shared`
 /// followed by `per_row` parameters of its own, numbered on from `$shared + 1`.
 pub fn values_placeholders(shared: usize, per_row: usize, rows: usize) -> String {
