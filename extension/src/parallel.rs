@@ -6,7 +6,8 @@
 //! started with every signal blocked, so that cancel and timeouts keep reaching the backend's
 //! thread, and are kept for the life of the backend: starting a thread costs about 0.05 ms,
 //! as much as the work a second core saves on a 1,000 x 100 ETKF; handing a job to a parked
-//! worker costs a few microseconds.
+//! worker costs a few microseconds. `pipeline` lets the backend's thread read and write one
+//! batch through SPI while the workers compute the previous one.
 
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -150,6 +151,138 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
         .collect();
     run_all(jobs, threads);
     parts.into_iter().flatten().collect()
+}
+
+/// Locations claimed at a time by a thread computing a pipelined batch: small enough to share
+/// a batch evenly, large enough that claiming costs nothing next to the work.
+const CLAIM: usize = 8;
+
+/// A batch being computed by workers and this thread together: each claims `CLAIM` items at a
+/// time and files their results under the first item's index.
+struct Shared<T, R> {
+    items: Vec<T>,
+    next: std::sync::atomic::AtomicUsize,
+    results: Mutex<Vec<(usize, Vec<R>)>>,
+}
+
+impl<T, R> Shared<T, R> {
+    fn work(&self, f: &(impl Fn(&T) -> R + ?Sized)) {
+        loop {
+            let start = self
+                .next
+                .fetch_add(CLAIM, std::sync::atomic::Ordering::Relaxed);
+            if start >= self.items.len() {
+                return;
+            }
+            let end = (start + CLAIM).min(self.items.len());
+            let out: Vec<R> = self.items[start..end].iter().map(f).collect();
+            self.results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((start, out));
+        }
+    }
+}
+
+/// Waits for the workers of a batch when dropped: on every path out of `pipeline`, unwinding
+/// included, no worker is left using `f` or the batch.
+struct Joined(Option<Arc<Latch>>);
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Some(latch) = self.0.take() {
+            let _ = latch.wait();
+        }
+    }
+}
+
+/// Computes `f` over batches that `next` fetches (an empty batch ends), handing each batch and
+/// its results, in order, to `done`, with this thread's database work overlapping the
+/// workers' computing: while the workers compute batch k, this thread runs `done` for batch
+/// k - 1 and `next` for batch k + 1, then helps finish batch k. `next` and `done` run on this
+/// thread only (they may use SPI). With `enkf.threads = 1` the batches are simply computed in
+/// turn. Results are those of `f` on each item, whatever the threads.
+pub fn pipeline<T: Send + Sync + 'static, R: Send + 'static>(
+    mut next: impl FnMut() -> Vec<T>,
+    f: impl Fn(&T) -> R + Sync,
+    mut done: impl FnMut(Vec<T>, Vec<R>),
+) {
+    let threads = guc::THREADS.get().max(1) as usize;
+    let senders = if threads > 1 {
+        workers(threads - 1)
+    } else {
+        Vec::new()
+    };
+    if senders.is_empty() {
+        loop {
+            let batch = next();
+            if batch.is_empty() {
+                return;
+            }
+            let out = batch.iter().map(&f).collect();
+            done(batch, out);
+        }
+    }
+    let f: &(dyn Fn(&T) -> R + Sync) = &f;
+    let mut batch = next();
+    let mut finished: Option<(Vec<T>, Vec<R>)> = None;
+    while !batch.is_empty() {
+        let shared = Arc::new(Shared {
+            items: batch,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            results: Mutex::new(Vec::new()),
+        });
+        let latch = Arc::new(Latch {
+            state: Mutex::new((0, None)),
+            done: Condvar::new(),
+        });
+        let mut joined = Joined(Some(latch.clone()));
+        for tx in &senders {
+            latch.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+            let (counted, mine) = (latch.clone(), shared.clone());
+            let task: Job<'_> = Box::new(move || {
+                let outcome = catch_unwind(AssertUnwindSafe(|| mine.work(f)));
+                // Let go of the batch before counting out: the backend takes it back whole.
+                drop(mine);
+                counted.finished(outcome.err());
+            });
+            // SAFETY: the task borrows `f`, which outlives this function; `joined` waits for
+            // the task to finish before this function returns or unwinds past this point.
+            let task: Task = unsafe { std::mem::transmute::<Job<'_>, Task>(task) };
+            if let Err(returned) = tx.send(task) {
+                (returned.0)();
+            }
+        }
+        // This thread's database work, while the workers compute.
+        if let Some((items, out)) = finished.take() {
+            done(items, out);
+        }
+        let following = next();
+        // Then it helps with what is left of the batch.
+        let ours = catch_unwind(AssertUnwindSafe(|| shared.work(f)));
+        let theirs = latch.wait();
+        joined.0 = None;
+        if let Err(panic) = ours {
+            resume_unwind(panic);
+        }
+        if let Some(panic) = theirs {
+            resume_unwind(panic);
+        }
+        let shared = match Arc::try_unwrap(shared) {
+            Ok(s) => s,
+            Err(_) => unreachable!("every worker has dropped its handle on the batch"),
+        };
+        let mut parts = shared
+            .results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        parts.sort_unstable_by_key(|p| p.0);
+        finished = Some((shared.items, parts.into_iter().flat_map(|p| p.1).collect()));
+        batch = following;
+    }
+    if let Some((items, out)) = finished {
+        done(items, out);
+    }
 }
 
 /// Threads for the dense products inside one large analysis (`enkf.threads` of them).

@@ -87,3 +87,30 @@ def test_statement_timeout_stops_a_threaded_assimilation(conn):
     assert checkpoints(conn, "big") == []
     done = conn.execute("SELECT locations FROM enkf.assimilate('big', '2022-12-31')").fetchone()
     assert done == (400,)
+
+
+def test_pipelined_forecast_matches_one_thread_and_stops_on_timeout(conn):
+    """With enkf.threads = 2 the forecast reads and writes batches of 200 locations while the
+    worker computes the previous one: results in order and equal to one thread's, over many
+    batches; a timeout in the middle stops it with nothing written and no worker left behind."""
+    make_data(conn, locations=1100, weeks=30, seed=3)
+    conn.execute("SELECT enkf.create_twin('p', 'obs', 'locs', members => 60)")
+    conn.execute("SELECT * FROM enkf.assimilate('p')").fetchall()
+    query = "SELECT location, reference_date, horizon, quantile, value FROM enkf.forecast('p')"
+    stored = ("SELECT model, location, horizon, quantile_values FROM enkf.forecasts"
+              " ORDER BY model, location, horizon")
+    one = conn.execute(query).fetchall()
+    one_stored = conn.execute(stored).fetchall()
+    conn.execute("SET enkf.threads = 2")
+    two = conn.execute(query).fetchall()
+    assert len(one) == 1100 * 4 * 23
+    assert two == one  # same values, and the rows in the same order (locations in byte order)
+    assert conn.execute(stored).fetchall() == one_stored
+    runs = conn.execute("SELECT count(*) FROM enkf.runs").fetchone()
+    conn.execute("SET statement_timeout = '150ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        conn.execute("SELECT count(*) FROM enkf.forecast('p', 52)")
+    conn.execute("RESET statement_timeout")
+    assert conn.execute(stored).fetchall() == one_stored
+    assert conn.execute("SELECT count(*) FROM enkf.runs").fetchone() == runs
+    assert conn.execute(query).fetchall() == one

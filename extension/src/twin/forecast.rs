@@ -153,13 +153,15 @@ fn run(
         ],
     ));
     let mut scratch = PgMemoryContexts::new("pg_enkf forecast");
+    let mut write_scratch = PgMemoryContexts::new("pg_enkf forecast writes");
     let mut out = Vec::new();
     let mut locations = 0;
     let mut reference: Option<i32> = None;
     let mut pending: Vec<Pending> = Vec::new();
     let clock = std::time::Instant::now();
-    let (mut t_read, mut t_compute, mut t_write) = (0.0f64, 0.0f64, 0.0f64);
-    loop {
+    let (mut t_read, mut t_write) = (0.0f64, 0.0f64);
+    // The next batch of locations: latest analysis and assimilated counts (read here).
+    let next = || -> Vec<LocationInput> {
         let t0 = std::time::Instant::now();
         let latest: Vec<(String, i32, Vec<f64>)> = unsafe {
             scratch.switch_to(|_| {
@@ -179,9 +181,6 @@ fn run(
             })
         };
         unsafe { scratch.reset() };
-        if latest.is_empty() {
-            break;
-        }
         // Each location's assimilated counts, from the second cursor (same order).
         let mut batch = Vec::with_capacity(latest.len());
         for (location, week, flat) in latest {
@@ -216,10 +215,6 @@ fn run(
                     }
                 }
             }
-            batch.push((location, week, flat, history));
-        }
-        pgrx::check_for_interrupts!();
-        for (location, _, flat, _) in &batch {
             if flat.len() != STATE_DIM * twin.members {
                 raise(
                     PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
@@ -228,27 +223,31 @@ fn run(
                     "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
                 );
             }
+            batch.push((location, week, flat, history));
         }
-        let t1 = std::time::Instant::now();
-        t_read += (t1 - t0).as_secs_f64();
-        // The twin's and the baseline's quantiles, computed per location on enkf.threads threads.
-        let computed = crate::parallel::map(&batch, |(location, last_week, flat, history)| {
-            let ens = DMatrix::from_row_slice(STATE_DIM, twin.members, flat);
-            // Population is implied by the compartments, which always sum to it.
-            let population: f64 = (0..4).map(|r| ens[(r, 0)]).sum();
-            let model = LocationModel::new(&twin.config, location, population);
-            let twin_q = model.forecast(&ens, *last_week, horizons, levels);
-            let loc_seed = location_seed(twin.config.seed, location);
-            let baseline = baseline_quantiles_all(
-                history,
-                horizons,
-                levels,
-                week_seed(loc_seed, *last_week, PURPOSE_BASELINE),
-            );
-            (twin_q, baseline)
-        });
-        let t2 = std::time::Instant::now();
-        t_compute += (t2 - t1).as_secs_f64();
+        pgrx::check_for_interrupts!();
+        t_read += t0.elapsed().as_secs_f64();
+        batch
+    };
+    // The twin's and the baseline's quantiles of one location (pure computation, on any thread).
+    let compute = |(location, last_week, flat, history): &LocationInput| {
+        let ens = DMatrix::from_row_slice(STATE_DIM, twin.members, flat);
+        // Population is implied by the compartments, which always sum to it.
+        let population: f64 = (0..4).map(|r| ens[(r, 0)]).sum();
+        let model = LocationModel::new(&twin.config, location, population);
+        let twin_q = model.forecast(&ens, *last_week, horizons, levels);
+        let loc_seed = location_seed(twin.config.seed, location);
+        let baseline = baseline_quantiles_all(
+            history,
+            horizons,
+            levels,
+            week_seed(loc_seed, *last_week, PURPOSE_BASELINE),
+        );
+        (twin_q, baseline)
+    };
+    // A computed batch's rows: returned, and stored (written here).
+    let done = |batch: Vec<LocationInput>, computed: Vec<Quantiles>| {
+        let t0 = std::time::Instant::now();
         for ((location, last_week, _, _), (twin_q, baseline)) in batch.into_iter().zip(computed) {
             let reference_date = last_week + 7;
             reference = Some(reference.map_or(reference_date, |r: i32| r.max(reference_date)));
@@ -282,20 +281,36 @@ fn run(
                 ));
             }
             if pending.len() >= WRITE_BATCH {
-                write(client, &mut scratch, twin.id, run_id, levels, &mut pending);
+                write(
+                    client,
+                    &mut write_scratch,
+                    twin.id,
+                    run_id,
+                    levels,
+                    &mut pending,
+                );
             }
             locations += 1;
         }
-        t_write += t2.elapsed().as_secs_f64();
-    }
+        t_write += t0.elapsed().as_secs_f64();
+    };
+    // Reading and writing overlap the computing when enkf.threads > 1.
+    crate::parallel::pipeline(next, compute, done);
     pgrx::debug1!(
-        "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s (read {t_read:.3} s, compute {t_compute:.3} s, write {t_write:.3} s)",
+        "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s (read {t_read:.3} s, write {t_write:.3} s, the rest computing or waiting for it)",
         clock.elapsed().as_secs_f64()
     );
     drop(cursor);
     drop(histories);
     spi::restore_work_mem(client, work_mem);
-    write(client, &mut scratch, twin.id, run_id, levels, &mut pending);
+    write(
+        client,
+        &mut write_scratch,
+        twin.id,
+        run_id,
+        levels,
+        &mut pending,
+    );
     spi::update(
         client,
         "INSERT INTO enkf.runs (run_id, twin_id, kind, status, started_at, source, config, config_hash,
@@ -318,6 +333,12 @@ fn run(
     );
     out
 }
+
+/// A location's latest analysis: (location, its week, the flat ensemble, assimilated counts).
+type LocationInput = (String, i32, Vec<f64>, Vec<f64>);
+
+/// The twin's and the baseline's quantiles of a location, per horizon.
+type Quantiles = (Vec<Vec<f64>>, Vec<Vec<f64>>);
 
 /// (reference date, model, location, horizon, target end date, quantile values)
 type Pending = (i32, &'static str, String, i32, i32, Vec<f64>);
