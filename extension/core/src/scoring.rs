@@ -135,6 +135,10 @@ pub fn baseline_quantiles_all(
         diffs.push(0.0);
     }
     const DRAWS: usize = 2000;
+    let (with_median, median) = match levels.iter().position(|l| *l == 0.5) {
+        Some(i) => (levels.to_vec(), i),
+        None => ([levels, &[0.5]].concat(), levels.len()),
+    };
     let mut out = Vec::with_capacity(steps);
     // One step ahead the distribution is the changes themselves: exact, no sampling.
     let mut samples: Vec<f64> = diffs.iter().map(|d| last + d).collect();
@@ -156,11 +160,10 @@ pub fn baseline_quantiles_all(
         }
         // The symmetrised changes centre the distribution on the last value; pin the median
         // there exactly and shift the other quantiles with it.
-        let q = quantiles_unsorted(&mut samples, levels);
-        let centre = match levels.iter().position(|l| *l == 0.5) {
-            Some(i) => q[i],
-            None => quantiles_unsorted(&mut samples, &[0.5])[0],
-        };
+        // The median with the other levels, in one call: the samples are scratch space for it.
+        let mut q = quantiles_unsorted(&mut samples, &with_median);
+        let centre = q[median];
+        q.truncate(levels.len());
         out.push(
             q.into_iter()
                 .map(|v| (v - centre + last).max(0.0))
@@ -247,6 +250,20 @@ mod tests {
                 want,
                 "n = {n}"
             );
+        }
+    }
+
+    #[test]
+    fn baseline_without_the_median_level_matches_the_full_levels() {
+        // Distinct values: a median taken from samples the other levels' selection had
+        // reordered (as it once was) would differ.
+        let history: Vec<f64> = (0..60)
+            .map(|k| 40.0 + 30.0 * (k as f64 / 6.0).sin() + (k as f64).sqrt())
+            .collect();
+        let full = baseline_quantiles_all(&history, 4, &FLUSIGHT_LEVELS, 9);
+        let some = baseline_quantiles_all(&history, 4, &[0.025, 0.25, 0.75, 0.975], 9);
+        for (h, (f, s)) in full.iter().zip(&some).enumerate() {
+            assert_eq!(*s, vec![f[1], f[6], f[16], f[21]], "horizon {h}");
         }
     }
 
