@@ -67,6 +67,13 @@ struct Latch {
 }
 
 impl Latch {
+    fn new() -> Arc<Latch> {
+        Arc::new(Latch {
+            state: Mutex::new((0, None)),
+            done: Condvar::new(),
+        })
+    }
+
     fn finished(&self, panic: Option<Box<dyn Any + Send>>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.0 -= 1;
@@ -97,10 +104,7 @@ fn run_all(jobs: Vec<Job<'_>>, threads: usize) {
         return;
     }
     let senders = workers(slots - 1);
-    let latch = Arc::new(Latch {
-        state: Mutex::new((0, None)),
-        done: Condvar::new(),
-    });
+    let latch = Latch::new();
     let mut mine = Vec::new();
     for (i, job) in jobs.into_iter().enumerate() {
         // Job i goes to slot i mod slots; slot 0, and any slot without a worker, is ours.
@@ -232,10 +236,7 @@ pub fn pipeline<T: Send + Sync + 'static, R: Send + 'static>(
             next: std::sync::atomic::AtomicUsize::new(0),
             results: Mutex::new(Vec::new()),
         });
-        let latch = Arc::new(Latch {
-            state: Mutex::new((0, None)),
-            done: Condvar::new(),
-        });
+        let latch = Latch::new();
         let mut joined = Joined(Some(latch.clone()));
         for tx in &senders {
             latch.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;

@@ -647,15 +647,13 @@ fn refresh_prints(
     spi::update(
         client,
         &format!(
-            "UPDATE enkf.checkpoints c SET rows_print = w.print, source_rows = w.n
-               FROM (SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value,
-                            bit_xor({print}) AS print, count(*)::int4 AS n
-                       FROM ({raw}) s WHERE loc = ANY($4) GROUP BY loc, week_end) w
-              WHERE c.twin_id = $3 AND c.location = w.loc AND c.week_end = w.week_end
+            "UPDATE enkf.checkpoints c SET rows_print = w.print, source_rows = w.n_rows
+               FROM ({weekly}) w
+              WHERE w.loc = ANY($4)
+                AND c.twin_id = $3 AND c.location = w.loc AND c.week_end = w.week_end
                 AND c.week_end BETWEEN $1 AND $2 AND c.observed IS NOT DISTINCT FROM w.value
-                AND (c.rows_print IS DISTINCT FROM w.print OR c.source_rows IS DISTINCT FROM w.n)",
-            print = source.row_print_sql(),
-            raw = source.raw_sql(Some((1, 2))),
+                AND (c.rows_print IS DISTINCT FROM w.print OR c.source_rows IS DISTINCT FROM w.n_rows)",
+            weekly = source.weekly_sql(Some((1, 2))),
         ),
         &args,
     );

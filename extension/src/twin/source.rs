@@ -139,7 +139,6 @@ impl Source {
     /// which an index on it (TimescaleDB makes one on every hypertable) answers without reading
     /// the table.
     pub fn span_sql(&self) -> String {
-        let last_end = "$1::date";
         format!(
             "SELECT {first}, {last}
                FROM (SELECT (SELECT min(src.{time}) FROM {rel} AS src) AS first_time,
@@ -148,7 +147,7 @@ impl Source {
             last = self.week_of("span.last_time"),
             time = self.time,
             rel = self.relation,
-            bound = self.time_bound("<", &format!("({last_end} + 1)")),
+            bound = self.time_bound("<", "($1::date + 1)"),
         )
     }
 
