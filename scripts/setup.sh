@@ -18,7 +18,7 @@ as_root() {
 # --- Debian packages --------------------------------------------------------------------------
 PACKAGES=(
     postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-15-pgaudit
-    postgresql-15-pgtap postgresql-15-cron libpostgresql-jdbc-java
+    postgresql-15-pgtap postgresql-15-cron libpostgresql-jdbc-java sqlsmith
     libclang-dev clang gcc make pkg-config libssl-dev openssl sudo ca-certificates
     python3 python3-venv python3-pip git dpkg-dev
 )

@@ -453,6 +453,9 @@ def test_bad_table_contents_raise_and_write_nothing(conn):
            "UPDATE locs SET population = 1e6 WHERE location = 'L00002'", "22004")
     expect("UPDATE locs SET population = 0 WHERE location = 'L00002'",
            "UPDATE locs SET population = 1e6 WHERE location = 'L00002'", "22023")
+    expect("UPDATE locs SET population = 1.1e10 WHERE location = 'L00002'",
+           "UPDATE locs SET population = 1e6 WHERE location = 'L00002'", "22023")
+    expect("INSERT INTO obs VALUES ('-infinity', 'L00001', 3)", "DELETE FROM obs WHERE time = '-infinity'", "22023")
     expect("INSERT INTO obs VALUES ('2023-03-04', 'ZZZ', 3)", "DELETE FROM obs WHERE location = 'ZZZ'", "23503")
     expect("INSERT INTO obs VALUES ('2023-03-04', NULL, 3)", "DELETE FROM obs WHERE location IS NULL", "22004")
     expect("ALTER TABLE obs RENAME COLUMN value TO v", "ALTER TABLE obs RENAME COLUMN v TO value", "42703")
@@ -460,3 +463,24 @@ def test_bad_table_contents_raise_and_write_nothing(conn):
     conn.execute("CREATE TABLE empty (time date, location text, value int)")
     conn.execute("SELECT enkf.create_twin('e', 'empty', 'locs')")
     assert sqlstate(conn, "SELECT * FROM enkf.assimilate('e')")[0] == "22023"
+
+
+def test_dates_at_the_limits_of_the_date_type(conn):
+    """Infinite times and dates near the end of type date: clear errors or well-defined
+    behaviour, never a value PostgreSQL cannot read back (found by tests/sql/test_fuzz.py)."""
+    # The last week would fall after 5874897-12-31.
+    got = sqlstate(conn, "SELECT * FROM enkf.synthetic_surveillance(1, 3, '5874897-12-18')")
+    assert got[0] == "22008" and "first_week" in got[1] and got[2], got
+    rows = conn.execute("SELECT time::text FROM enkf.synthetic_surveillance(1, 2, '5874897-12-24')").fetchall()
+    assert [r[0] for r in rows] == ["5874897-12-24", "5874897-12-31"]
+    make_data(conn, locations=2, weeks=30)
+    conn.execute("SELECT enkf.create_twin('t', 'obs', 'locs', members => 10)")
+    got = sqlstate(conn, "SELECT * FROM enkf.assimilate('t', '-infinity')")
+    assert got[0] == "22023" and "-infinity is before the first observation" in got[1], got
+    # A row at time 'infinity' falls in no week: assimilation up to any date leaves it out,
+    # and scoring reads only the weeks that forecasts target.
+    conn.execute("INSERT INTO obs VALUES ('infinity', 'L00001', 3)")
+    assert conn.execute("SELECT observations FROM enkf.assimilate('t', '2023-03-01')").fetchone() == (44,)
+    conn.execute("SELECT count(*) FROM enkf.forecast('t')")
+    assert conn.execute("SELECT observations FROM enkf.assimilate('t', 'infinity')").fetchone() == (16,)
+    assert len(conn.execute("SELECT * FROM enkf.score('t')").fetchall()) == 8

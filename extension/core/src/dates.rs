@@ -37,6 +37,12 @@ pub fn day_of_year(pg_days: i32) -> f64 {
 
 /// ISO 8601 text of a PostgreSQL day number.
 pub fn iso(pg_days: i32) -> String {
+    // PostgreSQL's infinite dates.
+    match pg_days {
+        i32::MAX => return "infinity".into(),
+        i32::MIN => return "-infinity".into(),
+        _ => {}
+    }
     let (y, m, d) = civil(pg_days);
     format!("{y:04}-{m:02}-{d:02}")
 }
@@ -48,6 +54,8 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(from_civil(2000, 1, 1), 0);
+        assert_eq!(iso(i32::MAX), "infinity");
+        assert_eq!(iso(i32::MIN), "-infinity");
         assert_eq!(civil(0), (2000, 1, 1));
         assert_eq!(iso(from_civil(2024, 2, 29)), "2024-02-29");
         assert_eq!(day_of_year(from_civil(2024, 12, 31)), 366.0);

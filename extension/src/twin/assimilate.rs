@@ -27,8 +27,25 @@ use super::spi;
 use crate::arrays::Float8Matrix;
 use crate::error::{null_argument, null_option, raise};
 
+/// The valid days of PostgreSQL's date type, counted from 2000-01-01: 4713-11-24 BC up to
+/// 5874897-12-31 (IS_VALID_DATE in PostgreSQL's datetime.h).
+pub(super) const DATE_DAYS: std::ops::Range<i32> = -2_451_545..2_147_483_494 - 2_451_545;
+
+/// A date from its day number (or an infinite date); a day outside the date type's range (a
+/// week end or forecast target computed from a date near its limits) raises 22008 instead of storing a value that
+/// PostgreSQL could neither print nor read back.
 pub(super) fn date(days: i32) -> Date {
-    // SAFETY: any i32 day number is a valid (if distant) PostgreSQL date.
+    // i32::MIN and i32::MAX are the dates -infinity and infinity.
+    if !DATE_DAYS.contains(&days) && days != i32::MIN && days != i32::MAX {
+        raise(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            format!("date out of range: day {days} from 2000-01-01"),
+            None,
+            "week ends and forecast targets must fall between 4713 BC and 5874897 AD: \
+             the table's times or the arguments are too close to the limits of type date",
+        );
+    }
+    // SAFETY: the day is inside the date type's range (checked above).
     unsafe { Date::from_pg_epoch_days(days) }
 }
 
@@ -428,7 +445,10 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Populations of the twin's locations, read under the caller; every one positive.
+/// The largest population a location may have (people).
+const MAX_POPULATION: f64 = 1e10;
+
+/// Populations of the twin's locations, read under the caller; every one in (0, 1e10].
 fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> {
     let rows = spi::select(
         client,
@@ -455,14 +475,15 @@ fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> {
                 None,
                 "every location needs its population (people), used to scale the compartments",
             ),
-            Some(p) if !(p.is_finite() && p > 0.0) => raise(
+            // Above the world's population the compartments' variances overflow float8.
+            Some(p) if !(p.is_finite() && p > 0.0 && p <= MAX_POPULATION) => raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!(
                     "locations: population of \"{loc}\" in {} is {p}",
                     twin.locations
                 ),
                 None,
-                "populations must be positive numbers",
+                "populations must be numbers of people: positive, at most 10 billion",
             ),
             Some(p) => {
                 out.insert(loc, p);
@@ -749,15 +770,26 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
             "every row needs a time and a location; filter such rows out with a view",
         );
     }
-    let (first, last) = spi::select(
+    let (first, last, finite) = spi::select(
         client,
         &source.span_sql(),
         &[DatumWithOid::from(date(source.last_week_end(through_day)))],
-        |r| Ok((r.get::<Date>(1)?, r.get::<Date>(2)?)),
+        |r| Ok((r.get::<Date>(1)?, r.get::<Date>(2)?, r.get::<bool>(3)?)),
     )
     .into_iter()
     .next()
-    .unwrap_or((None, None));
+    .unwrap_or((None, None, None));
+    if finite == Some(false) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "observations: {} has a row whose {} is infinite",
+                twin.observations, twin.time_column
+            ),
+            None,
+            "every row needs a finite time to fall in a week; filter such rows out with a view",
+        );
+    }
     if first.is_none() {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

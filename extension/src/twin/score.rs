@@ -11,7 +11,6 @@ use enkf_core::scoring::{at_level, covered, wis};
 use pgrx::datum::{Date, DatumWithOid};
 use pgrx::prelude::*;
 
-use super::assimilate::date;
 use super::catalog;
 use super::source::Source;
 use super::spi;
@@ -80,6 +79,24 @@ fn score(
             &twin.value_column,
         );
         let source = Source::new(&twin, columns.kind, catalog::timescaledb_schema(client));
+        // Only the weeks that forecasts target are read from the table (which also leaves out
+        // rows that no week holds, such as an infinite time).
+        let targets = spi::select(
+            client,
+            "SELECT min(target_end_date), max(target_end_date) FROM enkf.forecasts
+              WHERE twin_id = $1 AND model = 'enkf'
+                AND ($2::date IS NULL OR reference_date >= $2) AND ($3::date IS NULL OR reference_date <= $3)",
+            &[
+                DatumWithOid::from(twin.id),
+                reference_from.map_or(DatumWithOid::null::<Date>(), DatumWithOid::from),
+                reference_to.map_or(DatumWithOid::null::<Date>(), DatumWithOid::from),
+            ],
+            |r| Ok((r.get::<Date>(1)?, r.get::<Date>(2)?)),
+        );
+        let (first_target, last_target) = match targets.first() {
+            Some((Some(a), Some(b))) => (*a, *b),
+            _ => return Vec::new(),
+        };
         let query = format!(
             "WITH o AS (SELECT loc, week_end, value FROM ({}) w WHERE value IS NOT NULL)
              SELECT f.location, f.horizon, f.reference_date, f.quantile_levels, f.quantile_values,
@@ -91,7 +108,7 @@ fn score(
               WHERE f.twin_id = $1 AND f.model = 'enkf'
                 AND ($2::date IS NULL OR f.reference_date >= $2) AND ($3::date IS NULL OR f.reference_date <= $3)
               ORDER BY f.location, f.horizon, f.reference_date",
-            source.weekly_sql(None)
+            source.weekly_sql(Some((4, 5)))
         );
         let mut cursor = spi::ok(client.try_open_cursor(
             query.as_str(),
@@ -99,6 +116,8 @@ fn score(
                 DatumWithOid::from(twin.id),
                 reference_from.map_or(DatumWithOid::null::<Date>(), DatumWithOid::from),
                 reference_to.map_or(DatumWithOid::null::<Date>(), DatumWithOid::from),
+                DatumWithOid::from(first_target),
+                DatumWithOid::from(last_target),
             ],
         ));
         let mut acc: BTreeMap<(String, i32), Acc> = BTreeMap::new();
@@ -136,7 +155,6 @@ fn score(
             spi::free_tuptable();
         }
         drop(cursor);
-        let _ = date(0);
         acc.into_iter()
             .map(|((location, horizon), a)| {
                 let n = a.n as f64;

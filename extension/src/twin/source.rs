@@ -138,11 +138,14 @@ impl Source {
     /// parameter `$1` (a week end: `last_week_end`): a minimum and a maximum of the time column,
     /// which an index on it (TimescaleDB makes one on every hypertable) answers without reading
     /// the table.
+    /// The third column is false when either of those times is infinite (no week holds it).
     pub fn span_sql(&self) -> String {
         format!(
-            "SELECT {first}, {last}
-               FROM (SELECT (SELECT min(src.{time}) FROM {rel} AS src) AS first_time,
-                            (SELECT max(src.{time}) FROM {rel} AS src WHERE {bound}) AS last_time) span",
+            "SELECT CASE WHEN finite THEN {first} END, CASE WHEN finite THEN {last} END, finite
+               FROM (SELECT first_time, last_time,
+                            coalesce(isfinite(first_time), true) AND coalesce(isfinite(last_time), true) AS finite
+                       FROM (SELECT (SELECT min(src.{time}) FROM {rel} AS src) AS first_time,
+                                    (SELECT max(src.{time}) FROM {rel} AS src WHERE {bound}) AS last_time) t) span",
             first = self.week_of("span.first_time"),
             last = self.week_of("span.last_time"),
             time = self.time,

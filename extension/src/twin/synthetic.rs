@@ -62,6 +62,16 @@ fn synthetic_surveillance(
             "e.g. '2022-10-01', a Saturday",
         );
     }
+    // The last week end must be a date too (a row with an out-of-range date cannot be read back).
+    let last = first_week.to_pg_epoch_days() as i64 + 7 * (weeks as i64 - 1);
+    if last >= super::assimilate::DATE_DAYS.end as i64 {
+        raise(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            format!("first_week plus {weeks} weeks passes the last valid date, 5874897-12-31"),
+            None,
+            "choose an earlier first_week or fewer weeks",
+        );
+    }
     let cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
     let spec = SyntheticSpec {
         locations: locations as usize,
