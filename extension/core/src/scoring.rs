@@ -276,6 +276,52 @@ mod tests {
         assert!((quantile_sorted(&s, 0.25) - 1.75).abs() < 1e-12);
     }
 
+    /// Multi-quickselect gives the order statistics of a full sort, bit for bit, whatever the
+    /// values: signed zeros, infinities, NaN, ties, subnormals.
+    #[test]
+    fn quantiles_unsorted_equal_those_of_a_full_sort() {
+        use crate::rng::{index, normal, uniform};
+        let mut rng = seeded(5);
+        let edges = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            5e-324,
+            -5e-324,
+            1e308,
+            -1e308,
+            3.0,
+        ];
+        let mut levels = FLUSIGHT_LEVELS.to_vec();
+        levels.extend([0.0, 1.0, 1e-9]);
+        for n in [1usize, 2, 3, 7, 100, 257, 1000, 2001] {
+            for case in 0..5 {
+                let samples: Vec<f64> = (0..n)
+                    .map(|_| match case {
+                        0 => normal(&mut rng) * 100.0,
+                        1 => (uniform(&mut rng) * 5.0).floor(), // ties
+                        2 => edges[index(&mut rng, edges.len())],
+                        3 => normal(&mut rng) * 1e-310, // subnormal
+                        _ => -uniform(&mut rng),
+                    })
+                    .collect();
+                let mut sorted = samples.clone();
+                sorted.sort_by(|a, b| a.total_cmp(b));
+                let want: Vec<u64> = levels
+                    .iter()
+                    .map(|&p| quantile_sorted(&sorted, p).to_bits())
+                    .collect();
+                let got: Vec<u64> = quantiles_unsorted(&mut samples.clone(), &levels)
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(got, want, "n {n}, case {case}");
+            }
+        }
+    }
+
     #[test]
     fn coverage_uses_central_intervals() {
         let v: Vec<f64> = FLUSIGHT_LEVELS.iter().map(|p| p * 100.0).collect();
