@@ -3,8 +3,8 @@ result or raises an ERROR with one of the documented SQLSTATEs. Never an interna
 (XX000, which is what a Rust panic becomes), never a lost connection, never a half-written run.
 
 The arguments come from seeded generators (same cases on every run) that mix valid values with
-the edges: empty arrays and arrays of other dimensions, non-1 lower bounds, NULL elements, NaN, infinities, values
-near the float8 and date limits, extreme sizes, random configuration documents.
+the edges: empty arrays and arrays of other dimensions, non-1 lower bounds, NULL elements, NaN,
+infinities, values near the float8 and date limits, extreme sizes, random configurations.
 """
 
 from __future__ import annotations
@@ -136,8 +136,10 @@ def call(conn, sql: str, params=None):
         if DEBUG:
             print(state, e.diag.message_primary[:150], params)
         assert state in ALLOWED, f"{state} {e.diag.message_primary!r} for {sql} {params}"
-        # A message that says what is wrong; a HINT for pg_enkf's own checks.
         assert e.diag.message_primary
+        # pg_enkf's own refusals (reported from its function "pg_enkf") always carry a HINT.
+        if e.diag.source_function == "pg_enkf":
+            assert e.diag.message_hint, f"no hint: {e.diag.message_primary!r} for {params}"
     assert state in ALLOWED, f"{state} for {sql} {params}"
     return None, state
 

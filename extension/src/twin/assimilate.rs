@@ -22,32 +22,11 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::catalog::{self, Twin};
+use super::dates::date;
 use super::source::Source;
 use super::spi;
 use crate::arrays::Float8Matrix;
 use crate::error::{null_argument, null_option, raise};
-
-/// The valid days of PostgreSQL's date type, counted from 2000-01-01: 4713-11-24 BC up to
-/// 5874897-12-31 (IS_VALID_DATE in PostgreSQL's datetime.h).
-pub(super) const DATE_DAYS: std::ops::Range<i32> = -2_451_545..2_147_483_494 - 2_451_545;
-
-/// A date from its day number (or an infinite date); a day outside the date type's range (a
-/// week end or forecast target computed from a date near its limits) raises 22008 instead of storing a value that
-/// PostgreSQL could neither print nor read back.
-pub(super) fn date(days: i32) -> Date {
-    // i32::MIN and i32::MAX are the dates -infinity and infinity.
-    if !DATE_DAYS.contains(&days) && days != i32::MIN && days != i32::MAX {
-        raise(
-            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
-            format!("date out of range: day {days} from 2000-01-01"),
-            None,
-            "week ends and forecast targets must fall between 4713 BC and 5874897 AD: \
-             the table's times or the arguments are too close to the limits of type date",
-        );
-    }
-    // SAFETY: the day is inside the date type's range (checked above).
-    unsafe { Date::from_pg_epoch_days(days) }
-}
 
 pub(super) fn timestamptz_of(
     client: &SpiClient<'_>,

@@ -12,8 +12,8 @@ use pgrx::memcxt::PgMemoryContexts;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::assimilate::date;
 use super::catalog;
+use super::dates::date;
 use super::spi;
 use crate::arrays::vector_arg;
 use crate::error::{null_argument, null_option, raise};

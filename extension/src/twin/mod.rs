@@ -5,6 +5,7 @@
 mod assimilate;
 mod catalog;
 mod create;
+mod dates;
 mod forecast;
 mod score;
 mod source;

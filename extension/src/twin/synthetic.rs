@@ -6,7 +6,7 @@ use enkf_core::twin::TwinConfig;
 use pgrx::datum::{Date, JsonB};
 use pgrx::prelude::*;
 
-use super::assimilate::date;
+use super::dates::{date, valid_day};
 use crate::error::{null_option, raise, OrRaise};
 
 #[pg_extern(
@@ -64,7 +64,7 @@ fn synthetic_surveillance(
     }
     // The last week end must be a date too (a row with an out-of-range date cannot be read back).
     let last = first_week.to_pg_epoch_days() as i64 + 7 * (weeks as i64 - 1);
-    if last >= super::assimilate::DATE_DAYS.end as i64 {
+    if !valid_day(last) {
         raise(
             PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             format!("first_week plus {weeks} weeks passes the last valid date, 5874897-12-31"),
