@@ -18,6 +18,15 @@ COMMENT ON FUNCTION enkf.score(text, date, date) IS
 COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb) IS
 'Synthetic weekly admissions from the seirh model with known parameters (beta, ihr per location), for tests and demos: never real data.';
 
+COMMENT ON FUNCTION enkf.record_failed_run(text, text, timestamptz, text) IS
+'Records a failed attempt at a twin''s assimilation or forecast (kind) that started at started_at, with the caller''s identity and the error''s SQLSTATE only (messages can quote data). For schedulers, whose failed work is rolled back. Returns the run id.';
+COMMENT ON FUNCTION enkf.writing() IS
+'Whether the statement running was issued by one of pg_enkf''s own functions: read by the guard triggers that keep runs, checkpoints, forecasts and twins from being written directly.';
+COMMENT ON FUNCTION enkf.has_null_elements(float8[]) IS
+'Whether the array holds a NULL element (from its header, without a scan): the CHECK constraints of enkf.checkpoints and enkf.forecasts.';
+COMMENT ON FUNCTION enkf.twin_config(jsonb) IS
+'A twin configuration as stored, every default filled in (the text whose SHA-256 is config_hash); raises 22023 naming the key of an invalid one.';
+
 -- Privileges. PostgreSQL grants EXECUTE on new functions to PUBLIC; pg_enkf grants nothing to
 -- PUBLIC: no one but the owner has USAGE on schema enkf until enkf.create_roles() (or the
 -- DBA) grants it, and function by function to the roles that need it (sql/security.sql).

@@ -1,8 +1,9 @@
 -- HIPAA technical safeguards that live in the database (docs/hipaa.md): row-level security by
--- location on the twins' results, small-cell suppression in the publication views, the group
--- roles of minimum necessary access, and a compliance report. Nothing here is SECURITY
--- DEFINER: every function runs under its caller, so pgaudit logs the caller and grants and
--- row-level security apply to them.
+-- location on the twins' results, small-cell suppression in the publication views, provenance
+-- that only pg_enkf's functions write, the group roles of minimum necessary access, and a
+-- compliance report. Nothing here is SECURITY DEFINER: every function runs under its caller,
+-- so pgaudit logs the caller and grants and row-level security apply to them. Every function
+-- pins its search_path or, where it must stay inlinable, qualifies every name it uses.
 
 -- Whether the current user is a member of a role that may not exist yet (pg_has_role raises
 -- for unknown roles; policies must work before enkf.create_roles() is called).
@@ -25,7 +26,9 @@ CREATE POLICY by_location ON enkf.forecasts
 -- Each role sees its own grants; administrators of twins see and manage all of them.
 ALTER TABLE enkf.location_grants ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_grants ON enkf.location_grants FOR SELECT
-    USING (pg_catalog.pg_has_role(role, 'MEMBER'));
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                    WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
+                      AND pg_catalog.pg_has_role(r.oid, 'MEMBER')));
 CREATE POLICY administrators ON enkf.location_grants
     USING (enkf.is_member_of('enkf_admin')) WITH CHECK (enkf.is_member_of('enkf_admin'));
 
@@ -37,6 +40,53 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                     AND observed OPERATOR(pg_catalog.<) enkf.suppression_threshold(), false)
 $$;
 
+-- Whether a forecast value is withheld from readers. Every number a reader sees that derives
+-- from the counts obeys the threshold: a value strictly between 0 and the threshold is
+-- withheld, whatever the model; and a baseline forecast, whose quantiles are its last count
+-- shifted by past week-to-week changes (its median is that count), is withheld whole unless
+-- its median is known to be 0 or at least the threshold.
+CREATE FUNCTION enkf.forecast_withheld(model text, levels float8[], vals float8[], value float8)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT enkf.suppressed(value)
+        OR (model OPERATOR(pg_catalog.=) 'baseline'
+            AND coalesce(NOT (vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)] OPERATOR(pg_catalog.=) 0
+                              OR vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)]
+                                 OPERATOR(pg_catalog.>=) enkf.suppression_threshold()),
+                         true))
+$$;
+
+-- A forecast's value at one quantile level as readers may see it (NULL when withheld or
+-- when the forecast has no such level).
+CREATE FUNCTION enkf.published_quantile(model text, levels float8[], vals float8[], level float8)
+RETURNS float8
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN enkf.forecast_withheld(model, levels, vals,
+                                            vals[pg_catalog.array_position(levels, level)])
+                THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
+$$;
+
+-- The hubverse forecast format of the FluSight hubs (model_id = twin name, or twin name
+-- with suffix -baseline for the baseline). A publication view: values a reader may not see
+-- under small-cell suppression are NULL (enkf.forecast_withheld, sql/security.sql).
+CREATE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
+SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
+            ELSE t.name OPERATOR(pg_catalog.||) '-baseline' END AS model_id,
+       f.reference_date,
+       (t.config OPERATOR(pg_catalog.#>>) '{forecast,target}'::pg_catalog.text[])::pg_catalog.text AS target,
+       f.horizon,
+       f.target_end_date,
+       f.location,
+       'quantile'::pg_catalog.text AS output_type,
+       q.quantile AS output_type_id,
+       CASE WHEN enkf.forecast_withheld(f.model, f.quantile_levels, f.quantile_values, q.value)
+            THEN NULL ELSE q.value END AS value
+FROM enkf.forecasts f
+JOIN enkf.twins t USING (twin_id)
+CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
+WHERE enkf.location_visible(f.location);
+
+
 -- Publication views. Observed counts, as assimilated, with small cells withheld.
 CREATE VIEW enkf.observed_counts WITH (security_barrier) AS
 SELECT t.name AS twin, c.location, c.week_end,
@@ -47,21 +97,157 @@ JOIN enkf.twins t USING (twin_id)
 WHERE enkf.location_visible(c.location);
 
 -- One row per forecast: median, 50% and 95% intervals, and the count observed for the target
--- week once it is known (small cells withheld).
+-- week once it is known, each withheld as the publication rules require (NULL).
 CREATE VIEW enkf.forecast_summary WITH (security_barrier) AS
 SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
-       f.quantile_values[array_position(f.quantile_levels, 0.5::float8)] AS median,
-       f.quantile_values[array_position(f.quantile_levels, 0.25::float8)] AS lower_50,
-       f.quantile_values[array_position(f.quantile_levels, 0.75::float8)] AS upper_50,
-       f.quantile_values[array_position(f.quantile_levels, 0.025::float8)] AS lower_95,
-       f.quantile_values[array_position(f.quantile_levels, 0.975::float8)] AS upper_95,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.5) AS median,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
        CASE WHEN enkf.suppressed(o.observed) THEN NULL ELSE o.observed END AS observed,
        enkf.suppressed(o.observed) AS observed_suppressed
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 LEFT JOIN enkf.checkpoints o
-       ON o.twin_id = f.twin_id AND o.location = f.location AND o.week_end = f.target_end_date
+       ON o.twin_id OPERATOR(pg_catalog.=) f.twin_id AND o.location OPERATOR(pg_catalog.=) f.location
+      AND o.week_end OPERATOR(pg_catalog.=) f.target_end_date
 WHERE enkf.location_visible(f.location);
+
+-- Provenance and analyses that no role can forge. pg_enkf's functions run under their caller,
+-- so an operator holds INSERT on enkf.runs (and write access to checkpoints and forecasts) for
+-- them; these triggers refuse any write that is not issued by one of pg_enkf's own functions
+-- (enkf.writing(), true only while such a statement runs: extension/src/writes.rs), except by
+-- members of the tables' owner (the DBA, who could drop the triggers anyway; pg_restore and
+-- cascades from enkf.drop_twin run as them).
+CREATE FUNCTION enkf.guard_writes() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT enkf.writing()
+       AND NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied: % on %.% is done only by pg_enkf''s functions',
+                        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = CASE TG_TABLE_NAME
+                             WHEN 'runs' THEN 'runs are recorded by enkf.assimilate, enkf.forecast and enkf.record_failed_run, with the caller''s identity'
+                             ELSE 'analyses and forecasts are written by enkf.assimilate and enkf.forecast, and removed with their twin by enkf.drop_twin'
+                         END;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.runs
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.forecasts
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+
+-- Twins: created by enkf.create_twin, removed by enkf.drop_twin; what a twin reads, its model,
+-- its ensemble size and its creator never change afterwards (a twin re-pointed at a table
+-- only the scheduler's login may read would hand its weekly sums to whoever re-pointed it).
+-- Administrators may rename a twin and change its configuration, which is checked and
+-- normalised (every default filled in) exactly as at creation, with its hash recomputed.
+CREATE FUNCTION enkf.guard_twins() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    trusted boolean := enkf.writing()
+        OR pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER');
+    canonical text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF NOT trusted THEN
+            RAISE EXCEPTION 'permission denied: twin "%" is removed only by enkf.drop_twin()', OLD.name
+                USING ERRCODE = 'insufficient_privilege', HINT = format('SELECT enkf.drop_twin(%L)', OLD.name);
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'INSERT' AND NOT trusted THEN
+        RAISE EXCEPTION 'permission denied: twins are created only by enkf.create_twin()'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'enkf.create_twin() checks that its caller may read the tables the twin reads';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NOT trusted THEN
+        IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
+            NEW.value_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+           IS DISTINCT FROM
+           (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
+            OLD.value_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
+            RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
+        END IF;
+        IF NEW.origin IS DISTINCT FROM OLD.origin THEN
+            RAISE EXCEPTION 'permission denied: the origin of twin "%" is set by its first enkf.assimilate()', OLD.name
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'drop and re-create the twin to start its weeks elsewhere';
+        END IF;
+    END IF;
+    canonical := enkf.twin_config(NEW.config);
+    IF TG_OP = 'UPDATE' AND OLD.origin IS NOT NULL
+       AND (canonical::jsonb ->> 'week_ends_on') IS DISTINCT FROM (OLD.config ->> 'week_ends_on') THEN
+        RAISE EXCEPTION 'config: week_ends_on of twin "%" cannot change after its first assimilation', OLD.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'its checkpoints sit on weeks ending on that day: drop and re-create the twin';
+    END IF;
+    NEW.config := canonical::jsonb;
+    NEW.config_hash := encode(sha256(convert_to(canonical, 'UTF8')), 'hex');
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER guard_twins BEFORE INSERT OR UPDATE OR DELETE ON enkf.twins
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_twins();
+CREATE TRIGGER guard_writes BEFORE TRUNCATE ON enkf.twins
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+
+-- Location grants: the grantor and time are recorded by the database, and a grant names a
+-- role that exists (regrole input checks names; a bare OID is checked here).
+CREATE FUNCTION enkf.guard_location_grants() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = NEW.role::oid) THEN
+        RAISE EXCEPTION 'role: no role has OID %', NEW.role::oid
+            USING ERRCODE = 'undefined_object', HINT = 'name the role: INSERT ... VALUES (''analyst_jane'', ''06'')';
+    END IF;
+    IF NEW.granted_by IS NULL
+       OR NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER') THEN
+        NEW.granted_by := current_user::text::regrole;
+        NEW.granted_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER guard_location_grants BEFORE INSERT OR UPDATE ON enkf.location_grants
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_location_grants();
+
+-- Row-level security on the provenance: everyone who may read runs reads all of them, and a
+-- run is recorded only under its caller's own identity.
+ALTER TABLE enkf.runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON enkf.runs FOR SELECT USING (true);
+CREATE POLICY own_identity ON enkf.runs FOR INSERT
+    WITH CHECK (run_by OPERATOR(pg_catalog.=) CURRENT_USER
+                AND session_user_name OPERATOR(pg_catalog.=) SESSION_USER
+                AND finished_at OPERATOR(pg_catalog.>=) started_at);
+
+-- The scheduler's slots: a slot is recorded only once it is due, and as succeeded only with
+-- the succeeded assimilation that ran for it (no one can pre-mark future runs as done).
+CREATE FUNCTION enkf.slot_is_honest(twin bigint, due timestamptz, status text, run bigint)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT due OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+       AND (status OPERATOR(pg_catalog.<>) 'succeeded'
+            OR EXISTS (SELECT 1 FROM enkf.runs r
+                        WHERE r.run_id OPERATOR(pg_catalog.=) run AND r.twin_id OPERATOR(pg_catalog.=) twin
+                          AND r.kind OPERATOR(pg_catalog.=) 'assimilate'
+                          AND r.status OPERATOR(pg_catalog.=) 'succeeded'
+                          AND r.started_at OPERATOR(pg_catalog.>=) due))
+$$;
+ALTER TABLE enkf.schedule_slots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON enkf.schedule_slots FOR SELECT USING (true);
+CREATE POLICY due_and_true ON enkf.schedule_slots FOR INSERT
+    WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
+CREATE POLICY due_and_true_update ON enkf.schedule_slots FOR UPDATE
+    USING (true) WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
 
 -- The group roles of minimum necessary access (NOLOGIN; a DBA grants them to login roles):
 --   enkf_reader   published results: the BI views, with suppression, for granted locations;
@@ -108,6 +294,11 @@ BEGIN
     GRANT SELECT ON enkf.location_grants TO enkf_reader;
     GRANT EXECUTE ON FUNCTION enkf.location_visible(text), enkf.is_member_of(name),
                               enkf.suppressed(float8), enkf.suppression_threshold(),
+                              enkf.forecast_withheld(text, float8[], float8[], float8),
+                              enkf.published_quantile(text, float8[], float8[], float8),
+                              enkf.writing(), enkf.has_null_elements(float8[]),
+                              enkf.twin_config(jsonb),
+                              enkf.slot_is_honest(bigint, timestamptz, text, bigint),
                               enkf.compliance_report(), enkf.duration_ms(text) TO enkf_reader;
     -- Analysts.
     GRANT SELECT ON enkf.forecast_quantiles, enkf.state_estimates, enkf.run_log TO enkf_analyst;
@@ -126,7 +317,8 @@ BEGIN
     GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
     GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
     GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz),
-                              enkf.forecast(text, int4, float8[]) TO enkf_operator;
+                              enkf.forecast(text, int4, float8[]),
+                              enkf.record_failed_run(text, text, timestamptz, text) TO enkf_operator;
     -- Administrators of twins.
     GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
     GRANT USAGE ON SEQUENCE enkf.twins_twin_id_seq TO enkf_admin;
@@ -180,16 +372,25 @@ BEGIN
     remedy := 'password_encryption = ''scram-sha-256'', then reset every password so no MD5 hash remains';
     RETURN NEXT;
 
-    -- 3. Client authentication methods.
+    -- 3. Client authentication methods, and TLS on every network line. A host or hostnossl
+    --    line accepts connections without TLS (passwords and PHI in clear on the network),
+    --    unless it admits only the loopback address.
     control := 'pg_hba_auth_methods';
-    remedy := 'use scram-sha-256 (or cert) in every pg_hba.conf line; remove trust, password and md5 lines';
+    remedy := 'hostssl lines only for network connections (host lines for 127.0.0.1/32 or ::1/128 at most), with scram-sha-256 or cert; remove trust, password and md5 lines';
     IF has_table_privilege('pg_catalog.pg_hba_file_rules', 'SELECT') THEN
-        SELECT count(*), string_agg(format('line %s: %s', h.line_number, coalesce(h.auth_method, h.error)), '; ' ORDER BY h.line_number)
+        SELECT count(*), string_agg(format('line %s: %s', h.line_number,
+                                           coalesce(h.error,
+                                                    CASE WHEN h.auth_method IN ('trust', 'password', 'md5') THEN h.auth_method
+                                                         ELSE format('%s without TLS from %s', h.type, coalesce(h.address, 'any address')) END)),
+                                    '; ' ORDER BY h.line_number)
           INTO n, lines
           FROM pg_hba_file_rules h
-         WHERE h.auth_method IN ('trust', 'password', 'md5') OR h.error IS NOT NULL;
+         WHERE h.auth_method IN ('trust', 'password', 'md5') OR h.error IS NOT NULL
+            OR (h.type IN ('host', 'hostnossl', 'hostgssenc', 'hostnogssenc')
+                AND NOT (coalesce(h.address, '') IN ('127.0.0.1', '::1', 'localhost')
+                         AND coalesce(h.netmask, '255.255.255.255') IN ('255.255.255.255', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff')));
         status := CASE WHEN n = 0 THEN 'pass' ELSE 'fail' END;
-        detail := CASE WHEN n = 0 THEN 'no trust, password or md5 line in pg_hba.conf' ELSE lines END;
+        detail := CASE WHEN n = 0 THEN 'no trust, password or md5 line, and no network line without TLS, in pg_hba.conf' ELSE lines END;
     ELSE
         status := 'unknown';
         detail := 'pg_hba_file_rules is readable by superusers only (or a role granted SELECT on it)';
@@ -247,8 +448,18 @@ BEGIN
     RETURN NEXT;
 
     -- 8. Idle session timeout of the login roles of the pg_enkf roles (or the server default).
+    --    The server's value, not the caller's session's: from the configuration file when the
+    --    session has not overridden it, else from pg_file_settings (superusers), else unknown.
     control := 'idle_session_timeout';
-    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'idle_session_timeout');  -- in ms
+    SELECT CASE WHEN s.source IN ('default', 'configuration file', 'command line', 'environment variable', 'override')
+                THEN s.setting END, s.boot_val
+      INTO v, v2
+      FROM pg_settings s WHERE s.name = 'idle_session_timeout';
+    IF v IS NULL AND has_table_privilege('pg_catalog.pg_file_settings', 'SELECT') THEN
+        v := coalesce((SELECT f.setting FROM pg_file_settings f
+                        WHERE f.name = 'idle_session_timeout' AND f.applied AND f.error IS NULL
+                        ORDER BY f.seqno DESC LIMIT 1), v2);
+    END IF;
     -- Members through pg_auth_members, not pg_has_role, which is true for every superuser.
     WITH RECURSIVE members(roleid) AS (
         SELECT r.oid FROM pg_roles r
@@ -260,15 +471,16 @@ BEGIN
           FROM pg_roles r JOIN members ON members.roleid = r.oid
          WHERE r.rolcanlogin
     ), effective AS (
-        -- A per-role (and per-database) setting overrides the server's.
+        -- A per-role setting (in this database, then in all) overrides this database's, which
+        -- overrides the server's.
         SELECT l.rolname,
                coalesce(enkf.duration_ms((
                    SELECT substr(c, length('idle_session_timeout=') + 1)
                      FROM pg_db_role_setting d, unnest(d.setconfig) c
-                    WHERE d.setrole = l.oid
-                      AND d.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+                    WHERE d.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+                      AND d.setrole IN (0, l.oid)
                       AND c LIKE 'idle_session_timeout=%'
-                    ORDER BY d.setdatabase DESC LIMIT 1)), v::float8) AS ms
+                    ORDER BY d.setrole <> 0 DESC, d.setdatabase <> 0 DESC LIMIT 1)), enkf.duration_ms(v)) AS ms
           FROM logins l
     )
     SELECT count(*),
@@ -277,16 +489,29 @@ BEGIN
       INTO roles_checked, too_long
       FROM effective e;
     IF roles_checked = 0 THEN
-        status := CASE WHEN v IS NULL THEN 'unknown' WHEN v::float8 BETWEEN 1 AND 900000 THEN 'pass' ELSE 'fail' END;
-        detail := format('no login role is a member of the enkf_* roles; server idle_session_timeout = %s ms', coalesce(v, '?'));
+        status := CASE WHEN v IS NULL THEN 'unknown' WHEN enkf.duration_ms(v) BETWEEN 1 AND 900000 THEN 'pass' ELSE 'fail' END;
+        detail := format('no login role is a member of the enkf_* roles; server idle_session_timeout = %s', coalesce(v || ' ms', 'not visible to this role'));
     ELSIF too_long IS NULL THEN
         status := 'pass';
         detail := format('%s login role(s) of the enkf_* roles time out within 15 minutes', roles_checked);
     ELSE
-        status := 'fail';
-        detail := format('over 15 minutes or none: %s', too_long);
+        status := CASE WHEN too_long ~ '\?' AND v IS NULL THEN 'unknown' ELSE 'fail' END;
+        detail := format('over 15 minutes, none or not visible: %s', too_long);
     END IF;
     remedy := 'ALTER ROLE <login> SET idle_session_timeout = ''15min'' for each analyst login (or set it server-wide)';
+    RETURN NEXT;
+
+    -- 8b. Location grants of roles that no longer exist: ignored by the row-level security
+    --     policies, but a sign that grants are not cleaned up when people leave.
+    control := 'location_grants';
+    SELECT count(*), string_agg(format('%s (role OID %s)', g.location, g.role::oid), ', ')
+      INTO n, lines
+      FROM enkf.location_grants g
+     WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid);
+    status := CASE WHEN n = 0 THEN 'pass' ELSE 'fail' END;
+    detail := CASE WHEN n = 0 THEN 'every location grant names an existing role'
+                   ELSE format('%s grant(s) of dropped roles: %s', n, lines) END;
+    remedy := 'DELETE FROM enkf.location_grants g WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid), and remove a role''s grants before DROP ROLE';
     RETURN NEXT;
 
     -- 9. Row-level security on the twins' tables.
@@ -334,20 +559,27 @@ $$;
 
 -- A duration setting as PostgreSQL writes it ('15min', '900s', '900000') in milliseconds.
 CREATE FUNCTION enkf.duration_ms(v text) RETURNS float8
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT m[1]::float8 * CASE coalesce(m[2], 'ms')
                WHEN 'us' THEN 0.001 WHEN 'ms' THEN 1 WHEN 's' THEN 1000 WHEN 'min' THEN 60000
                WHEN 'h' THEN 3600000 WHEN 'd' THEN 86400000 END
       FROM regexp_match(trim(v), '^(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?$') AS m
 $$;
 
-COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it. Managed by enkf_admin.';
+COMMENT ON FUNCTION enkf.forecast_withheld(text, float8[], float8[], float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a baseline forecast whose median is not known to be 0 or at least the threshold.';
+COMMENT ON FUNCTION enkf.published_quantile(text, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints and enkf.forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
+COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
+COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';
+COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'Row-level security of enkf.schedule_slots: a slot is recorded only once due, and as succeeded only with the succeeded assimilation that ran for it.';
+COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role (by OID) may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it; rows of dropped roles are ignored and listed by enkf.compliance_report. Managed by enkf_admin.';
 COMMENT ON FUNCTION enkf.location_visible(text) IS 'Whether the current user may see a location''s results: through enkf.location_grants, or always when row-level security does not apply to them (table owner, superuser).';
 COMMENT ON FUNCTION enkf.is_member_of(name) IS 'Whether the current user is a member of the role; false when the role does not exist.';
 COMMENT ON FUNCTION enkf.suppressed(float8) IS 'Whether a count is withheld by small-cell suppression: 0 < count < enkf.suppression_threshold.';
 COMMENT ON FUNCTION enkf.suppression_threshold() IS 'The setting enkf.suppression_threshold (default 11): counts from 1 to this value minus 1 are withheld in the publication views.';
 COMMENT ON VIEW enkf.observed_counts IS 'Publication view: the counts each twin assimilated, per location and week, with small cells (1 to enkf.suppression_threshold - 1) withheld as NULL and flagged in suppressed.';
+COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id, value, with values withheld as in enkf.forecast_summary (NULL).';
 COMMENT ON VIEW enkf.forecast_summary IS 'Publication view: one row per forecast (twin, model, location, reference_date, horizon) with median, 50% and 95% intervals and the observed count of the target week, small cells withheld (observed_suppressed).';
 COMMENT ON FUNCTION enkf.create_roles() IS 'Creates (if missing) the NOLOGIN group roles enkf_reader, enkf_analyst, enkf_operator and enkf_admin, each including the previous, and grants their privileges. Idempotent; needs CREATEROLE and ownership of the extension. See docs/hipaa.md.';
-COMMENT ON FUNCTION enkf.compliance_report() IS 'One row per HIPAA technical control PostgreSQL can see (TLS, password hashing, pg_hba methods, pgaudit, connection logging, idle timeout, row-level security, checksums, WAL archiving): status pass, fail or unknown (not visible to the caller), detail and remedy.';
+COMMENT ON FUNCTION enkf.compliance_report() IS 'One row per HIPAA technical control PostgreSQL can see (TLS, password hashing, pg_hba methods and TLS on network lines, pgaudit, connection logging, idle timeout, grants of dropped roles, row-level security, checksums, WAL archiving): status pass, fail or unknown (not visible to the caller), detail and remedy.';
 COMMENT ON FUNCTION enkf.duration_ms(text) IS 'A duration setting as written in postgresql.conf or ALTER ROLE SET (''15min'', ''900s'', ''900000'') in milliseconds.';

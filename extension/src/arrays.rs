@@ -14,6 +14,7 @@ use pgrx::pg_sys;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
+use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 
 use crate::error::{null_argument, raise};
@@ -144,6 +145,23 @@ impl<'fcx> Float8ArrayArg<'fcx> {
         }
         .expect("a non-NULL datum converts")
     }
+}
+
+/// `enkf.has_null_elements(float8[])`: whether the array holds a NULL element, from its header
+/// alone (no scan): the CHECK constraints of the twins' tables, which every reader of the
+/// arrays relies on.
+#[pg_extern(
+    immutable,
+    parallel_safe,
+    strict,
+    schema = "enkf",
+    name = "has_null_elements"
+)]
+#[search_path(pg_catalog, pg_temp)]
+fn has_null_elements(arr: Float8ArrayArg<'_>) -> bool {
+    // SAFETY: `ptr` is a detoasted array; a non-zero dataoffset means it has a NULL bitmap,
+    // which PostgreSQL only keeps when some element is NULL.
+    unsafe { (*arr.ptr).dataoffset != 0 }
 }
 
 impl FromDatum for Float8ArrayArg<'_> {

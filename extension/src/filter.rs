@@ -14,6 +14,7 @@ use crate::guc;
 
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(immutable, parallel_safe, schema = "enkf", name = "analyze")]
+#[search_path(pg_catalog, pg_temp)]
 fn analyze(
     ensemble: Option<Float8ArrayArg<'_>>,
     observations: Option<Array<'_, f64>>,
@@ -53,16 +54,10 @@ fn analyze(
     let values = vector_arg("observations", observations);
     let variance = vector_arg("obs_variance", obs_variance);
     let index = index_arg("obs_index", obs_index, ens.state_dim());
-    // The localized stochastic EnKF solves with a dense m x m matrix: hold it to the same limit.
-    let m = values.len();
-    if method == Method::Enkf && loc_radius.is_some() && m.saturating_mul(m) > max {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("observations has {m} elements; localized method 'enkf' needs a {m} x {m} matrix, more than enkf.max_ensemble_elements = {max}"),
-            None,
-            "use method 'letkf' or 'eakf', whose cost grows with the local observations only, or fewer observations per call",
-        );
-    }
+    // Every matrix the method builds, bounded before any is allocated (a failed allocation
+    // would abort the backend and restart the cluster).
+    enkf_core::filter::workspace::check(ens.state_dim(), ens.members(), values.len(), &opts, max)
+        .or_raise();
     let obs = Observations {
         values: &values,
         variance: &variance,
@@ -109,6 +104,13 @@ impl Ensemble {
         match self {
             Ensemble::InPlace(out, members) => out.len() / members,
             Ensemble::Owned(m) => m.ncols(),
+        }
+    }
+
+    fn members(&self) -> usize {
+        match self {
+            Ensemble::InPlace(_, members) => *members,
+            Ensemble::Owned(m) => m.nrows(),
         }
     }
 }

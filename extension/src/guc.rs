@@ -1,5 +1,6 @@
 //! Server settings (GUCs) of pg_enkf. Each is documented in docs/operations.md.
 
+use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// Largest ensemble (state_dim x members) one call may process. A DBA sets it (SUSET) so that
@@ -51,7 +52,8 @@ pub fn register() {
 
 /// `enkf.suppression_threshold()`: the setting, for the views. Calling a function of the
 /// library loads it, so the GUC exists even in a session that has used nothing else.
-#[pgrx::pg_extern(stable, parallel_safe, schema = "enkf", name = "suppression_threshold")]
+#[pg_extern(stable, parallel_safe, schema = "enkf", name = "suppression_threshold")]
+#[search_path(pg_catalog, pg_temp)]
 pub fn suppression_threshold() -> i32 {
     SUPPRESSION_THRESHOLD.get()
 }

@@ -13,6 +13,7 @@ mod interrupts;
 mod parallel;
 mod sqltypes;
 mod twin;
+mod writes;
 
 pgrx::pg_module_magic!(name, version);
 
@@ -21,7 +22,11 @@ pgrx::pg_module_magic!(name, version);
 #[pg_schema]
 mod enkf {}
 
-extension_sql_file!("../../sql/schema.sql", name = "schema", requires = [enkf]);
+extension_sql_file!(
+    "../../sql/schema.sql",
+    name = "schema",
+    requires = [enkf, arrays::has_null_elements]
+);
 extension_sql_file!(
     "../../sql/scheduler.sql",
     name = "scheduler",
@@ -30,13 +35,20 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/security.sql",
     name = "security",
-    requires = ["schema", guc::suppression_threshold]
+    requires = [
+        "schema",
+        "scheduler",
+        guc::suppression_threshold,
+        writes::writing,
+        twin::create::twin_config
+    ]
 );
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    writes::register();
 }
 
 /// Required by `cargo pgrx test`.

@@ -190,7 +190,7 @@ public final class BiClient {
                     check(m.getColumnType(4) == Types.INTEGER, "hubverse horizon is INTEGER");
                     check(m.getColumnType(8) == Types.DOUBLE && m.getColumnType(9) == Types.DOUBLE, "hubverse output_type_id and value are DOUBLE");
                     check(m.getColumnType(1) == Types.VARCHAR && m.getColumnType(6) == Types.VARCHAR, "hubverse text columns are VARCHAR");
-                    int rows = 0;
+                    int rows = 0, withheld = 0;
                     String group = null;
                     double lastLevel = -1, lastValue = Double.NEGATIVE_INFINITY;
                     while (rs.next()) {
@@ -201,16 +201,26 @@ public final class BiClient {
                         check("quantile".equals(rs.getString(7)), "output_type is quantile");
                         String g = rs.getString(6) + "/" + rs.getInt(4);
                         double level = rs.getDouble(8), value = rs.getDouble(9);
-                        check(!rs.wasNull() && Double.isFinite(value) && value >= 0, "value is a finite count");
-                        if (g.equals(group)) {
-                            check(level > lastLevel && value >= lastValue, "quantiles increase with their level in " + g);
+                        if (rs.wasNull()) {
+                            // Withheld by small-cell suppression (a value between 0 and the
+                            // threshold, docs/hipaa.md): a NULL the BI tool must show as such.
+                            withheld++;
+                            if (!g.equals(group)) {
+                                lastValue = Double.NEGATIVE_INFINITY;
+                            }
+                        } else {
+                            check(Double.isFinite(value) && (value == 0 || value >= 11), "value is 0, or a finite count at least the suppression threshold");
+                            if (g.equals(group)) {
+                                check(level > lastLevel && value >= lastValue, "quantiles increase with their level in " + g);
+                            }
+                            lastValue = value;
                         }
                         group = g;
                         lastLevel = level;
-                        lastValue = value;
                     }
                     check(rows == hubRows, "hubverse rows " + rows + " = " + hubRows);
-                    System.out.println("hubverse_forecasts: " + rows + " rows for " + twin + " " + reference);
+                    check(withheld < rows, "not every value is withheld");
+                    System.out.println("hubverse_forecasts: " + rows + " rows for " + twin + " " + reference + " (" + withheld + " withheld)");
                 }
             }
 

@@ -57,13 +57,22 @@ def snapshot(conn, tables: list[str] | None = None, columns: dict[str, list[str]
     """Every row of every config table, and every sequence's state, in a stable order. With
     `columns`, only those columns of the tables it names (the columns an older version had)."""
     out = {}
-    for t in tables or config_tables(conn):
-        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()[0]
-        if kind == "S":
-            out[t] = conn.execute(f"SELECT last_value, is_called FROM {t}").fetchall()
-        else:
-            cols = ", ".join(f'"{c}"' for c in (columns or {}).get(t, [])) or "*"
-            out[t] = conn.execute(f"SELECT * FROM (SELECT {cols} FROM {t}) AS r ORDER BY to_jsonb(r)::text").fetchall()
+    # With an empty search_path, regclass and regrole values (tables and roles by identity,
+    # 0.3.0) print as the qualified names that earlier versions stored as text.
+    path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+    conn.execute("SET search_path = ''")
+    try:
+        for t in tables or config_tables(conn):
+            kind = conn.execute("SELECT relkind FROM pg_catalog.pg_class WHERE oid = %s::pg_catalog.regclass", (t,)).fetchone()[0]
+            if kind == "S":
+                out[t] = conn.execute(f"SELECT last_value, is_called FROM {t}").fetchall()
+            else:
+                cols = ", ".join(f'"{c}"' for c in (columns or {}).get(t, [])) or "*"
+                out[t] = conn.execute(
+                    f"SELECT * FROM (SELECT {cols} FROM {t}) AS r ORDER BY pg_catalog.to_jsonb(r)::text"
+                ).fetchall()
+    finally:
+        conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (path,))
     return out
 
 

@@ -96,7 +96,7 @@ def test_analyst_sees_only_granted_locations(cluster, dbname, secured, conn):
         assert sqlstate(a, "SELECT * FROM enkf.assimilate('tw')")[0] == "42501"
         assert sqlstate(a, "SELECT * FROM enkf.forecast('tw')")[0] == "42501"
         # Nor can an analyst grant themselves more locations.
-        assert sqlstate(a, "INSERT INTO enkf.location_grants VALUES (current_user, '*')")[0] == "42501"
+        assert sqlstate(a, "INSERT INTO enkf.location_grants VALUES (current_user::text::regrole, '*')")[0] == "42501"
         assert a.execute("SELECT count(*) FROM enkf.location_grants").fetchone()[0] == 1
         # The suppression threshold is the DBA's.
         assert sqlstate(a, "SET enkf.suppression_threshold = 1")[0] == "42501"

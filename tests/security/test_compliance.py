@@ -15,7 +15,8 @@ from pki import Pki, use_cert
 PASSWORD = "Compliance-test-31d"
 CONTROLS = [
     "tls", "password_encryption", "pg_hba_auth_methods", "pgaudit_loaded", "pgaudit_classes",
-    "pgaudit_log_parameter", "connection_logging", "idle_session_timeout", "row_level_security",
+    "pgaudit_log_parameter", "connection_logging", "idle_session_timeout", "location_grants",
+    "row_level_security",
     "data_checksums", "wal_archiving",
 ]
 
@@ -57,6 +58,14 @@ def test_each_control_turns_from_fail_to_pass(cluster_):
         k.execute("SELECT * FROM enkf.create_roles()")
         k.execute(f"CREATE ROLE ana LOGIN PASSWORD '{PASSWORD}' IN ROLE enkf_analyst")
         k.execute("ALTER TABLE enkf.checkpoints DISABLE ROW LEVEL SECURITY")
+        # A grant left behind by a role that was dropped.
+        k.execute("CREATE ROLE gone")
+        k.execute("INSERT INTO enkf.location_grants (role, location) VALUES ('gone', '06')")
+        k.execute("DROP ROLE gone")
+        # The caller's own session setting is not the server's: it does not make the control pass.
+        k.execute("SET idle_session_timeout = '1min'")
+        own = dict(k.execute("SELECT control, status FROM enkf.compliance_report()").fetchall())
+        assert own["idle_session_timeout"] == "fail", own
 
     # 1. A careless configuration: everything fails; pgaudit's own settings do not exist yet.
     first = report(c)
@@ -83,6 +92,7 @@ def test_each_control_turns_from_fail_to_pass(cluster_):
         k.execute(f"ALTER ROLE ana PASSWORD '{PASSWORD}'")
         k.execute("ALTER ROLE ana SET idle_session_timeout = '15min'")
         k.execute("ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY")
+        k.execute("DELETE FROM enkf.location_grants g WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid)")
     alter_system(c, {
         "ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'",
         "ssl_min_protocol_version": "'TLSv1.2'", "password_encryption": "'scram-sha-256'",
@@ -109,3 +119,14 @@ def test_each_control_turns_from_fail_to_pass(cluster_):
     assert set(as_analyst.values()) <= {"pass", "unknown"}, str([k for k, v in as_analyst.items() if v == "fail"])
     assert as_analyst["pg_hba_auth_methods"] == "unknown"
     assert as_analyst["idle_session_timeout"] == "pass" and as_analyst["row_level_security"] == "pass"
+
+    # 4. A network line without TLS fails, even with scram-sha-256; one for loopback only passes.
+    for line, status in [("host all all 10.0.0.0/8 scram-sha-256", "fail"),
+                         ("hostnossl all all 0.0.0.0/0 scram-sha-256", "fail"),
+                         ("hostssl all all 0.0.0.0/0 password", "fail"),
+                         ("host all all 127.0.0.1/32 scram-sha-256", "pass")]:
+        (c.datadir / "pg_hba.conf").write_text(
+            f"local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n{line}\n"
+        )
+        c.reload()
+        assert report(c)["pg_hba_auth_methods"] == status, line

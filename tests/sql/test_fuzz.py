@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 
 import psycopg
 import pytest
@@ -312,3 +313,35 @@ def test_twin_random_tables_and_arguments(conn):
     print(outcomes)
     assert successes > 40, outcomes
     assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_size_attacks(conn):
+    """Random sizes for every dimension a caller controls, built cheaply with array_fill: each
+    call succeeds, is refused with 54000 before it allocates, or is cut short by the statement
+    timeout; none takes the backend down, and none refused for size took long to refuse."""
+    rng = random.Random(54000)
+    conn.execute("SET statement_timeout = '5s'")
+    started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+    outcomes: dict[str, int] = {}
+    for _ in range(60):
+        members = int(10 ** rng.uniform(0.3, 6))
+        state_dim = max(1, min(int(10 ** rng.uniform(0, 6)), 20_000_000 // max(members, 1)))
+        m = int(10 ** rng.uniform(0, 6))
+        method = rng.choice(["etkf", "enkf", "eakf", "letkf"])
+        radius = rng.choice([None, 1.0, 50.0])
+        sql = ("SELECT array_length(enkf.analyze(array_fill(1.0::float8, ARRAY[%s, %s]), array_fill(0.5::float8, ARRAY[%s]),"
+               " array_fill(1.0::float8, ARRAY[%s]), array_fill(1, ARRAY[%s]), %s, loc_radius => %s), 2)")
+        t0 = time.monotonic()
+        rows, state = call(conn, sql, (state_dim, members, m, m, m, method, radius))
+        took = time.monotonic() - t0
+        outcomes[state or "ok"] = outcomes.get(state or "ok", 0) + 1
+        if state == "54000":
+            assert took < 2.0, (state_dim, members, m, method, radius, took)
+        if rows:
+            assert rows[0][0] == members
+    for _ in range(20):
+        locations, weeks = rng.choice([1, 10, 3143, 100_000]), rng.choice([1, 52, 5000])
+        rows, state = call(conn, "SELECT count(*) FROM enkf.synthetic_surveillance(%s, %s)", (locations, weeks))
+        outcomes[state or "ok"] = outcomes.get(state or "ok", 0) + 1
+    assert outcomes.get("54000", 0) > 10 and outcomes.get("ok", 0) > 5, outcomes
+    assert conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started

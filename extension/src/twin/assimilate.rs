@@ -23,6 +23,7 @@ use pgrx::spi::SpiClient;
 
 use super::catalog::{self, Twin};
 use super::dates::date;
+use super::provenance;
 use super::source::Source;
 use super::spi;
 use crate::arrays::Float8Matrix;
@@ -35,13 +36,14 @@ pub(super) fn timestamptz_of(
     days.and_then(|d| {
         spi::one::<TimestampWithTimeZone>(
             client,
-            "SELECT $1::date::timestamptz",
+            "SELECT $1::pg_catalog.date::pg_catalog.timestamptz",
             &[DatumWithOid::from(date(d))],
         )
     })
 }
 
 /// A week of a location to (re-)assimilate, from the table.
+#[derive(Clone)]
 struct Row {
     location: String,
     week: i32,
@@ -144,9 +146,11 @@ fn validate(row: &Row) -> Result<(), Problem> {
     }
 }
 
-/// Steps a location from its start state through the end week, updating with each count:
-/// pure computation, no database access.
-fn process(ctx: &Ctx<'_>, job: &Job) -> Result<Outcome, Problem> {
+/// Steps a location from its start state through the end week, updating with each count, for
+/// at most `max_weeks` weeks: pure computation, no database access. Returns the checkpoints
+/// and, when weeks are left, the job that continues from the last of them (the same
+/// arithmetic as one uninterrupted run: every draw is seeded by location and week).
+fn process(ctx: &Ctx<'_>, job: &Job, max_weeks: usize) -> Result<(Outcome, Option<Job>), Problem> {
     let model = LocationModel::new(ctx.config, &job.location, job.population);
     let (mut ens, mut recent) = match &job.ensemble {
         Some(flat) if job.start > ctx.origin => {
@@ -199,25 +203,42 @@ fn process(ctx: &Ctx<'_>, job: &Job) -> Result<Outcome, Problem> {
         Ok(())
     };
     let mut week = job.start.max(ctx.origin) - 7;
-    for row in &job.rows {
-        validate(row)?;
-        while week + 7 < row.week {
-            week += 7;
-            advance(&mut ens, &mut recent, week, None, 0, 0)?;
+    let mut next_row = 0;
+    for _ in 0..max_weeks.max(1) {
+        match job.rows.get(next_row) {
+            // A week with rows (weeks without rows before it are stepped through first).
+            Some(row) if row.week <= week + 7 => {
+                validate(row)?;
+                week = row.week;
+                let rows = i32::try_from(row.n_rows).unwrap_or(i32::MAX);
+                advance(&mut ens, &mut recent, week, row.value, row.print, rows)?;
+                next_row += 1;
+            }
+            _ if week < ctx.end_week => {
+                week += 7;
+                advance(&mut ens, &mut recent, week, None, 0, 0)?;
+            }
+            _ => break,
         }
-        week = row.week;
-        let rows = i32::try_from(row.n_rows).unwrap_or(i32::MAX);
-        advance(&mut ens, &mut recent, week, row.value, row.print, rows)?;
     }
-    while week < ctx.end_week {
-        week += 7;
-        advance(&mut ens, &mut recent, week, None, 0, 0)?;
-    }
-    Ok(out)
+    let rest = (next_row < job.rows.len() || week < ctx.end_week).then(|| Job {
+        location: job.location.clone(),
+        population: job.population,
+        start: week + 7,
+        // Row-major [state][members], as a checkpoint stores it.
+        ensemble: Some(ens.transpose().as_slice().to_vec()),
+        recent: recent.into_iter().collect(),
+        rows: job.rows[next_row..].to_vec(),
+    });
+    Ok((out, rest))
 }
 
+/// Checkpoints written per statement, at most; fewer for large ensembles (`FLUSH_VALUES`).
 const FLUSH_ROWS: usize = 128;
-/// Location-weeks computed per parallel batch: bounds the checkpoints held before writing.
+/// Ensemble values written per statement, at most (8 MB of parameters).
+const FLUSH_VALUES: usize = 1 << 20;
+/// Location-weeks computed per parallel batch, at most: fewer when the checkpoints they make
+/// would hold more than `enkf.max_ensemble_elements` values (`Run::budget_weeks`).
 const BATCH_WEEKS: i64 = 2048;
 
 struct Run<'a> {
@@ -231,6 +252,9 @@ struct Run<'a> {
     pending: Vec<Pending>,
     jobs: Vec<Job>,
     batch_weeks: i64,
+    /// Location-weeks whose checkpoints fit in `enkf.max_ensemble_elements` values: what one
+    /// round of computing may hold in memory before it is written.
+    budget_weeks: usize,
     compute_seconds: f64,
     scratch: PgMemoryContexts,
 }
@@ -303,7 +327,7 @@ impl<'a> Run<'a> {
         };
         self.batch_weeks += ((self.end_week - job.start.max(self.origin)) / 7 + 1) as i64;
         self.jobs.push(job);
-        if self.batch_weeks >= BATCH_WEEKS {
+        if self.batch_weeks >= BATCH_WEEKS.min(self.budget_weeks as i64) {
             self.run_batch(client);
         }
     }
@@ -355,38 +379,48 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Computes the queued locations (on `enkf.threads` threads) and writes their checkpoints.
+    /// Computes the queued locations (on `enkf.threads` threads) and writes their checkpoints,
+    /// in rounds that each hold at most `budget_weeks` location-weeks of checkpoints (a long
+    /// history of a large ensemble goes in several rounds, each continuing the last).
     fn run_batch(&mut self, client: &mut SpiClient<'_>) {
-        if self.jobs.is_empty() {
-            return;
-        }
-        pgrx::check_for_interrupts!();
-        let jobs = std::mem::take(&mut self.jobs);
+        let mut jobs = std::mem::take(&mut self.jobs);
         self.batch_weeks = 0;
+        let twin = self.twin;
         let ctx = Ctx {
-            config: &self.twin.config,
-            members: self.twin.members,
+            config: &twin.config,
+            members: twin.members,
             origin: self.origin,
             end_week: self.end_week,
         };
-        let t = std::time::Instant::now();
-        let outcomes = crate::parallel::map(&jobs, |job| process(&ctx, job));
-        self.compute_seconds += t.elapsed().as_secs_f64();
-        for outcome in outcomes {
-            let outcome = outcome.unwrap_or_else(|p| self.raise(p));
-            self.stats.locations += 1;
-            self.stats.observations += outcome.observations;
-            for c in outcome.checkpoints {
-                self.stats.first_week =
-                    Some(self.stats.first_week.map_or(c.week, |w| w.min(c.week)));
-                self.stats.last_week = Some(self.stats.last_week.map_or(c.week, |w| w.max(c.week)));
-                self.pending.push(c);
-                if self.pending.len() >= FLUSH_ROWS {
-                    self.flush(client);
+        let flush_rows = (FLUSH_VALUES / (STATE_DIM * twin.members).max(1)).clamp(1, FLUSH_ROWS);
+        while !jobs.is_empty() {
+            pgrx::check_for_interrupts!();
+            let max_weeks = (self.budget_weeks / jobs.len()).max(1);
+            let t = std::time::Instant::now();
+            let outcomes = crate::parallel::map(&jobs, |job| process(&ctx, job, max_weeks));
+            self.compute_seconds += t.elapsed().as_secs_f64();
+            let mut rest = Vec::new();
+            for outcome in outcomes {
+                let (outcome, more) = outcome.unwrap_or_else(|p| self.raise(p));
+                if more.is_none() {
+                    self.stats.locations += 1;
                 }
+                self.stats.observations += outcome.observations;
+                for c in outcome.checkpoints {
+                    self.stats.first_week =
+                        Some(self.stats.first_week.map_or(c.week, |w| w.min(c.week)));
+                    self.stats.last_week =
+                        Some(self.stats.last_week.map_or(c.week, |w| w.max(c.week)));
+                    self.pending.push(c);
+                    if self.pending.len() >= flush_rows {
+                        self.flush(client);
+                    }
+                }
+                rest.extend(more);
             }
+            self.flush(client);
+            jobs = rest;
         }
-        self.flush(client);
     }
 
     fn flush(&mut self, client: &mut SpiClient<'_>) {
@@ -432,7 +466,7 @@ fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> {
     let rows = spi::select(
         client,
         &format!(
-            "SELECT (location)::text, (population)::float8 FROM {}",
+            "SELECT (location)::pg_catalog.text, (population)::pg_catalog.float8 FROM {}",
             twin.locations
         ),
         &[],
@@ -498,8 +532,9 @@ fn revision_starts(
         let table: HashMap<String, Print> = spi::select(
             client,
             &format!(
-                "SELECT loc, min(week_end), coalesce(bit_xor({print}) FILTER (WHERE week_end <= $3), 0),
-                        count(*) FILTER (WHERE week_end <= $3), false
+                "SELECT loc, pg_catalog.min(week_end),
+                        coalesce(pg_catalog.bit_xor({print}) FILTER (WHERE week_end <= $3), 0),
+                        pg_catalog.count(*) FILTER (WHERE week_end <= $3), false
                    FROM ({raw}) o GROUP BY loc",
                 print = source.row_print_sql(),
                 raw = source.raw_sql(Some((1, 2))),
@@ -517,8 +552,9 @@ fn revision_starts(
         // compared week by week, and `refresh_prints` fills the fingerprints in.
         let stored: HashMap<String, Print> = spi::select(
             client,
-            "SELECT location, min(week_end), coalesce(bit_xor(rows_print), 0),
-                    coalesce(sum(source_rows), 0), bool_or(source_rows IS NULL OR rows_print IS NULL)
+            "SELECT location, pg_catalog.min(week_end), coalesce(pg_catalog.bit_xor(rows_print), 0),
+                    coalesce(pg_catalog.sum(source_rows), 0),
+                    pg_catalog.bool_or(source_rows IS NULL OR rows_print IS NULL)
                FROM enkf.checkpoints
               WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2
               GROUP BY location",
@@ -549,7 +585,9 @@ fn revision_starts(
         out.extend(
             stored
                 .iter()
-                .filter(|(loc, there)| (there.rows > 0 || there.legacy) && !table.contains_key(*loc))
+                .filter(|(loc, there)| {
+                    (there.rows > 0 || there.legacy) && !table.contains_key(*loc)
+                })
                 .map(|(loc, _)| loc.clone()),
         );
         out
@@ -559,17 +597,17 @@ fn revision_starts(
     }
     // Week by week, for the suspects only (all locations on a twin's first run).
     let only = |col: &str| match suspects {
-        Some(_) => format!(" AND {col} = ANY($4)"),
+        Some(_) => format!(" AND {col} = ANY($4::pg_catalog.text[])"),
         None => String::new(),
     };
     let diff_sql = format!(
         "WITH o AS (SELECT * FROM ({weekly}) w WHERE true{o_only}),
               c AS (SELECT location, week_end, observed FROM enkf.checkpoints
                      WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2{c_only})
-         SELECT coalesce(o.loc, c.location), min(coalesce(o.week_end, c.week_end)),
+         SELECT coalesce(o.loc, c.location), pg_catalog.min(coalesce(o.week_end, c.week_end)),
                 -- Whether the earliest differing week had been assimilated (a revision): an
                 -- aggregate without a per-group sort.
-                min(c.week_end) = min(coalesce(o.week_end, c.week_end))
+                pg_catalog.min(c.week_end) = pg_catalog.min(coalesce(o.week_end, c.week_end))
            FROM o FULL JOIN c ON c.location = o.loc AND c.week_end = o.week_end
           WHERE (c.location IS NULL OR c.observed IS DISTINCT FROM o.value)
             AND coalesce(o.week_end, c.week_end) BETWEEN $1 AND $2
@@ -629,6 +667,9 @@ fn location_print(r: &pgrx::spi::SpiHeapTupleData<'_>) -> pgrx::spi::SpiResult<(
 /// unchanged (rows rewritten with the same weekly count, or checkpoints from before 0.2.0), so
 /// that they are not compared week by week again on every run. Weeks whose counts changed are
 /// re-assimilated, and their checkpoints rewritten, by the caller.
+///
+/// The table is read first and the checkpoints updated from parameters after: pg_enkf's own
+/// writes never read the caller's objects (see `crate::writes`).
 fn refresh_prints(
     client: &mut SpiClient<'_>,
     source: &Source,
@@ -637,38 +678,75 @@ fn refresh_prints(
     prev: i32,
     suspects: Vec<String>,
 ) {
-    let args = [
-        DatumWithOid::from(date(from)),
-        DatumWithOid::from(date(prev)),
-        DatumWithOid::from(twin_id),
-        DatumWithOid::from(suspects),
-    ];
-    // Weeks with rows.
-    spi::update(
+    let weeks = spi::select(
         client,
         &format!(
-            "UPDATE enkf.checkpoints c SET rows_print = w.print, source_rows = w.n_rows
-               FROM ({weekly}) w
-              WHERE w.loc = ANY($4)
-                AND c.twin_id = $3 AND c.location = w.loc AND c.week_end = w.week_end
-                AND c.week_end BETWEEN $1 AND $2 AND c.observed IS NOT DISTINCT FROM w.value
-                AND (c.rows_print IS DISTINCT FROM w.print OR c.source_rows IS DISTINCT FROM w.n_rows)",
+            "SELECT w.loc, w.week_end, w.value, w.print, w.n_rows FROM ({weekly}) w
+              WHERE w.loc = ANY($3::pg_catalog.text[])",
             weekly = source.weekly_sql(Some((1, 2))),
         ),
-        &args,
+        &[
+            DatumWithOid::from(date(from)),
+            DatumWithOid::from(date(prev)),
+            DatumWithOid::from(suspects.clone()),
+        ],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<Date>(2)?,
+                r.get::<f64>(3)?,
+                r.get::<i64>(4)?.unwrap_or(0),
+                r.get::<i64>(5)?.unwrap_or(0),
+            ))
+        },
     );
-    // Weeks without rows (missing, assimilated as such).
+    let mut locations = Vec::with_capacity(weeks.len());
+    let mut week_ends = Vec::with_capacity(weeks.len());
+    let mut values = Vec::with_capacity(weeks.len());
+    let mut prints = Vec::with_capacity(weeks.len());
+    let mut counts = Vec::with_capacity(weeks.len());
+    for (loc, week, value, print, n) in weeks {
+        locations.push(loc);
+        week_ends.push(week);
+        values.push(value);
+        prints.push(print);
+        counts.push(i32::try_from(n).unwrap_or(i32::MAX));
+    }
+    // Weeks with rows, then weeks without (missing, assimilated as such).
     spi::update(
         client,
-        &format!(
-            "UPDATE enkf.checkpoints c SET rows_print = 0, source_rows = 0
-              WHERE c.twin_id = $3 AND c.location = ANY($4) AND c.week_end BETWEEN $1 AND $2
-                AND c.observed IS NULL
-                AND (c.rows_print IS DISTINCT FROM 0 OR c.source_rows IS DISTINCT FROM 0)
-                AND NOT EXISTS (SELECT 1 FROM ({raw}) s WHERE s.loc = c.location AND s.week_end = c.week_end)",
-            raw = source.raw_sql(Some((1, 2))),
-        ),
-        &args,
+        "UPDATE enkf.checkpoints c SET rows_print = w.print, source_rows = w.n_rows
+           FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.date[]), pg_catalog.unnest($6::pg_catalog.float8[]), pg_catalog.unnest($7::pg_catalog.int8[]), pg_catalog.unnest($8::pg_catalog.int4[])) AS w(loc, week_end, value, print, n_rows)
+          WHERE c.twin_id = $3 AND c.location = w.loc AND c.week_end = w.week_end
+            AND c.week_end BETWEEN $1 AND $2 AND c.observed IS NOT DISTINCT FROM w.value
+            AND (c.rows_print IS DISTINCT FROM w.print OR c.source_rows IS DISTINCT FROM w.n_rows)",
+        &[
+            DatumWithOid::from(date(from)),
+            DatumWithOid::from(date(prev)),
+            DatumWithOid::from(twin_id),
+            DatumWithOid::from(locations.clone()),
+            DatumWithOid::from(week_ends.clone()),
+            DatumWithOid::from(values),
+            DatumWithOid::from(prints),
+            DatumWithOid::from(counts),
+        ],
+    );
+    spi::update(
+        client,
+        "UPDATE enkf.checkpoints c SET rows_print = 0, source_rows = 0
+          WHERE c.twin_id = $3 AND c.location = ANY($4::pg_catalog.text[]) AND c.week_end BETWEEN $1 AND $2
+            AND c.observed IS NULL
+            AND (c.rows_print IS DISTINCT FROM 0 OR c.source_rows IS DISTINCT FROM 0)
+            AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.date[])) AS s(loc, week_end)
+                             WHERE s.loc = c.location AND s.week_end = c.week_end)",
+        &[
+            DatumWithOid::from(date(from)),
+            DatumWithOid::from(date(prev)),
+            DatumWithOid::from(twin_id),
+            DatumWithOid::from(suspects),
+            DatumWithOid::from(locations),
+            DatumWithOid::from(week_ends),
+        ],
     );
 }
 
@@ -693,6 +771,7 @@ type AssimilateRow = (
     schema = "enkf",
     name = "assimilate"
 )]
+#[search_path(pg_catalog, pg_temp)]
 fn assimilate(
     twin: Option<&str>,
     through: default!(Option<TimestampWithTimeZone>, "now()"),
@@ -713,10 +792,9 @@ fn assimilate(
 }
 
 fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -> AssimilateRow {
-    let started = spi::one::<TimestampWithTimeZone>(client, "SELECT clock_timestamp()", &[]);
     let clock = std::time::Instant::now();
-    let twin = catalog::load(client, name);
-    catalog::lock(client, twin.id);
+    let twin = catalog::load_locked(client, name);
+    let started = provenance::start(client);
     let columns = catalog::check_observations(
         client,
         &twin.observations,
@@ -728,7 +806,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
     let source = Source::new(&twin, columns.kind, catalog::timescaledb_schema(client));
     let through_day = spi::one::<Date>(
         client,
-        "SELECT ($1::timestamptz)::date",
+        "SELECT ($1::pg_catalog.timestamptz)::pg_catalog.date",
         &[DatumWithOid::from(through)],
     )
     .map(|d| d.to_pg_epoch_days())
@@ -803,10 +881,8 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         }
     };
 
-    // The run's row is written once, complete, at the end: provenance is append-only, so
-    // operators need INSERT on enkf.runs but never UPDATE (they cannot rewrite history).
-    let run_id =
-        spi::one::<i64>(client, "SELECT nextval('enkf.runs_run_id_seq')", &[]).unwrap_or_default();
+    // The run's row is written once, complete, at the end (provenance::record).
+    let run_id = started.id;
 
     // 1. Which locations need work, from which week: weeks whose count differs from the one
     //    assimilated (revisions), weeks never assimilated, and locations behind the end week.
@@ -870,7 +946,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         let names: Vec<String> = plan.iter().map(|p| p.0.clone()).collect();
         let hidden: std::collections::HashSet<String> = spi::select(
             client,
-            "SELECT l FROM unnest($1::text[]) AS l WHERE NOT enkf.location_visible(l)",
+            "SELECT l FROM pg_catalog.unnest($1::pg_catalog.text[]) AS l WHERE NOT enkf.location_visible(l)",
             &[DatumWithOid::from(names)],
             |r| Ok(r.get::<String>(1)?.unwrap_or_default()),
         )
@@ -882,7 +958,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         // (which would overwrite its analyses with forecasts made without data).
         let obs_rls = spi::one::<bool>(
             client,
-            "SELECT row_security_active($1::regclass)",
+            "SELECT pg_catalog.row_security_active($1::pg_catalog.regclass)",
             &[DatumWithOid::from(twin.observations.as_str())],
         );
         if obs_rls == Some(true) {
@@ -906,7 +982,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
                 "enkf.assimilate: {} location(s) of twin \"{}\" skipped: not granted to {} in enkf.location_grants, or none of their observations readable by them",
                 hidden.len(),
                 twin.name,
-                spi::one::<String>(client, "SELECT current_user::text", &[]).unwrap_or_default()
+                spi::one::<String>(client, "SELECT CURRENT_USER::pg_catalog.text", &[]).unwrap_or_default()
             );
         }
     }
@@ -922,6 +998,9 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         pending: Vec::new(),
         jobs: Vec::new(),
         batch_weeks: 0,
+        budget_weeks: (crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize
+            / (STATE_DIM * twin.members).max(1))
+        .max(1),
         compute_seconds: 0.0,
         scratch: PgMemoryContexts::new("pg_enkf assimilate"),
     };
@@ -942,7 +1021,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         if !cut_locations.is_empty() {
             spi::update(
                 client,
-                "DELETE FROM enkf.checkpoints c USING unnest($2::text[], $3::date[]) AS p(loc, start)
+                "DELETE FROM enkf.checkpoints c USING ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.date[])) AS p(loc, start)
                   WHERE c.twin_id = $1 AND c.location = p.loc AND c.week_end >= p.start",
                 &[
                     DatumWithOid::from(twin.id),
@@ -959,15 +1038,16 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
                     ARRAY(SELECT r.observed FROM enkf.checkpoints r
                            WHERE r.twin_id = $1 AND r.location = p.loc AND r.week_end < p.start
                              AND r.observed IS NOT NULL ORDER BY r.week_end DESC LIMIT $4)
-               FROM unnest($2::text[], $3::date[]) AS p(loc, start)
+               FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.date[])) AS p(loc, start)
                LEFT JOIN enkf.checkpoints cp ON cp.twin_id = $1 AND cp.location = p.loc AND cp.week_end = p.start - 7
               ORDER BY p.loc COLLATE \"C\"",
             &[DatumWithOid::from(twin.id), DatumWithOid::from(locations.clone()), DatumWithOid::from(starts.clone()), DatumWithOid::from(window)],
         ));
         let rows_sql = format!(
-            "SELECT s.loc, s.week_end, CASE WHEN bool_and(s.ok) THEN sum(s.v) END, count(*), count(DISTINCT s.t),
-                    min(s.v) FILTER (WHERE s.ok), bit_xor({print})
-               FROM ({raw}) s JOIN unnest($3::text[], $4::date[]) AS p(loc, start)
+            "SELECT s.loc, s.week_end, CASE WHEN pg_catalog.bool_and(s.ok) THEN pg_catalog.sum(s.v) END,
+                    pg_catalog.count(*), pg_catalog.count(DISTINCT s.t),
+                    pg_catalog.min(s.v) FILTER (WHERE s.ok), pg_catalog.bit_xor({print})
+               FROM ({raw}) s JOIN ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.date[])) AS p(loc, start)
                  ON p.loc = s.loc AND s.week_end >= p.start
               WHERE s.week_end <= $2
               GROUP BY s.loc, s.week_end ORDER BY s.loc COLLATE \"C\", s.week_end",
@@ -983,12 +1063,14 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
                 DatumWithOid::from(starts),
             ],
         ));
+        // Start states hold an ensemble each: fetched no more at a time than the budget allows.
+        let fetch_states = run.budget_weeks.clamp(1, 256) as i64;
         let mut buffered: VecDeque<Row> = VecDeque::new();
         let mut data_done = false;
         loop {
             let batch: Vec<Start> = unsafe {
                 run.scratch.switch_to(|_| {
-                    let table = spi::ok(states.fetch(256));
+                    let table = spi::ok(states.fetch(fetch_states));
                     let mut out = Vec::with_capacity(table.len());
                     for r in table {
                         out.push(Start {
@@ -1073,27 +1155,20 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         clock.elapsed().as_secs_f64(),
         run.compute_seconds
     );
-    spi::update(
+    provenance::record(
         client,
-        "INSERT INTO enkf.runs (run_id, twin_id, kind, status, started_at, through, source, config, config_hash,
-                                extension_version, seed, locations, observations, reassimilated, first_week, last_week)
-         VALUES ($1, $2, 'assimilate', 'succeeded', $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14)",
-        &[
-            DatumWithOid::from(run_id),
-            DatumWithOid::from(twin.id),
-            started.map_or(DatumWithOid::null::<TimestampWithTimeZone>(), DatumWithOid::from),
-            DatumWithOid::from(through),
-            DatumWithOid::from(twin.observations.as_str()),
-            DatumWithOid::from(twin.config_json.as_str()),
-            DatumWithOid::from(twin.config_hash.as_str()),
-            DatumWithOid::from(env!("CARGO_PKG_VERSION")),
-            DatumWithOid::from(twin.config.seed),
-            DatumWithOid::from(stats.locations),
-            DatumWithOid::from(stats.observations),
-            DatumWithOid::from(stats.reassimilated),
-            stats.first_week.map_or(DatumWithOid::null::<Date>(), |d| DatumWithOid::from(date(d))),
-            stats.last_week.map_or(DatumWithOid::null::<Date>(), |d| DatumWithOid::from(date(d))),
-        ],
+        &twin,
+        "assimilate",
+        &started,
+        provenance::Outcome {
+            through: Some(through),
+            locations: Some(stats.locations),
+            observations: Some(stats.observations),
+            reassimilated: Some(stats.reassimilated),
+            first_week: stats.first_week,
+            last_week: stats.last_week,
+            detail: None,
+        },
     );
     (
         run_id,

@@ -1,6 +1,7 @@
 //! Twins in `enkf.twins`, and checks of the caller's tables against what a twin needs: columns
 //! present, of usable types. Every failure names the argument or column and gives a hint.
 
+use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::TwinConfig;
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
@@ -17,6 +18,8 @@ pub const LOCK_CLASS: i32 = 0x454E_4B46;
 pub struct Twin {
     pub id: i64,
     pub name: String,
+    /// The observation and location tables: qualified, quoted names resolved from the OIDs
+    /// stored with the twin, at this run (a renamed table is followed; a dropped one refused).
     pub observations: String,
     pub locations: String,
     pub time_column: String,
@@ -30,43 +33,140 @@ pub struct Twin {
     pub origin: Option<i32>,
 }
 
-/// Loads a twin by name; 42704 if there is none.
-pub fn load(client: &SpiClient<'_>, name: &str) -> Twin {
-    let rows = spi::select(
+/// The stored row of a twin, before its tables are resolved and checked.
+struct Stored {
+    id: i64,
+    name: String,
+    observations: Option<String>,
+    locations: Option<String>,
+    time_column: String,
+    location_column: String,
+    value_column: String,
+    members: i32,
+    config_json: String,
+    config_hash: String,
+    origin: Option<i32>,
+    creator: Option<String>,
+    creator_reads: bool,
+}
+
+fn not_found(name: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("twin \"{name}\" does not exist"),
+        None,
+        "create it with enkf.create_twin(); SELECT name FROM enkf.twin_summary lists the twins you can see",
+    )
+}
+
+fn stored(client: &SpiClient<'_>, id: i64) -> Option<Stored> {
+    // The table names come from the OIDs (NULL when a table was dropped), and whether the
+    // twin's creator can still read both tables (false when the creator was dropped).
+    spi::select(
         client,
-        "SELECT twin_id, name, observations, locations, time_column::text, location_column::text,
-                value_column::text, members, config::text, config_hash, origin
-           FROM enkf.twins WHERE name = $1",
-        &[DatumWithOid::from(name)],
+        "SELECT t.twin_id, t.name,
+                (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.observations),
+                (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.locations),
+                t.time_column::pg_catalog.text, t.location_column::pg_catalog.text,
+                t.value_column::pg_catalog.text, t.members, t.config::pg_catalog.text, t.config_hash,
+                t.origin, r.rolname::pg_catalog.text,
+                r.oid IS NOT NULL
+                  AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.observations)
+                  AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.locations)
+                  AND pg_catalog.has_table_privilege(r.oid, t.observations, 'SELECT')
+                  AND pg_catalog.has_table_privilege(r.oid, t.locations, 'SELECT')
+           FROM enkf.twins t LEFT JOIN pg_catalog.pg_roles r ON r.oid = t.created_by
+          WHERE t.twin_id = $1",
+        &[DatumWithOid::from(id)],
         |r| {
-            Ok(Twin {
+            Ok(Stored {
                 id: r.get::<i64>(1)?.unwrap_or_default(),
                 name: r.get::<String>(2)?.unwrap_or_default(),
-                observations: r.get::<String>(3)?.unwrap_or_default(),
-                locations: r.get::<String>(4)?.unwrap_or_default(),
+                observations: r.get::<String>(3)?,
+                locations: r.get::<String>(4)?,
                 time_column: r.get::<String>(5)?.unwrap_or_default(),
                 location_column: r.get::<String>(6)?.unwrap_or_default(),
                 value_column: r.get::<String>(7)?.unwrap_or_default(),
-                members: r.get::<i32>(8)?.unwrap_or_default().max(0) as usize,
-                config: TwinConfig::default(),
+                members: r.get::<i32>(8)?.unwrap_or_default(),
                 config_json: r.get::<String>(9)?.unwrap_or_default(),
                 config_hash: r.get::<String>(10)?.unwrap_or_default(),
-                origin: r
-                    .get::<pgrx::datum::Date>(11)?
-                    .map(|d| d.to_pg_epoch_days()),
+                origin: r.get::<pgrx::datum::Date>(11)?.map(|d| d.to_pg_epoch_days()),
+                creator: r.get::<String>(12)?,
+                creator_reads: r.get::<bool>(13)?.unwrap_or(false),
             })
         },
-    );
-    let mut twin = match rows.into_iter().next() {
-        Some(t) => t,
-        None => raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("twin \"{name}\" does not exist"),
+    )
+    .into_iter()
+    .next()
+}
+
+/// Loads a twin by name for reading its results (no lock); 42704 if there is none.
+pub fn load(client: &SpiClient<'_>, name: &str) -> Twin {
+    let id = twin_id(client, name);
+    checked(stored(client, id).unwrap_or_else(|| not_found(name)))
+}
+
+/// Locks a twin for the rest of the transaction, then loads it: a run that waited for another
+/// sees the configuration and state that one left. 42704 if there is none (or it was dropped
+/// while this waited).
+pub fn load_locked(client: &SpiClient<'_>, name: &str) -> Twin {
+    let id = twin_id(client, name);
+    lock(client, id);
+    match stored(client, id) {
+        Some(s) if s.name == name => checked(s),
+        _ => not_found(name),
+    }
+}
+
+/// Locks a twin by name and returns its id, without loading or checking it (for dropping).
+pub fn lock_by_name(client: &SpiClient<'_>, name: &str) -> i64 {
+    let id = twin_id(client, name);
+    lock(client, id);
+    if stored(client, id).is_none_or(|s| s.name != name) {
+        not_found(name);
+    }
+    id
+}
+
+fn twin_id(client: &SpiClient<'_>, name: &str) -> i64 {
+    spi::one::<i64>(
+        client,
+        "SELECT twin_id FROM enkf.twins WHERE name = $1",
+        &[DatumWithOid::from(name)],
+    )
+    .unwrap_or_else(|| not_found(name))
+}
+
+/// Refuses a twin whose tables are gone or whose creator may no longer read them, whose
+/// configuration does not parse, or whose ensemble exceeds the memory limits now in force.
+fn checked(s: Stored) -> Twin {
+    let name = &s.name;
+    let (observations, locations) = match (s.observations, s.locations) {
+        (Some(o), Some(l)) => (o, l),
+        (o, _) => raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!(
+                "{}: the table twin \"{name}\" was created over no longer exists",
+                if o.is_none() { "observations" } else { "locations" }
+            ),
             None,
-            "create it with enkf.create_twin(); SELECT name FROM enkf.twin_summary lists the twins you can see",
+            "a twin reads the table it was created over, by identity: drop the twin and create it again over the new table",
         ),
     };
-    twin.config = match TwinConfig::from_json(&twin.config_json) {
+    if !s.creator_reads {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "observations: the creator of twin \"{name}\" ({}) may no longer read {observations} or {locations}",
+                s.creator.as_deref().unwrap_or("a dropped role")
+            ),
+            Some("a twin only runs over data its creator may read, so that no one obtains through a twin what their own grants withhold".into()),
+            "grant SELECT on both tables back to the creator, or drop and re-create the twin by a role that may read them",
+        );
+    }
+    let config = match TwinConfig::from_json(&s.config_json) {
         Ok(c) => c,
         Err(e) => raise(
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
@@ -75,20 +175,72 @@ pub fn load(client: &SpiClient<'_>, name: &str) -> Twin {
             "restore enkf.twins.config from a backup, or drop and re-create the twin",
         ),
     };
-    twin
+    let members = usize::try_from(s.members).unwrap_or(0);
+    check_size(members, &config);
+    Twin {
+        id: s.id,
+        name: s.name,
+        observations,
+        locations,
+        time_column: s.time_column,
+        location_column: s.location_column,
+        value_column: s.value_column,
+        members,
+        config,
+        config_json: s.config_json,
+        config_hash: s.config_hash,
+        origin: s.origin,
+    }
+}
+
+/// Refuses a twin whose per-location arrays exceed `enkf.max_ensemble_elements` (54000): its
+/// ensemble (state x members) and its forecast's draws (members x draws per member). Checked
+/// at creation and at every run, since the setting may have been lowered since.
+pub fn check_size(members: usize, config: &TwinConfig) {
+    let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
+    let ensemble = members.saturating_mul(STATE_DIM);
+    let draws = members.saturating_mul(config.forecast.draws_per_member as usize);
+    if ensemble > max {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("members: {members} members give {ensemble} ensemble values per location, more than enkf.max_ensemble_elements = {max}"),
+            None,
+            "use fewer members, or ask a superuser to raise enkf.max_ensemble_elements",
+        );
+    }
+    if draws > max {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "config: forecast.draws_per_member = {} with {members} members gives {draws} samples per location and week, more than enkf.max_ensemble_elements = {max}",
+                config.forecast.draws_per_member
+            ),
+            None,
+            "lower forecast.draws_per_member or the members, or ask a superuser to raise enkf.max_ensemble_elements",
+        );
+    }
 }
 
 /// Serialises work on one twin for the rest of the transaction (re-entrant for the session).
+///
+/// A run that waited here must then see what the run it waited for committed. pgrx runs SPI
+/// queries read-only, on the snapshot of the calling statement (taken before the wait), until
+/// the transaction has an id; so the id is taken now, and every later query of the run reads
+/// a fresh snapshot (under READ COMMITTED, which the scheduler uses).
 pub fn lock(client: &SpiClient<'_>, twin_id: i64) {
     spi::select(
         client,
-        "SELECT pg_advisory_xact_lock($1, $2)",
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
         &[
             DatumWithOid::from(LOCK_CLASS),
             DatumWithOid::from(twin_id as i32),
         ],
         |_| Ok(()),
     );
+    // SAFETY: assigns the transaction an id if it has none (or raises); no other effect.
+    unsafe {
+        pgrx::pg_sys::GetCurrentTransactionId();
+    }
 }
 
 /// What the observation table's columns guarantee.
@@ -115,9 +267,9 @@ struct Column {
 fn column(client: &SpiClient<'_>, relation: &str, column_name: &str) -> Option<Column> {
     spi::select(
         client,
-        "SELECT format_type(a.atttypid, NULL), a.attnotnull
+        "SELECT pg_catalog.format_type(a.atttypid, NULL), a.attnotnull
            FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = $1::regclass AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+          WHERE a.attrelid = $1::pg_catalog.regclass AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
         &[DatumWithOid::from(relation), DatumWithOid::from(column_name)],
         |r| {
             Ok(Column {
@@ -261,18 +413,20 @@ pub fn timescaledb_schema(client: &SpiClient<'_>) -> Option<String> {
 }
 
 /// The last week the twin has assimilated: from its runs (cheap), or from its checkpoints if
-/// the runs were purged.
+/// the runs were purged. Only pg_enkf's functions write runs (sql/security.sql), so no role
+/// can plant a run that claims a later week.
 pub fn last_week(client: &SpiClient<'_>, twin_id: i64) -> Option<i32> {
     let from_runs = spi::one::<pgrx::datum::Date>(
         client,
-        "SELECT max(last_week) FROM enkf.runs WHERE twin_id = $1 AND kind = 'assimilate' AND status = 'succeeded'",
+        "SELECT pg_catalog.max(last_week) FROM enkf.runs
+          WHERE twin_id = $1 AND kind = 'assimilate' AND status = 'succeeded'",
         &[DatumWithOid::from(twin_id)],
     );
     from_runs
         .or_else(|| {
             spi::one::<pgrx::datum::Date>(
                 client,
-                "SELECT max(week_end) FROM enkf.checkpoints WHERE twin_id = $1",
+                "SELECT pg_catalog.max(week_end) FROM enkf.checkpoints WHERE twin_id = $1",
                 &[DatumWithOid::from(twin_id)],
             )
         })

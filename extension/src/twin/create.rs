@@ -1,6 +1,5 @@
 //! `enkf.create_twin` and `enkf.drop_twin`.
 
-use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::TwinConfig;
 use pgrx::datum::{DatumWithOid, JsonB};
 use pgrx::prelude::*;
@@ -8,14 +7,13 @@ use pgrx::prelude::*;
 use super::catalog::{check_locations, check_observations};
 use super::spi;
 use crate::error::{null_argument, null_option, raise, OrRaise};
-use crate::guc;
 use crate::sqltypes::{RegClass, SqlName};
 
 /// The qualified, quoted name of a relation (independent of the caller's search_path).
 fn qualified_name(client: &pgrx::spi::SpiClient<'_>, rel: RegClass) -> String {
     spi::one::<String>(
         client,
-        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
         &[DatumWithOid::from(rel.0)],
     )
@@ -37,6 +35,7 @@ fn qualified_name(client: &pgrx::spi::SpiClient<'_>, rel: RegClass) -> String {
     schema = "enkf",
     name = "create_twin"
 )]
+#[search_path(pg_catalog, pg_temp)]
 fn create_twin(
     name: Option<&str>,
     observations: Option<RegClass>,
@@ -84,20 +83,9 @@ fn create_twin(
             "300 members is usual for a weekly epidemic twin; 100 is enough for county-scale runs",
         );
     }
-    let max = guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
-    if members as usize * STATE_DIM > max {
-        raise(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!(
-                "members = {members} gives {} ensemble elements per location, more than enkf.max_ensemble_elements = {max}",
-                members as usize * STATE_DIM
-            ),
-            None,
-            "use fewer members or ask a superuser to raise enkf.max_ensemble_elements",
-        );
-    }
     let config = config.unwrap_or_else(|| null_option("config"));
     let cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
+    super::catalog::check_size(members as usize, &cfg);
     let cfg_json = cfg.to_json();
 
     Spi::connect_mut(|client| {
@@ -111,7 +99,7 @@ fn create_twin(
         ] {
             let readable = spi::one::<bool>(
                 client,
-                "SELECT has_table_privilege($1::oid, 'SELECT')",
+                "SELECT pg_catalog.has_table_privilege($1::pg_catalog.oid, 'SELECT')",
                 &[DatumWithOid::from(oid.0)],
             );
             if readable != Some(true) {
@@ -144,17 +132,21 @@ fn create_twin(
                 "choose another name, or remove the old twin with enkf.drop_twin()",
             );
         }
+        // The tables by OID (regclass): the twin keeps reading the tables its creator checked
+        // above, whatever is later renamed or created under their names. The guard trigger
+        // fills in the normalised configuration, its hash and the creator.
         let rows = spi::update_rows(
             client,
             "INSERT INTO enkf.twins (name, observations, locations, time_column, location_column, value_column,
-                                     model, members, config, config_hash)
-             VALUES ($1, $2, $3, $4::name, $5::name, $6::name, $7, $8, $9::jsonb,
-                     encode(sha256(convert_to($9, 'UTF8')), 'hex'))
+                                     model, members, config, config_hash, created_by)
+             VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3::pg_catalog.oid::pg_catalog.regclass,
+                     $4::pg_catalog.name, $5::pg_catalog.name, $6::pg_catalog.name, $7, $8, $9::pg_catalog.jsonb, '',
+                     CURRENT_USER::pg_catalog.text::pg_catalog.regrole)
              RETURNING twin_id",
             &[
                 DatumWithOid::from(name),
-                DatumWithOid::from(obs_rel.as_str()),
-                DatumWithOid::from(loc_rel.as_str()),
+                DatumWithOid::from(observations.0),
+                DatumWithOid::from(locations.0),
                 DatumWithOid::from(time_column.as_str()),
                 DatumWithOid::from(location_column.as_str()),
                 DatumWithOid::from(value_column.as_str()),
@@ -175,16 +167,34 @@ fn create_twin(
     schema = "enkf",
     name = "drop_twin"
 )]
+#[search_path(pg_catalog, pg_temp)]
 fn drop_twin(name: Option<&str>) -> bool {
     let name = name.unwrap_or_else(|| null_argument("name"));
     Spi::connect_mut(|client| {
-        let twin = super::catalog::load(client, name);
-        super::catalog::lock(client, twin.id);
+        // Locked, but not checked: a twin whose tables are gone can still be dropped.
+        let id = super::catalog::lock_by_name(client, name);
         spi::update(
             client,
             "DELETE FROM enkf.twins WHERE twin_id = $1",
-            &[DatumWithOid::from(twin.id)],
+            &[DatumWithOid::from(id)],
         );
         true
     })
+}
+
+/// `enkf.twin_config(config jsonb)`: the configuration as a twin stores it, every default
+/// filled in (the text whose SHA-256 is the twin's config_hash); 22023 naming the key for an
+/// invalid one. The twins' guard trigger runs every stored configuration through it.
+#[pg_extern(
+    immutable,
+    parallel_safe,
+    strict,
+    schema = "enkf",
+    name = "twin_config"
+)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn twin_config(config: JsonB) -> String {
+    TwinConfig::from_json(&config.0.to_string())
+        .or_raise()
+        .to_json()
 }

@@ -7,25 +7,17 @@ use enkf_core::scoring::baseline_quantiles_all;
 use enkf_core::twin::location::{location_seed, week_seed};
 use enkf_core::twin::LocationModel;
 use nalgebra::DMatrix;
-use pgrx::datum::{Array, Date, DatumWithOid, TimestampWithTimeZone};
+use pgrx::datum::{Array, Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::catalog;
+use super::catalog::{self, Twin};
 use super::dates::date;
+use super::provenance;
 use super::spi;
 use crate::arrays::vector_arg;
 use crate::error::{null_argument, null_option, raise};
-
-type ForecastRow = (
-    name!(location, String),
-    name!(reference_date, Date),
-    name!(horizon, i32),
-    name!(target_end_date, Date),
-    name!(quantile, f64),
-    name!(value, f64),
-);
 
 /// Quantile levels: strictly increasing, inside (0, 1).
 fn levels_arg(arr: Option<Array<'_, f64>>) -> Vec<f64> {
@@ -60,6 +52,7 @@ const WRITE_BATCH: usize = 2048;
     schema = "enkf",
     name = "forecast"
 )]
+#[search_path(pg_catalog, pg_temp)]
 fn forecast(
     twin: Option<&str>,
     horizons: default!(Option<i32>, 4),
@@ -89,19 +82,30 @@ fn forecast(
         );
     }
     let levels = levels_arg(quantile_levels);
-    let rows = Spi::connect_mut(|client| run(client, name, horizons as usize, &levels));
-    TableIterator::new(rows)
+    let blocks = Spi::connect_mut(|client| run(client, name, horizons as usize, &levels));
+    // One row per quantile, made as PostgreSQL asks for them: memory holds one value a row.
+    TableIterator::new(blocks.into_iter().flat_map(move |b| {
+        let (reference, target) = (date(b.reference), date(b.target));
+        levels
+            .clone()
+            .into_iter()
+            .zip(b.values)
+            .map(move |(p, v)| (b.location.clone(), reference, b.horizon, target, p, v))
+    }))
 }
 
-fn run(
-    client: &mut SpiClient<'_>,
-    name: &str,
-    horizons: usize,
-    levels: &[f64],
-) -> Vec<ForecastRow> {
-    let started = spi::one::<TimestampWithTimeZone>(client, "SELECT clock_timestamp()", &[]);
-    let twin = catalog::load(client, name);
-    catalog::lock(client, twin.id);
+/// The returned quantiles of one location and horizon.
+struct Block {
+    location: String,
+    reference: i32,
+    horizon: i32,
+    target: i32,
+    values: Vec<f64>,
+}
+
+fn run(client: &mut SpiClient<'_>, name: &str, horizons: usize, levels: &[f64]) -> Vec<Block> {
+    let twin = catalog::load_locked(client, name);
+    let started = provenance::start(client);
     let last_week = catalog::last_week(client, twin.id);
     if last_week.is_none() {
         raise(
@@ -111,9 +115,15 @@ fn run(
             "run enkf.assimilate() on the twin first",
         );
     }
-    // Written once, complete, at the end (append-only provenance: see assimilate).
-    let run_id =
-        spi::one::<i64>(client, "SELECT nextval('enkf.runs_run_id_seq')", &[]).unwrap_or_default();
+    // Written once, complete, at the end (provenance::record).
+    let run_id = started.id;
+    let bounds = Bounds::new(
+        client,
+        &twin,
+        last_week.unwrap_or_default(),
+        horizons,
+        levels.len(),
+    );
     // A forecast replaces whatever an earlier one from the same analysis stored (of the
     // locations the caller may see: row-level security applies to the DELETE as to the rest).
     spi::update(
@@ -136,7 +146,7 @@ fn run(
     // sorting all of the twin's rows by (location, week) for array_agg(... ORDER BY week_end)
     // (bench/twin_breakdown.py --explain).
     let history_query =
-        "SELECT location, array_agg(week_end - DATE '2000-01-01'), array_agg(observed)
+        "SELECT location, pg_catalog.array_agg(week_end - DATE '2000-01-01'), pg_catalog.array_agg(observed)
            FROM enkf.checkpoints WHERE twin_id = $1 AND observed IS NOT NULL
           GROUP BY location ORDER BY location COLLATE \"C\"";
     // At county scale the aggregate holds ~3,000 locations' arrays, more than the default 4 MB.
@@ -155,6 +165,7 @@ fn run(
     let mut scratch = PgMemoryContexts::new("pg_enkf forecast");
     let mut write_scratch = PgMemoryContexts::new("pg_enkf forecast writes");
     let mut out = Vec::new();
+    let mut returned = 0usize;
     let mut locations = 0;
     let mut reference: Option<i32> = None;
     let mut pending: Vec<Pending> = Vec::new();
@@ -165,7 +176,7 @@ fn run(
         let t0 = std::time::Instant::now();
         let latest: Vec<(String, i32, Vec<f64>)> = unsafe {
             scratch.switch_to(|_| {
-                let table = spi::ok(cursor.fetch(200));
+                let table = spi::ok(cursor.fetch(bounds.fetch_locations));
                 let mut rows = Vec::with_capacity(table.len());
                 for r in table {
                     rows.push((
@@ -251,18 +262,19 @@ fn run(
         for ((location, last_week, _, _), (twin_q, baseline)) in batch.into_iter().zip(computed) {
             let reference_date = last_week + 7;
             reference = Some(reference.map_or(reference_date, |r: i32| r.max(reference_date)));
+            returned += horizons * levels.len();
+            bounds.check_rows(returned);
             for ((h, q), base) in twin_q.into_iter().enumerate().zip(baseline) {
                 let target = reference_date + 7 * h as i32;
-                for (p, v) in levels.iter().zip(&q) {
-                    out.push((
-                        location.clone(),
-                        date(reference_date),
-                        h as i32,
-                        date(target),
-                        *p,
-                        *v,
-                    ));
-                }
+                // Checked now: the rows are made after this function has returned.
+                date(target);
+                out.push(Block {
+                    location: location.clone(),
+                    reference: reference_date,
+                    horizon: h as i32,
+                    target,
+                    values: q.clone(),
+                });
                 pending.push((
                     reference_date,
                     "enkf",
@@ -311,25 +323,21 @@ fn run(
         levels,
         &mut pending,
     );
-    spi::update(
+    provenance::record(
         client,
-        "INSERT INTO enkf.runs (run_id, twin_id, kind, status, started_at, source, config, config_hash,
-                                extension_version, seed, detail, locations, first_week, last_week)
-         VALUES ($1, $2, 'forecast', 'succeeded', $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12)",
-        &[
-            DatumWithOid::from(run_id),
-            DatumWithOid::from(twin.id),
-            started.map_or(DatumWithOid::null::<TimestampWithTimeZone>(), DatumWithOid::from),
-            DatumWithOid::from(twin.observations.as_str()),
-            DatumWithOid::from(twin.config_json.as_str()),
-            DatumWithOid::from(twin.config_hash.as_str()),
-            DatumWithOid::from(env!("CARGO_PKG_VERSION")),
-            DatumWithOid::from(twin.config.seed),
-            DatumWithOid::from(format!("horizons {horizons}, {} quantile levels", levels.len()).as_str()),
-            DatumWithOid::from(locations),
-            reference.map_or(DatumWithOid::null::<Date>(), |d| DatumWithOid::from(date(d))),
-            reference.map_or(DatumWithOid::null::<Date>(), |d| DatumWithOid::from(date(d + 7 * (horizons as i32 - 1)))),
-        ],
+        &twin,
+        "forecast",
+        &started,
+        provenance::Outcome {
+            locations: Some(locations),
+            first_week: reference,
+            last_week: reference.map(|d| d + 7 * (horizons as i32 - 1)),
+            detail: Some(format!(
+                "horizons {horizons}, {} quantile levels",
+                levels.len()
+            )),
+            ..Default::default()
+        },
     );
     out
 }
@@ -365,7 +373,7 @@ fn write(
                                      horizon, target_end_date, quantile_values)
          SELECT $1, $2, $3, r.reference_date, r.model, r.location, r.horizon, r.target_end_date,
                 $9[(r.k - 1) * {width} + 1 : r.k * {width}]
-           FROM unnest($4::date[], $5::text[], $6::text[], $7::int4[], $8::date[])
+           FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.date[]), pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), pg_catalog.unnest($7::pg_catalog.int4[]), pg_catalog.unnest($8::pg_catalog.date[]))
                 WITH ORDINALITY AS r(reference_date, model, location, horizon, target_end_date, k)"
     );
     unsafe {
@@ -401,5 +409,59 @@ fn write(
             );
         });
         scratch.reset();
+    }
+}
+
+/// What a forecast may hold in memory, from `enkf.max_ensemble_elements`: the analyses read at a
+/// time (each members x 7 values) and the values of the rows it returns.
+struct Bounds {
+    fetch_locations: i64,
+    max_rows: usize,
+    horizons: usize,
+    levels: usize,
+}
+
+impl Bounds {
+    /// Refuses (54000) a forecast whose returned rows would exceed the limit, before any work:
+    /// the caller's locations x horizons x quantile levels.
+    fn new(
+        client: &SpiClient<'_>,
+        twin: &Twin,
+        last_week: i32,
+        horizons: usize,
+        levels: usize,
+    ) -> Bounds {
+        let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
+        let bounds = Bounds {
+            fetch_locations: (max / (STATE_DIM * twin.members).max(1)).clamp(1, 200) as i64,
+            max_rows: max,
+            horizons,
+            levels,
+        };
+        let locations = spi::one::<i64>(
+            client,
+            "SELECT pg_catalog.count(*) FROM enkf.checkpoints WHERE twin_id = $1 AND week_end = $2",
+            &[
+                DatumWithOid::from(twin.id),
+                DatumWithOid::from(date(last_week)),
+            ],
+        )
+        .unwrap_or(0);
+        bounds.check_rows((locations.max(0) as usize).saturating_mul(horizons * levels));
+        bounds
+    }
+
+    fn check_rows(&self, rows: usize) {
+        if rows > self.max_rows {
+            raise(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "horizons: {} horizons x {} quantile_levels over the twin's locations make {rows} rows, more than enkf.max_ensemble_elements = {}",
+                    self.horizons, self.levels, self.max_rows
+                ),
+                None,
+                "ask for fewer horizons or quantile levels (the defaults give 4 x 23 per location), or ask a superuser to raise enkf.max_ensemble_elements",
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@ mod catalog;
 mod create;
 mod dates;
 mod forecast;
+mod provenance;
 mod score;
 mod source;
 mod spi;

@@ -47,6 +47,7 @@ type ScoreRow = (
     schema = "enkf",
     name = "score"
 )]
+#[search_path(pg_catalog, pg_temp)]
 fn score(
     twin: Option<&str>,
     reference_from: default!(Option<Date>, "NULL"),
@@ -83,7 +84,7 @@ fn score(
         // rows that no week holds, such as an infinite time).
         let targets = spi::select(
             client,
-            "SELECT min(target_end_date), max(target_end_date) FROM enkf.forecasts
+            "SELECT pg_catalog.min(target_end_date), pg_catalog.max(target_end_date) FROM enkf.forecasts
               WHERE twin_id = $1 AND model = 'enkf'
                 AND ($2::date IS NULL OR reference_date >= $2) AND ($3::date IS NULL OR reference_date <= $3)",
             &[

@@ -37,8 +37,8 @@ impl Source {
     fn date_expr(&self, time_expr: &str) -> String {
         match self.kind {
             TimeKind::Date => time_expr.to_string(),
-            TimeKind::Timestamp => format!("({time_expr})::date"),
-            TimeKind::Timestamptz => format!("({time_expr} AT TIME ZONE 'UTC')::date"),
+            TimeKind::Timestamp => format!("({time_expr})::pg_catalog.date"),
+            TimeKind::Timestamptz => format!("({time_expr} AT TIME ZONE 'UTC')::pg_catalog.date"),
         }
     }
 
@@ -68,9 +68,11 @@ impl Source {
     fn time_bound(&self, op: &str, date_expr: &str) -> String {
         match self.kind {
             TimeKind::Date => format!("src.{} {op} {date_expr}", self.time),
-            TimeKind::Timestamp => format!("src.{} {op} ({date_expr})::timestamp", self.time),
+            TimeKind::Timestamp => {
+                format!("src.{} {op} ({date_expr})::pg_catalog.timestamp", self.time)
+            }
             TimeKind::Timestamptz => format!(
-                "src.{} {op} (({date_expr})::timestamp AT TIME ZONE 'UTC')",
+                "src.{} {op} (({date_expr})::pg_catalog.timestamp AT TIME ZONE 'UTC')",
                 self.time
             ),
         }
@@ -84,14 +86,15 @@ impl Source {
             // A week ending on day W holds rows dated W - 6 .. W.
             Some((a, b)) => format!(
                 " WHERE {} AND {}",
-                self.time_bound(">=", &format!("(${a}::date - 6)")),
-                self.time_bound("<", &format!("(${b}::date + 1)"))
+                self.time_bound(">=", &format!("(${a}::pg_catalog.date - 6)")),
+                self.time_bound("<", &format!("(${b}::pg_catalog.date + 1)"))
             ),
             None => String::new(),
         };
         format!(
-            "SELECT (src.{loc})::text AS loc, {week} AS week_end, src.{time} AS t, (src.{value})::float8 AS v,
-                    (src.{value} IS NOT NULL AND (src.{value})::float8 <> 'NaN'::float8) AS ok
+            "SELECT (src.{loc})::pg_catalog.text AS loc, {week} AS week_end, src.{time} AS t,
+                    (src.{value})::pg_catalog.float8 AS v,
+                    (src.{value} IS NOT NULL AND (src.{value})::pg_catalog.float8 <> 'NaN'::pg_catalog.float8) AS ok
                FROM {rel} AS src{filter}",
             loc = self.location,
             week = self.week_expr(),
@@ -112,10 +115,10 @@ impl Source {
             // Seconds since 1970 (exact to the microsecond in a float8 for any current date),
             // whatever the session's time zone.
             TimeKind::Timestamp | TimeKind::Timestamptz => {
-                "hashfloat8extended(date_part('epoch', t), 0)".to_string()
+                "pg_catalog.hashfloat8extended(pg_catalog.date_part('epoch', t), 0)".to_string()
             }
         };
-        format!("hashfloat8extended(coalesce(v, 'NaN'::float8), {seed})")
+        format!("pg_catalog.hashfloat8extended(coalesce(v, 'NaN'::pg_catalog.float8), {seed})")
     }
 
     /// The last week end on or before `day` (a PostgreSQL day number; the infinite dates, and
@@ -143,14 +146,15 @@ impl Source {
         format!(
             "SELECT CASE WHEN finite THEN {first} END, CASE WHEN finite THEN {last} END, finite
                FROM (SELECT first_time, last_time,
-                            coalesce(isfinite(first_time), true) AND coalesce(isfinite(last_time), true) AS finite
-                       FROM (SELECT (SELECT min(src.{time}) FROM {rel} AS src) AS first_time,
-                                    (SELECT max(src.{time}) FROM {rel} AS src WHERE {bound}) AS last_time) t) span",
+                            coalesce(pg_catalog.isfinite(first_time), true)
+                              AND coalesce(pg_catalog.isfinite(last_time), true) AS finite
+                       FROM (SELECT (SELECT pg_catalog.min(src.{time}) FROM {rel} AS src) AS first_time,
+                                    (SELECT pg_catalog.max(src.{time}) FROM {rel} AS src WHERE {bound}) AS last_time) t) span",
             first = self.week_of("span.first_time"),
             last = self.week_of("span.last_time"),
             time = self.time,
             rel = self.relation,
-            bound = self.time_bound("<", "($1::date + 1)"),
+            bound = self.time_bound("<", "($1::pg_catalog.date + 1)"),
         )
     }
 
@@ -168,9 +172,9 @@ impl Source {
     /// NaN), the number of rows, of distinct times, and the smallest value, for validation.
     pub fn weekly_sql(&self, weeks: Option<(usize, usize)>) -> String {
         format!(
-            "SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value,
-                    count(*) AS n_rows, count(DISTINCT t) AS n_times, min(v) FILTER (WHERE ok) AS min_value,
-                    bit_xor({print}) AS print
+            "SELECT loc, week_end, CASE WHEN pg_catalog.bool_and(ok) THEN pg_catalog.sum(v) END AS value,
+                    pg_catalog.count(*) AS n_rows, pg_catalog.count(DISTINCT t) AS n_times,
+                    pg_catalog.min(v) FILTER (WHERE ok) AS min_value, pg_catalog.bit_xor({print}) AS print
                FROM ({raw}) s
               GROUP BY loc, week_end",
             print = self.row_print_sql(),
@@ -182,7 +186,8 @@ impl Source {
     /// the table with what was assimilated.
     pub fn weekly_values_sql(&self, weeks: Option<(usize, usize)>) -> String {
         format!(
-            "SELECT loc, week_end, CASE WHEN bool_and(ok) THEN sum(v) END AS value FROM ({}) s GROUP BY loc, week_end",
+            "SELECT loc, week_end, CASE WHEN pg_catalog.bool_and(ok) THEN pg_catalog.sum(v) END AS value
+               FROM ({}) s GROUP BY loc, week_end",
             self.raw_sql(weeks)
         )
     }

@@ -1,5 +1,10 @@
 //! Small helpers over pgrx's SPI: results copied out and their memory released at once, so that
 //! loops over thousands of locations do not accumulate tuple tables until the call ends.
+//!
+//! Every function of pg_enkf runs with `search_path = pg_catalog, pg_temp`, and the SQL text
+//! here and in the twin's modules also names every function with its schema: nothing a user
+//! creates in another schema is ever called. (Operators are left unqualified: with that
+//! search_path they resolve in pg_catalog only, as pg_temp is never searched for operators.)
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
@@ -38,14 +43,16 @@ pub fn select<T>(
     out
 }
 
-/// Runs a statement that changes data and returns rows (INSERT ... RETURNING).
+/// Runs one of pg_enkf's own statements that change its tables and returns rows (INSERT ...
+/// RETURNING), with `enkf.writing()` true (see `crate::writes`): the statement must read
+/// nothing of the caller's (only its parameters and pg_enkf's tables).
 pub fn update_rows<T>(
     client: &mut SpiClient<'_>,
     query: &str,
     args: &[DatumWithOid<'_>],
     mut f: impl FnMut(&SpiHeapTupleData<'_>) -> SpiResult<T>,
 ) -> Vec<T> {
-    let table = ok(client.update(query, None, args));
+    let table = crate::writes::own_write(|| ok(client.update(query, None, args)));
     let mut out = Vec::with_capacity(table.len());
     for row in table {
         out.push(ok(f(&row)));
@@ -54,9 +61,10 @@ pub fn update_rows<T>(
     out
 }
 
-/// Runs a statement that changes data.
+/// Runs one of pg_enkf's own statements that change its tables, with `enkf.writing()` true:
+/// the statement must read nothing of the caller's (see `update_rows`).
 pub fn update(client: &mut SpiClient<'_>, query: &str, args: &[DatumWithOid<'_>]) {
-    ok(client.update(query, None, args));
+    crate::writes::own_write(|| ok(client.update(query, None, args)));
     free_tuptable();
 }
 
@@ -98,10 +106,11 @@ pub fn with_work_mem<'c, T>(
 
 /// Raises work_mem to at least `least` for the transaction; returns the setting before.
 pub fn raise_work_mem(client: &SpiClient<'_>, least: &str) -> Option<String> {
-    let before = one::<String>(client, "SELECT current_setting('work_mem')", &[]);
+    let before = one::<String>(client, "SELECT pg_catalog.current_setting('work_mem')", &[]);
     one::<String>(
         client,
-        "SELECT set_config('work_mem', $1, true) WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes($1)",
+        "SELECT pg_catalog.set_config('work_mem', $1, true)
+          WHERE pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem')) < pg_catalog.pg_size_bytes($1)",
         &[DatumWithOid::from(least)],
     );
     before
@@ -112,7 +121,7 @@ pub fn restore_work_mem(client: &SpiClient<'_>, before: Option<String>) {
     if let Some(before) = before {
         one::<String>(
             client,
-            "SELECT set_config('work_mem', $1, true)",
+            "SELECT pg_catalog.set_config('work_mem', $1, true)",
             &[DatumWithOid::from(before)],
         );
     }

@@ -15,6 +15,7 @@ use crate::error::{null_option, raise, OrRaise};
     schema = "enkf",
     name = "synthetic_surveillance"
 )]
+#[search_path(pg_catalog, pg_temp)]
 fn synthetic_surveillance(
     locations: default!(Option<i32>, 10),
     weeks: default!(Option<i32>, 156),
@@ -52,6 +53,20 @@ fn synthetic_surveillance(
             format!("weeks must lie in 1..5000, got {weeks}"),
             None,
             "156 weeks are three seasons",
+        );
+    }
+    // The rows are streamed, but PostgreSQL keeps a set-returning function's result in a
+    // tuplestore (spilling to disk): bound the rows like every other size a caller controls.
+    let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as i64;
+    if locations as i64 * weeks as i64 > max {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "locations: {locations} locations x {weeks} weeks make {} rows, more than enkf.max_ensemble_elements = {max}",
+                locations as i64 * weeks as i64
+            ),
+            None,
+            "generate fewer locations or weeks per call (several calls with other seeds can be combined)",
         );
     }
     if !first_week.is_finite() {

@@ -102,3 +102,7 @@ SET enkf.max_ensemble_elements = 8;
 SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]], ARRAY[1.0, 1.0, 1.0], ARRAY[1.0, 1.0, 1.0], ARRAY[1, 2, 3], 'enkf', loc_radius => 1)$$);
 SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]], ARRAY[1.0, 1.0, 1.0], ARRAY[1.0, 1.0, 1.0], ARRAY[1, 2, 3], 'letkf', loc_radius => 1)$$);
 RESET enkf.max_ensemble_elements;
+-- every matrix a method builds is bounded, not only the ensemble: 100,000 observations of a
+-- 100,000-member ensemble would need a 10^10-value matrix (80 GB), refused before any work
+SELECT m, pg_temp.try(format($$SELECT enkf.analyze(array_fill(1.0::float8, ARRAY[1, 100000]), array_fill(0.0::float8, ARRAY[100000]), array_fill(1.0::float8, ARRAY[100000]), array_fill(1, ARRAY[100000]), %L)$$, m))
+FROM unnest(ARRAY['etkf', 'enkf', 'letkf']) AS m;

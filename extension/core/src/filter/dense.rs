@@ -129,13 +129,15 @@ pub(crate) fn product(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> DMatrix<f64> {
 /// triangle is read. Eigenvalues of a positive semi-definite matrix can come out slightly
 /// negative by rounding: they are clamped at 0.
 pub(crate) fn psd_eigen(m: &DMatrix<f64>) -> (DMatrix<f64>, DVector<f64>) {
-    psd_eigen_with(m, &crate::workers::Sequential)
+    psd_eigen_with(m, &crate::workers::Sequential, &|| {})
 }
 
-/// As [`psd_eigen`], with independent parts of the work on `workers` (same result).
+/// As [`psd_eigen`], with independent parts of the work on `workers` (same result) and
+/// `interrupt` called between its stages.
 pub(crate) fn psd_eigen_with(
     m: &DMatrix<f64>,
     workers: &dyn crate::workers::Workers,
+    interrupt: &dyn Fn(),
 ) -> (DMatrix<f64>, DVector<f64>) {
     let n = m.nrows();
     if n == 0 {
@@ -144,7 +146,7 @@ pub(crate) fn psd_eigen_with(
     if n < FAER_EIGEN_MIN {
         return nalgebra_eigen(m);
     }
-    match super::eigen::symmetric_eigen(view(m), workers) {
+    match super::eigen::symmetric_eigen(view(m), workers, interrupt) {
         Ok((u, vals)) => (u, vals.map(|v| v.max(0.0))),
         // An iteration did not converge (never seen on the symmetric positive definite
         // matrices here): fall back to nalgebra's independent implementation.

@@ -36,10 +36,13 @@ pub(crate) struct NotConverged;
 type Eigenpairs = (DVector<f64>, DMatrix<f64>);
 
 /// Eigenvectors (columns) and eigenvalues, ascending, of the symmetric `a` (n >= 2), reading
-/// its lower triangle only.
+/// its lower triangle only. `interrupt` is called between the three stages (reduction,
+/// tridiagonal solve, back-transformation), each O(n^3): the longest stretch without a check
+/// is the reduction, measured in docs/operations.md ("Limits").
 pub(crate) fn symmetric_eigen(
     a: MatRef<'_, f64>,
     workers: &dyn Workers,
+    interrupt: &dyn Fn(),
 ) -> Result<(DMatrix<f64>, DVector<f64>), NotConverged> {
     let n = a.nrows();
     let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n);
@@ -61,9 +64,11 @@ pub(crate) fn symmetric_eigen(
         );
         clear_upper_vector_state();
     }
+    interrupt();
     let diag: Vec<f64> = (0..n).map(|i| trid[(i, i)]).collect();
     let offdiag: Vec<f64> = (0..n - 1).map(|i| trid[(i + 1, i)]).collect();
     let (values, mut vectors) = tridiagonal_eigen(&diag, &offdiag, workers)?;
+    interrupt();
 
     // Back to the original basis: the Householder reflectors act on rows 1.., independently
     // on each column of eigenvectors. Always two halves of the columns, on one thread or two,
@@ -439,7 +444,7 @@ mod tests {
     /// Residual, orthogonality and eigenvalues against nalgebra's independent solver.
     fn check(a: &DMatrix<f64>, label: &str) {
         let n = a.nrows();
-        let (vecs, vals) = symmetric_eigen(view(a), &Sequential).expect(label);
+        let (vecs, vals) = symmetric_eigen(view(a), &Sequential, &|| {}).expect(label);
         let scale = a.norm().max(1.0);
         let residual = (a * &vecs - &vecs * DMatrix::from_diagonal(&vals)).amax();
         assert!(residual <= 1e-13 * scale, "{label}: residual {residual:e}");
@@ -462,7 +467,7 @@ mod tests {
             "{label}: not sorted"
         );
         // Two threads do the same arithmetic.
-        let (vecs2, vals2) = symmetric_eigen(view(a), &ScopedThreads(2)).unwrap();
+        let (vecs2, vals2) = symmetric_eigen(view(a), &ScopedThreads(2), &|| {}).unwrap();
         assert_eq!(
             (vecs2, vals2),
             (vecs, vals),

@@ -14,10 +14,10 @@ use crate::error::{EnkfError, Result};
 use crate::localization::Taper;
 
 /// Centred observation-error draws, one column per member, in whitened units (unit variance).
-fn perturbations(m: usize, members: usize, seed: u64) -> DMatrix<f64> {
+fn perturbations(m: usize, members: usize, seed: u64) -> Result<DMatrix<f64>> {
     let mut rng = crate::rng::seeded(seed);
     // Column-major fill: member by member, observation by observation.
-    let mut e = DMatrix::zeros(m, members);
+    let mut e = super::workspace::try_zeros(m, members, "observations")?;
     for v in e.iter_mut() {
         *v = crate::rng::normal(&mut rng);
     }
@@ -25,7 +25,7 @@ fn perturbations(m: usize, members: usize, seed: u64) -> DMatrix<f64> {
         let mu = row.mean();
         row.add_scalar_mut(-mu);
     }
-    e
+    Ok(e)
 }
 
 pub(crate) fn analyze(
@@ -38,8 +38,8 @@ pub(crate) fn analyze(
     let (members, n) = prior.at.shape();
     let m = obs.len();
     let a = (members - 1) as f64;
-    let (s, d) = whiten(prior, obs);
-    let eps = perturbations(m, members, seed);
+    let (s, d) = whiten(prior, obs)?;
+    let eps = perturbations(m, members, seed)?;
     // Whitened innovation of each member: d - s_j + eps_j.
     let mut dmat = eps;
     for j in 0..members {

@@ -32,8 +32,9 @@ pub(crate) fn analyze_in_place(
     let mean = column_means(data, members)?;
     let infl = opts.inflation;
     let a = (members - 1) as f64;
-    let (s, d) = whiten(data, members, &mean, infl, obs);
-    let (mut op, w) = etkf_operator(&s, &d, a, workers);
+    let (s, d) = whiten(data, members, &mean, infl, obs)?;
+    interrupt();
+    let (mut op, w) = etkf_operator(&s, &d, a, workers, interrupt);
     if opts.rotate {
         op = op.rotated(&rotation::mean_preserving_rotation(members, opts.seed));
     }
@@ -113,9 +114,9 @@ fn whiten(
     mean: &[f64],
     infl: f64,
     obs: &Observations,
-) -> (nalgebra::DMatrix<f64>, nalgebra::DVector<f64>) {
+) -> Result<(nalgebra::DMatrix<f64>, nalgebra::DVector<f64>)> {
     let m = obs.len();
-    let mut st = nalgebra::DMatrix::zeros(members, m);
+    let mut st = super::workspace::try_zeros(members, m, "observations")?;
     let mut d = nalgebra::DVector::zeros(m);
     for (k, out) in st.as_mut_slice().chunks_exact_mut(members).enumerate() {
         let scale = 1.0 / obs.variance[k].sqrt();
@@ -126,7 +127,7 @@ fn whiten(
         }
         d[k] = (obs.values[k] - mean[i]) * scale;
     }
-    (st, d)
+    Ok((st, d))
 }
 
 /// What every block needs: the transform, the mean weights and the tuning.
@@ -208,8 +209,14 @@ mod tests {
             index: &idx,
         };
         let mean = column_means(&data, members).unwrap();
-        let (s, d) = whiten(&data, members, &mean, 1.1, &obs);
-        let (op, w) = etkf_operator(&s, &d, (members - 1) as f64, &crate::workers::Sequential);
+        let (s, d) = whiten(&data, members, &mean, 1.1, &obs).unwrap();
+        let (op, w) = etkf_operator(
+            &s,
+            &d,
+            (members - 1) as f64,
+            &crate::workers::Sequential,
+            &|| {},
+        );
         let step = Step {
             members,
             op: &op,
@@ -265,8 +272,8 @@ mod tests {
             };
             let mut one = data.clone();
             let mean = column_means(&one, members).unwrap();
-            let (s, d) = whiten(&one, members, &mean, opts.inflation, &obs);
-            let (op, w) = etkf_operator(&s, &d, (members - 1) as f64, &Sequential);
+            let (s, d) = whiten(&one, members, &mean, opts.inflation, &obs).unwrap();
+            let (op, w) = etkf_operator(&s, &d, (members - 1) as f64, &Sequential, &|| {});
             let op = op.rotated(&rotation::mean_preserving_rotation(members, opts.seed));
             let step = Step {
                 members,

@@ -19,6 +19,7 @@ mod etkf;
 mod letkf;
 pub mod rotation;
 pub mod transform;
+pub mod workspace;
 
 use std::fmt;
 use std::str::FromStr;
@@ -297,10 +298,10 @@ impl Split {
 
 /// Whitened observation anomalies `S = R^{-1/2} H A` (m x members) and innovations
 /// `d = R^{-1/2}(y - H xbar)`.
-pub(crate) fn whiten(prior: &Split, obs: &Observations) -> (DMatrix<f64>, DVector<f64>) {
+pub(crate) fn whiten(prior: &Split, obs: &Observations) -> Result<(DMatrix<f64>, DVector<f64>)> {
     let m = obs.len();
     let members = prior.at.nrows();
-    let mut s = DMatrix::zeros(m, members);
+    let mut s = workspace::try_zeros(m, members, "observations")?;
     let mut d = DVector::zeros(m);
     for k in 0..m {
         let scale = 1.0 / obs.variance[k].sqrt();
@@ -311,7 +312,7 @@ pub(crate) fn whiten(prior: &Split, obs: &Observations) -> (DMatrix<f64>, DVecto
         }
         d[k] = (obs.values[k] - prior.mean[i]) * scale;
     }
-    (s, d)
+    Ok((s, d))
 }
 
 /// Spread (sample standard deviation) of each state element.

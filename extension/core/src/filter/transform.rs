@@ -32,10 +32,17 @@ fn mul_t(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
 pub(crate) const PARALLEL_MIN_FLOPS: usize = 4_000_000;
 
 /// The lower triangle of `S^T S` (all the eigensolver reads) for a tall `S` (m x N), the row
-/// blocks summed from several threads.
-fn gram(s: MatRef<'_, f64>, workers: &dyn Workers) -> DMatrix<f64> {
+/// blocks summed from several threads. Above `GRAM_BLOCK_FLOPS` the rows go in blocks of a
+/// fixed height, a round of them per thread at a time, with an interrupt check between rounds
+/// (a 10^5 x 3000 product takes seconds) and the partial sums added in block order, so that
+/// the result does not depend on the threads.
+fn gram(s: MatRef<'_, f64>, workers: &dyn Workers, interrupt: &dyn Fn()) -> DMatrix<f64> {
     let (m, n) = (s.nrows(), s.ncols());
-    let parts = workers.threads().min(m * n * n / PARALLEL_MIN_FLOPS).max(1);
+    let flops = m.saturating_mul(n).saturating_mul(n);
+    if flops >= GRAM_BLOCK_FLOPS {
+        return gram_in_blocks(s, workers, interrupt);
+    }
+    let parts = workers.threads().min(flops / PARALLEL_MIN_FLOPS).max(1);
     if parts == 1 {
         return gram_lower(s);
     }
@@ -56,6 +63,34 @@ fn gram(s: MatRef<'_, f64>, workers: &dyn Workers) -> DMatrix<f64> {
         sum += p;
     }
     sum
+}
+
+/// Multiply-adds of a Gram product above which it is computed in interruptible blocks: about
+/// a tenth of a second of work.
+const GRAM_BLOCK_FLOPS: usize = 1 << 28;
+
+fn gram_in_blocks(s: MatRef<'_, f64>, workers: &dyn Workers, interrupt: &dyn Fn()) -> DMatrix<f64> {
+    let (m, n) = (s.nrows(), s.ncols());
+    let height = (GRAM_BLOCK_FLOPS / 4 / (n * n).max(1)).max(64);
+    let starts: Vec<usize> = (0..m).step_by(height).collect();
+    let mut total = DMatrix::zeros(n, n);
+    for round in starts.chunks(workers.threads().max(1)) {
+        interrupt();
+        let mut partial: Vec<DMatrix<f64>> = round.iter().map(|_| DMatrix::zeros(0, 0)).collect();
+        let jobs: Vec<Job> = partial
+            .iter_mut()
+            .zip(round)
+            .map(|(out, &start)| {
+                let block = s.subrows(start, height.min(m - start));
+                Box::new(move || *out = gram_lower(block)) as Job
+            })
+            .collect();
+        workers.run(jobs);
+        for p in partial {
+            total += p;
+        }
+    }
+    total
 }
 
 /// `a^T v` for a vector `v`.
@@ -84,7 +119,7 @@ pub struct EnsembleTransform {
 }
 
 pub fn etkf_transform(s: &DMatrix<f64>, d: &DVector<f64>, a: f64) -> EnsembleTransform {
-    etkf_transform_with(view(s), d, a, &Sequential)
+    etkf_transform_with(view(s), d, a, &Sequential, &|| {})
 }
 
 /// As [`etkf_transform`], `s` (m x N) any strided view (a transposed members-major matrix).
@@ -93,10 +128,11 @@ fn etkf_transform_with(
     d: &DVector<f64>,
     a: f64,
     workers: &dyn Workers,
+    interrupt: &dyn Fn(),
 ) -> EnsembleTransform {
     let (m, n_members) = (s.nrows(), s.ncols());
     if m >= n_members {
-        let (q, lam) = ensemble_space_eigen(s, a, workers);
+        let (q, lam) = ensemble_space_eigen(s, a, workers, interrupt);
         let mut qd = q.clone();
         for (mut col, l) in qd.column_iter_mut().zip(lam.iter()) {
             col *= (a / l).sqrt();
@@ -129,12 +165,14 @@ fn ensemble_space_eigen(
     s: MatRef<'_, f64>,
     a: f64,
     workers: &dyn Workers,
+    interrupt: &dyn Fn(),
 ) -> (DMatrix<f64>, DVector<f64>) {
-    let mut mm = gram(s, workers);
+    let mut mm = gram(s, workers, interrupt);
     for i in 0..mm.nrows() {
         mm[(i, i)] += a;
     }
-    let (q, lam) = psd_eigen_with(&mm, workers);
+    interrupt();
+    let (q, lam) = psd_eigen_with(&mm, workers, interrupt);
     (q, lam.map(|l| l.max(a)))
 }
 
@@ -204,6 +242,7 @@ pub fn etkf_operator(
     d: &DVector<f64>,
     a: f64,
     workers: &dyn Workers,
+    interrupt: &dyn Fn(),
 ) -> (AnomalyTransform, DVector<f64>) {
     let (n_members, m) = st.shape();
     if m == 0 {
@@ -211,10 +250,12 @@ pub fn etkf_operator(
     }
     let s = view(st).transpose();
     if m >= n_members {
-        let tr = etkf_transform_with(s, d, a, workers);
+        let tr = etkf_transform_with(s, d, a, workers, interrupt);
         return (AnomalyTransform::Full(tr.t), tr.w);
     }
-    let (u, lam) = psd_eigen(&gram_lower(view(st)));
+    let gram_obs = gram(view(st), workers, interrupt);
+    interrupt();
+    let (u, lam) = psd_eigen_with(&gram_obs, workers, interrupt);
     let right = product(view(&u).transpose(), s); // U^T S, m x N
     let utd = u.tr_mul(d).component_div(&lam.map(|l| a + l));
     let w = right.tr_mul(&utd); // S^T U diag(1/(a+l)) U^T d
@@ -257,7 +298,7 @@ pub fn gain_apply(
 ) -> DMatrix<f64> {
     let (m, n_members) = s.shape();
     if m >= n_members {
-        let (q, lam) = ensemble_space_eigen(view(s), a, &Sequential);
+        let (q, lam) = ensemble_space_eigen(view(s), a, &Sequential, &|| {});
         let mut qt = t_mul(&q, &t_mul(s, dmat)); // N x c
         for (mut row, l) in qt.row_iter_mut().zip(lam.iter()) {
             row /= *l;
@@ -333,7 +374,7 @@ mod tests {
             let g_ref = (&x * chol.solve(&s.tr_mul(&dm))).transpose();
             assert!((g - g_ref).amax() < 1e-11);
             let st = s.transpose();
-            let (op, w) = etkf_operator(&st, &d, a, &Sequential);
+            let (op, w) = etkf_operator(&st, &d, a, &Sequential, &|| {});
             assert!((&w - &w_ref).amax() < 1e-12, "operator w m={m} n={n}");
             let mut tmp = Vec::new();
             let mut anom = DMatrix::zeros(n, 3);
@@ -341,7 +382,7 @@ mod tests {
             assert!((anom - (&x * &tr.t).transpose()).amax() < 1e-11);
             // A rotation folded into the operator: U^T T.
             let u = super::super::rotation::mean_preserving_rotation(n, 7);
-            let (op, _) = etkf_operator(&st, &d, a, &Sequential);
+            let (op, _) = etkf_operator(&st, &d, a, &Sequential, &|| {});
             let mut rot = DMatrix::zeros(n, 3);
             op.rotated(&u)
                 .apply(view(&xt), view_mut(rot.as_mut_slice(), n, 3), &mut tmp);
@@ -372,8 +413,8 @@ mod tests {
         // blocks are uneven.
         let (m, n_members) = (2001, 67);
         let (s, _) = sample(m, n_members, 3);
-        let g1 = gram(view(&s), &Sequential);
-        let g2 = gram(view(&s), &crate::workers::ScopedThreads(2));
+        let g1 = gram(view(&s), &Sequential, &|| {});
+        let g2 = gram(view(&s), &crate::workers::ScopedThreads(2), &|| {});
         assert!((&g1 - &g2).amax() <= 1e-12 * g1.amax());
         // The lower triangle is S^T S; the strict upper one is left at zero.
         let full = s.transpose() * &s;

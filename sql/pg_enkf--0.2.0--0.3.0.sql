@@ -1,0 +1,720 @@
+\echo Use "ALTER EXTENSION pg_enkf UPDATE TO '0.3.0'" to load this file. \quit
+-- pg_enkf 0.2.0 -> 0.3.0.
+--
+-- UNRELEASED: 0.3.0 is not in sql/releases.toml yet, so this script may still be edited, until
+-- 0.3.0 is released; NEVER after. Every object added to or changed in the extension's install
+-- script (sql/*.sql, #[pg_extern] functions) since 0.2.0 must be added or changed here too, so
+-- that ALTER EXTENSION pg_enkf UPDATE gives the same schema as CREATE EXTENSION pg_enkf (the
+-- test tests/ops/test_upgrade.py compares the two). Append below, in dependency order.
+--
+-- 0.3.0 hardens pg_enkf against a hostile colleague with a login (docs/hipaa.md): every
+-- function pins its search_path; twins keep their tables and creator by identity; location
+-- grants name roles by OID; provenance, analyses and forecasts are written only by pg_enkf's
+-- functions; the publication views withhold every small number derived from a count.
+
+-- New functions of the library.
+CREATE FUNCTION enkf."has_null_elements"(
+	"arr" double precision[] /* Float8ArrayArg < '_ > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'has_null_elements_wrapper';
+
+CREATE FUNCTION enkf."writing"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL RESTRICTED  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'writing_wrapper';
+
+CREATE FUNCTION enkf."twin_config"(
+	"config" jsonb /* JsonB */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'twin_config_wrapper';
+
+CREATE FUNCTION enkf."record_failed_run"(
+	"twin" TEXT, /* Option < & str > */
+	"kind" TEXT, /* Option < & str > */
+	"started_at" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"sqlstate" TEXT /* Option < & str > */
+) RETURNS bigint /* i64 */
+VOLATILE SECURITY INVOKER PARALLEL UNSAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'record_failed_run_wrapper';
+
+-- Every function of the library runs with a pinned search_path.
+ALTER FUNCTION enkf.analyze(float8[], float8[], float8[], int4[], text, float8, float8, float8, bool, int8)
+    SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb)
+    SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.drop_twin(text) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.assimilate(text, timestamptz) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.forecast(text, int4, float8[]) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.score(text, date, date) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.suppression_threshold() SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION enkf.duration_ms(text) SET search_path = pg_catalog, pg_temp;
+
+-- Stored arrays that every reader relies on: checked by constraints.
+ALTER TABLE enkf.checkpoints ADD CONSTRAINT checkpoints_ensemble_check
+    CHECK (pg_catalog.array_ndims(ensemble) = 2 AND NOT enkf.has_null_elements(ensemble));
+ALTER TABLE enkf.forecasts ADD CONSTRAINT forecasts_check
+    CHECK (pg_catalog.array_ndims(quantile_levels) = 1 AND pg_catalog.array_ndims(quantile_values) = 1
+           AND pg_catalog.cardinality(quantile_levels) = pg_catalog.cardinality(quantile_values)
+           AND NOT enkf.has_null_elements(quantile_levels) AND NOT enkf.has_null_elements(quantile_values));
+
+-- Twins keep their tables and their creator by identity. twin_summary reads the columns being
+-- converted: it is replaced (grants kept) by a placeholder first, then by its new definition.
+CREATE OR REPLACE VIEW enkf.twin_summary WITH (security_barrier) AS
+SELECT t.twin_id, t.name, NULL::pg_catalog.text AS observations, NULL::pg_catalog.text AS locations,
+       t.model, t.members, t.config_hash, t.origin, NULL::pg_catalog.name AS created_by, t.created_at,
+       NULL::date AS last_week, NULL::int8 AS locations_assimilated
+FROM enkf.twins t;
+DO $$
+DECLARE
+    lost text;
+BEGIN
+    SELECT string_agg(format('%s (%s)', name, observations), ', ') INTO lost
+      FROM enkf.twins WHERE to_regclass(observations) IS NULL OR to_regclass(locations) IS NULL;
+    IF lost IS NOT NULL THEN
+        RAISE NOTICE 'pg_enkf 0.3.0: these twins read tables that no longer exist and will refuse to run: %', lost;
+    END IF;
+    SELECT string_agg(format('%s (%s)', name, created_by), ', ') INTO lost
+      FROM enkf.twins WHERE to_regrole(created_by) IS NULL;
+    IF lost IS NOT NULL THEN
+        RAISE NOTICE 'pg_enkf 0.3.0: the creators of these twins no longer exist; a superuser can name the role now responsible in enkf.twins.created_by: %', lost;
+    END IF;
+END
+$$;
+ALTER TABLE enkf.twins
+    ALTER COLUMN observations TYPE regclass USING coalesce(to_regclass(observations), 0::oid::regclass),
+    ALTER COLUMN locations TYPE regclass USING coalesce(to_regclass(locations), 0::oid::regclass),
+    ALTER COLUMN created_by DROP DEFAULT,
+    ALTER COLUMN created_by TYPE regrole USING coalesce(to_regrole(created_by), 0::oid::regrole);
+
+-- Location grants by role OID. Rows of roles that no longer exist are removed: under 0.2.0 they
+-- locked every reader out, and a new role of the same name would have inherited them.
+DROP POLICY own_grants ON enkf.location_grants;
+DO $$
+DECLARE
+    gone text;
+BEGIN
+    SELECT string_agg(format('%s: %s', role, location), ', ') INTO gone
+      FROM enkf.location_grants WHERE to_regrole(role) IS NULL;
+    IF gone IS NOT NULL THEN
+        RAISE NOTICE 'pg_enkf 0.3.0: removed location grants of roles that no longer exist: %', gone;
+        DELETE FROM enkf.location_grants WHERE to_regrole(role) IS NULL;
+    END IF;
+END
+$$;
+ALTER TABLE enkf.location_grants
+    ALTER COLUMN role TYPE regrole USING to_regrole(role),
+    ALTER COLUMN granted_by DROP DEFAULT,
+    ALTER COLUMN granted_by TYPE regrole USING coalesce(to_regrole(granted_by), 0::oid::regrole),
+    ALTER COLUMN granted_at SET DEFAULT pg_catalog.now();
+CREATE POLICY own_grants ON enkf.location_grants FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                    WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
+                      AND pg_catalog.pg_has_role(r.oid, 'MEMBER')));
+
+-- Membership asked only of roles that exist.
+CREATE OR REPLACE FUNCTION enkf.location_visible(loc text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT NOT pg_catalog.row_security_active('enkf.checkpoints'::pg_catalog.regclass)
+        OR EXISTS (SELECT 1 FROM enkf.location_grants g
+                     JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) g.role::pg_catalog.oid
+                    WHERE (g.location OPERATOR(pg_catalog.=) loc OR g.location OPERATOR(pg_catalog.=) '*')
+                      AND pg_catalog.pg_has_role(r.oid, 'MEMBER'))
+$$;
+
+-- Every name the views use, qualified; the publication views withhold small derived numbers.
+CREATE OR REPLACE VIEW enkf.forecast_quantiles WITH (security_barrier) AS
+SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
+       q.quantile, q.value, f.run_id
+FROM enkf.forecasts f
+JOIN enkf.twins t USING (twin_id)
+CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
+WHERE enkf.location_visible(f.location);
+
+CREATE OR REPLACE VIEW enkf.run_log AS
+SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name, r.started_at,
+       r.finished_at,
+       -- Seconds as float8: an interval is not a plain type for JDBC (it reports OTHER).
+       pg_catalog.date_part('epoch', r.finished_at OPERATOR(pg_catalog.-) r.started_at) AS duration_seconds,
+       r.through, r.first_week,
+       r.last_week, r.locations, r.observations, r.reassimilated, r.source, r.config_hash,
+       r.extension_version, r.seed, r.detail
+FROM enkf.runs r JOIN enkf.twins t USING (twin_id);
+
+CREATE OR REPLACE VIEW enkf.twin_summary WITH (security_barrier) AS
+SELECT t.twin_id, t.name,
+       coalesce((SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                  WHERE c.oid OPERATOR(pg_catalog.=) t.observations::pg_catalog.oid),
+                '(dropped)') COLLATE pg_catalog."default" AS observations,
+       coalesce((SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                  WHERE c.oid OPERATOR(pg_catalog.=) t.locations::pg_catalog.oid),
+                '(dropped)') COLLATE pg_catalog."default" AS locations,
+       t.model, t.members, t.config_hash,
+       t.origin,
+       coalesce((SELECT r.rolname FROM pg_catalog.pg_roles r
+                  WHERE r.oid OPERATOR(pg_catalog.=) t.created_by::pg_catalog.oid),
+                '(dropped)')::pg_catalog.name AS created_by,
+       t.created_at,
+       (SELECT pg_catalog.max(c.week_end) FROM enkf.checkpoints c
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS last_week,
+       (SELECT pg_catalog.count(DISTINCT c.location) FROM enkf.checkpoints c
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated
+FROM enkf.twins t;
+
+CREATE OR REPLACE VIEW enkf.state_estimates WITH (security_barrier) AS
+WITH latest AS (
+    SELECT DISTINCT ON (twin_id, location) twin_id, location, week_end, ensemble
+    FROM enkf.checkpoints
+    WHERE enkf.location_visible(location)
+    ORDER BY twin_id, location, week_end DESC
+)
+SELECT t.name AS twin, l.location, l.week_end, v.variable,
+       pg_catalog.avg(x) AS mean,
+       pg_catalog.percentile_cont(0.05::pg_catalog.float8) WITHIN GROUP (ORDER BY x) AS q05,
+       pg_catalog.percentile_cont(0.95::pg_catalog.float8) WITHIN GROUP (ORDER BY x) AS q95
+FROM latest l
+JOIN enkf.twins t USING (twin_id)
+CROSS JOIN LATERAL pg_catalog.unnest(ARRAY['S', 'E', 'I', 'R', 'H', 'beta', 'ihr']::pg_catalog.text[])
+    WITH ORDINALITY AS v(variable, k)
+CROSS JOIN LATERAL pg_catalog.unnest(l.ensemble[v.k:v.k][:]) AS x
+GROUP BY t.name, l.location, l.week_end, v.variable, v.k
+ORDER BY 1, 2, v.k;
+
+CREATE FUNCTION enkf.forecast_withheld(model text, levels float8[], vals float8[], value float8)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT enkf.suppressed(value)
+        OR (model OPERATOR(pg_catalog.=) 'baseline'
+            AND coalesce(NOT (vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)] OPERATOR(pg_catalog.=) 0
+                              OR vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)]
+                                 OPERATOR(pg_catalog.>=) enkf.suppression_threshold()),
+                         true))
+$$;
+
+CREATE FUNCTION enkf.published_quantile(model text, levels float8[], vals float8[], level float8)
+RETURNS float8
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN enkf.forecast_withheld(model, levels, vals,
+                                            vals[pg_catalog.array_position(levels, level)])
+                THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
+$$;
+
+CREATE OR REPLACE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
+SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
+            ELSE t.name OPERATOR(pg_catalog.||) '-baseline' END AS model_id,
+       f.reference_date,
+       (t.config OPERATOR(pg_catalog.#>>) '{forecast,target}'::pg_catalog.text[])::pg_catalog.text AS target,
+       f.horizon,
+       f.target_end_date,
+       f.location,
+       'quantile'::pg_catalog.text AS output_type,
+       q.quantile AS output_type_id,
+       CASE WHEN enkf.forecast_withheld(f.model, f.quantile_levels, f.quantile_values, q.value)
+            THEN NULL ELSE q.value END AS value
+FROM enkf.forecasts f
+JOIN enkf.twins t USING (twin_id)
+CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
+WHERE enkf.location_visible(f.location);
+
+CREATE OR REPLACE VIEW enkf.observed_counts WITH (security_barrier) AS
+SELECT t.name AS twin, c.location, c.week_end,
+       CASE WHEN enkf.suppressed(c.observed) THEN NULL ELSE c.observed END AS observed,
+       enkf.suppressed(c.observed) AS suppressed
+FROM enkf.checkpoints c
+JOIN enkf.twins t USING (twin_id)
+WHERE enkf.location_visible(c.location);
+
+CREATE OR REPLACE VIEW enkf.forecast_summary WITH (security_barrier) AS
+SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.5) AS median,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
+       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
+       CASE WHEN enkf.suppressed(o.observed) THEN NULL ELSE o.observed END AS observed,
+       enkf.suppressed(o.observed) AS observed_suppressed
+FROM enkf.forecasts f
+JOIN enkf.twins t USING (twin_id)
+LEFT JOIN enkf.checkpoints o
+       ON o.twin_id OPERATOR(pg_catalog.=) f.twin_id AND o.location OPERATOR(pg_catalog.=) f.location
+      AND o.week_end OPERATOR(pg_catalog.=) f.target_end_date
+WHERE enkf.location_visible(f.location);
+
+-- Provenance and analyses that no role can forge. pg_enkf's functions run under their caller,
+-- so an operator holds INSERT on enkf.runs (and write access to checkpoints and forecasts) for
+-- them; these triggers refuse any write that is not issued by one of pg_enkf's own functions
+-- (enkf.writing(), true only while such a statement runs: extension/src/writes.rs), except by
+-- members of the tables' owner (the DBA, who could drop the triggers anyway; pg_restore and
+-- cascades from enkf.drop_twin run as them).
+CREATE FUNCTION enkf.guard_writes() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT enkf.writing()
+       AND NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied: % on %.% is done only by pg_enkf''s functions',
+                        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = CASE TG_TABLE_NAME
+                             WHEN 'runs' THEN 'runs are recorded by enkf.assimilate, enkf.forecast and enkf.record_failed_run, with the caller''s identity'
+                             ELSE 'analyses and forecasts are written by enkf.assimilate and enkf.forecast, and removed with their twin by enkf.drop_twin'
+                         END;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.runs
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.forecasts
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+
+-- Twins: created by enkf.create_twin, removed by enkf.drop_twin; what a twin reads, its model,
+-- its ensemble size and its creator never change afterwards (a twin re-pointed at a table
+-- only the scheduler's login may read would hand its weekly sums to whoever re-pointed it).
+-- Administrators may rename a twin and change its configuration, which is checked and
+-- normalised (every default filled in) exactly as at creation, with its hash recomputed.
+CREATE FUNCTION enkf.guard_twins() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    trusted boolean := enkf.writing()
+        OR pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER');
+    canonical text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF NOT trusted THEN
+            RAISE EXCEPTION 'permission denied: twin "%" is removed only by enkf.drop_twin()', OLD.name
+                USING ERRCODE = 'insufficient_privilege', HINT = format('SELECT enkf.drop_twin(%L)', OLD.name);
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'INSERT' AND NOT trusted THEN
+        RAISE EXCEPTION 'permission denied: twins are created only by enkf.create_twin()'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'enkf.create_twin() checks that its caller may read the tables the twin reads';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NOT trusted THEN
+        IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
+            NEW.value_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+           IS DISTINCT FROM
+           (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
+            OLD.value_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
+            RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
+        END IF;
+        IF NEW.origin IS DISTINCT FROM OLD.origin THEN
+            RAISE EXCEPTION 'permission denied: the origin of twin "%" is set by its first enkf.assimilate()', OLD.name
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'drop and re-create the twin to start its weeks elsewhere';
+        END IF;
+    END IF;
+    canonical := enkf.twin_config(NEW.config);
+    IF TG_OP = 'UPDATE' AND OLD.origin IS NOT NULL
+       AND (canonical::jsonb ->> 'week_ends_on') IS DISTINCT FROM (OLD.config ->> 'week_ends_on') THEN
+        RAISE EXCEPTION 'config: week_ends_on of twin "%" cannot change after its first assimilation', OLD.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'its checkpoints sit on weeks ending on that day: drop and re-create the twin';
+    END IF;
+    NEW.config := canonical::jsonb;
+    NEW.config_hash := encode(sha256(convert_to(canonical, 'UTF8')), 'hex');
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER guard_twins BEFORE INSERT OR UPDATE OR DELETE ON enkf.twins
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_twins();
+CREATE TRIGGER guard_writes BEFORE TRUNCATE ON enkf.twins
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+
+-- Location grants: the grantor and time are recorded by the database, and a grant names a
+-- role that exists (regrole input checks names; a bare OID is checked here).
+CREATE FUNCTION enkf.guard_location_grants() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = NEW.role::oid) THEN
+        RAISE EXCEPTION 'role: no role has OID %', NEW.role::oid
+            USING ERRCODE = 'undefined_object', HINT = 'name the role: INSERT ... VALUES (''analyst_jane'', ''06'')';
+    END IF;
+    IF NEW.granted_by IS NULL
+       OR NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER') THEN
+        NEW.granted_by := current_user::text::regrole;
+        NEW.granted_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER guard_location_grants BEFORE INSERT OR UPDATE ON enkf.location_grants
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_location_grants();
+
+-- Row-level security on the provenance: everyone who may read runs reads all of them, and a
+-- run is recorded only under its caller's own identity.
+ALTER TABLE enkf.runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON enkf.runs FOR SELECT USING (true);
+CREATE POLICY own_identity ON enkf.runs FOR INSERT
+    WITH CHECK (run_by OPERATOR(pg_catalog.=) CURRENT_USER
+                AND session_user_name OPERATOR(pg_catalog.=) SESSION_USER
+                AND finished_at OPERATOR(pg_catalog.>=) started_at);
+
+-- The scheduler's slots: a slot is recorded only once it is due, and as succeeded only with
+-- the succeeded assimilation that ran for it (no one can pre-mark future runs as done).
+CREATE FUNCTION enkf.slot_is_honest(twin bigint, due timestamptz, status text, run bigint)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT due OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+       AND (status OPERATOR(pg_catalog.<>) 'succeeded'
+            OR EXISTS (SELECT 1 FROM enkf.runs r
+                        WHERE r.run_id OPERATOR(pg_catalog.=) run AND r.twin_id OPERATOR(pg_catalog.=) twin
+                          AND r.kind OPERATOR(pg_catalog.=) 'assimilate'
+                          AND r.status OPERATOR(pg_catalog.=) 'succeeded'
+                          AND r.started_at OPERATOR(pg_catalog.>=) due))
+$$;
+ALTER TABLE enkf.schedule_slots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON enkf.schedule_slots FOR SELECT USING (true);
+CREATE POLICY due_and_true ON enkf.schedule_slots FOR INSERT
+    WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
+CREATE POLICY due_and_true_update ON enkf.schedule_slots FOR UPDATE
+    USING (true) WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
+
+-- The roles' grants (0.3.0 adds the functions the guards and views call).
+CREATE OR REPLACE FUNCTION enkf.create_roles()
+RETURNS TABLE (role name, created boolean, description text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    spec record;
+BEGIN
+    FOR spec IN
+        SELECT * FROM (VALUES
+            (1, 'enkf_reader'::name, NULL::name,
+             'pg_enkf: reads published results (BI views with small-cell suppression) for the locations granted in enkf.location_grants'),
+            (2, 'enkf_analyst', 'enkf_reader',
+             'pg_enkf: enkf_reader plus raw forecasts, run log, state estimates, enkf.score and the array functions'),
+            (3, 'enkf_operator', 'enkf_analyst',
+             'pg_enkf: enkf_analyst plus enkf.assimilate and enkf.forecast for granted locations (needs SELECT on the observation tables)'),
+            (4, 'enkf_admin', 'enkf_operator',
+             'pg_enkf: enkf_operator plus enkf.create_twin, enkf.drop_twin and managing enkf.location_grants')
+        ) AS v(ord, name, inherits, what) ORDER BY ord
+    LOOP
+        role := spec.name;
+        description := spec.what;
+        created := NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = spec.name);
+        IF created THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', spec.name);
+        END IF;
+        EXECUTE format('COMMENT ON ROLE %I IS %L', spec.name, spec.what);
+        IF spec.inherits IS NOT NULL THEN
+            EXECUTE format('GRANT %I TO %I', spec.inherits, spec.name);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    -- Readers: the schema, the publication views and what those views call.
+    GRANT USAGE ON SCHEMA enkf TO enkf_reader;
+    GRANT SELECT ON enkf.hubverse_forecasts, enkf.forecast_summary, enkf.observed_counts,
+                    enkf.twin_summary TO enkf_reader;
+    GRANT SELECT ON enkf.location_grants TO enkf_reader;
+    GRANT EXECUTE ON FUNCTION enkf.location_visible(text), enkf.is_member_of(name),
+                              enkf.suppressed(float8), enkf.suppression_threshold(),
+                              enkf.forecast_withheld(text, float8[], float8[], float8),
+                              enkf.published_quantile(text, float8[], float8[], float8),
+                              enkf.writing(), enkf.has_null_elements(float8[]),
+                              enkf.twin_config(jsonb),
+                              enkf.slot_is_honest(bigint, timestamptz, text, bigint),
+                              enkf.compliance_report(), enkf.duration_ms(text) TO enkf_reader;
+    -- Analysts.
+    GRANT SELECT ON enkf.forecast_quantiles, enkf.state_estimates, enkf.run_log TO enkf_analyst;
+    GRANT SELECT ON enkf.twins, enkf.runs, enkf.forecasts TO enkf_analyst;
+    GRANT EXECUTE ON FUNCTION
+        enkf.score(text, date, date),
+        enkf.analyze(float8[], float8[], float8[], int4[], text, float8, float8, float8, bool, int8)
+        TO enkf_analyst;
+    EXECUTE (SELECT format('GRANT EXECUTE ON FUNCTION %s TO enkf_analyst', p.oid::regprocedure)
+               FROM pg_proc p WHERE p.pronamespace = 'enkf'::regnamespace
+                AND p.proname = 'synthetic_surveillance');
+    -- Operators: assimilation and forecasts write checkpoints, forecasts and runs, and set a
+    -- twin's origin on its first run.
+    GRANT SELECT, INSERT, UPDATE, DELETE ON enkf.checkpoints, enkf.forecasts TO enkf_operator;
+    GRANT INSERT ON enkf.runs TO enkf_operator;
+    GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
+    GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
+    GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz),
+                              enkf.forecast(text, int4, float8[]),
+                              enkf.record_failed_run(text, text, timestamptz, text) TO enkf_operator;
+    -- Administrators of twins.
+    GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
+    GRANT USAGE ON SEQUENCE enkf.twins_twin_id_seq TO enkf_admin;
+    GRANT INSERT, UPDATE, DELETE ON enkf.location_grants TO enkf_admin;
+    EXECUTE (SELECT string_agg(format('GRANT EXECUTE ON FUNCTION %s TO enkf_admin', p.oid::regprocedure), '; ')
+               FROM pg_proc p WHERE p.pronamespace = 'enkf'::regnamespace
+                AND p.proname IN ('create_twin', 'drop_twin'));
+    -- The scheduler's bookkeeping, when present (the sidecar runs as an operator).
+    IF to_regclass('enkf.schedule_slots') IS NOT NULL THEN
+        EXECUTE 'GRANT SELECT, INSERT, UPDATE ON enkf.schedule_slots TO enkf_operator';
+    END IF;
+END
+$$;
+
+-- The compliance report: TLS on network lines, the server's idle timeout, grants of dropped roles.
+CREATE OR REPLACE FUNCTION enkf.compliance_report()
+RETURNS TABLE (control text, status text, detail text, remedy text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v text;
+    v2 text;
+    n bigint;
+    lines text;
+    classes text[];
+    missing text[];
+    roles_checked int;
+    too_long text;
+BEGIN
+    -- 1. TLS in transit.
+    control := 'tls';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'ssl');
+    v2 := (SELECT s.setting FROM pg_settings s WHERE s.name = 'ssl_min_protocol_version');
+    IF v IS NULL THEN
+        status := 'unknown'; detail := 'ssl is not visible to this role';
+    ELSIF v = 'on' AND v2 IS NULL THEN
+        status := 'unknown'; detail := 'ssl = on; ssl_min_protocol_version is not visible to this role';
+    ELSIF v = 'on' AND v2 IN ('TLSv1.2', 'TLSv1.3') THEN
+        status := 'pass'; detail := format('ssl = on, ssl_min_protocol_version = %s', v2);
+    ELSE
+        status := 'fail'; detail := format('ssl = %s, ssl_min_protocol_version = %s', v, coalesce(v2, '?'));
+    END IF;
+    remedy := 'ssl = on, ssl_min_protocol_version = ''TLSv1.2'' (or TLSv1.3), hostssl lines only in pg_hba.conf';
+    RETURN NEXT;
+
+    -- 2. Password hashing.
+    control := 'password_encryption';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'password_encryption');
+    status := CASE WHEN v IS NULL THEN 'unknown' WHEN v = 'scram-sha-256' THEN 'pass' ELSE 'fail' END;
+    detail := format('password_encryption = %s', coalesce(v, 'not visible'));
+    remedy := 'password_encryption = ''scram-sha-256'', then reset every password so no MD5 hash remains';
+    RETURN NEXT;
+
+    -- 3. Client authentication methods, and TLS on every network line. A host or hostnossl
+    --    line accepts connections without TLS (passwords and PHI in clear on the network),
+    --    unless it admits only the loopback address.
+    control := 'pg_hba_auth_methods';
+    remedy := 'hostssl lines only for network connections (host lines for 127.0.0.1/32 or ::1/128 at most), with scram-sha-256 or cert; remove trust, password and md5 lines';
+    IF has_table_privilege('pg_catalog.pg_hba_file_rules', 'SELECT') THEN
+        SELECT count(*), string_agg(format('line %s: %s', h.line_number,
+                                           coalesce(h.error,
+                                                    CASE WHEN h.auth_method IN ('trust', 'password', 'md5') THEN h.auth_method
+                                                         ELSE format('%s without TLS from %s', h.type, coalesce(h.address, 'any address')) END)),
+                                    '; ' ORDER BY h.line_number)
+          INTO n, lines
+          FROM pg_hba_file_rules h
+         WHERE h.auth_method IN ('trust', 'password', 'md5') OR h.error IS NOT NULL
+            OR (h.type IN ('host', 'hostnossl', 'hostgssenc', 'hostnogssenc')
+                AND NOT (coalesce(h.address, '') IN ('127.0.0.1', '::1', 'localhost')
+                         AND coalesce(h.netmask, '255.255.255.255') IN ('255.255.255.255', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff')));
+        status := CASE WHEN n = 0 THEN 'pass' ELSE 'fail' END;
+        detail := CASE WHEN n = 0 THEN 'no trust, password or md5 line, and no network line without TLS, in pg_hba.conf' ELSE lines END;
+    ELSE
+        status := 'unknown';
+        detail := 'pg_hba_file_rules is readable by superusers only (or a role granted SELECT on it)';
+    END IF;
+    RETURN NEXT;
+
+    -- 4. pgaudit loaded. Its settings exist in pg_settings only when the module is loaded.
+    control := 'pgaudit_loaded';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'shared_preload_libraries');
+    IF v IS NOT NULL AND v ~ '(^|[\s,])"?pgaudit"?($|[\s,])' THEN
+        status := 'pass'; detail := format('shared_preload_libraries = %s', v);
+    ELSIF v IS NOT NULL THEN
+        status := 'fail'; detail := format('shared_preload_libraries = %s', v);
+    ELSIF EXISTS (SELECT 1 FROM pg_settings s WHERE s.name = 'pgaudit.log') THEN
+        status := 'pass'; detail := 'pgaudit is loaded in this session (shared_preload_libraries not visible to this role)';
+    ELSE
+        status := 'unknown'; detail := 'shared_preload_libraries is not visible to this role and pgaudit is not loaded in this session';
+    END IF;
+    remedy := 'shared_preload_libraries = ''pgaudit'' (restart), CREATE EXTENSION pgaudit';
+    RETURN NEXT;
+
+    -- 5. pgaudit classes.
+    control := 'pgaudit_classes';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'pgaudit.log');
+    IF v IS NULL THEN
+        status := 'unknown'; detail := 'pgaudit.log is not set (pgaudit not loaded) or not visible';
+    ELSE
+        classes := ARRAY(SELECT lower(trim(c)) FROM unnest(string_to_array(v, ',')) c);
+        missing := ARRAY(
+            SELECT w FROM unnest(ARRAY['read', 'write', 'function', 'role', 'ddl']) w
+             WHERE (NOT (w = ANY (classes) OR 'all' = ANY (classes))) OR ('-' || w) = ANY (classes));
+        status := CASE WHEN cardinality(missing) = 0 THEN 'pass' ELSE 'fail' END;
+        detail := format('pgaudit.log = %s', v) ||
+                  CASE WHEN cardinality(missing) > 0 THEN format('; missing: %s', array_to_string(missing, ', ')) ELSE '' END;
+    END IF;
+    remedy := 'pgaudit.log = ''read, write, function, role, ddl''';
+    RETURN NEXT;
+
+    -- 6. Statement parameters in the audit log (they can carry PHI).
+    control := 'pgaudit_log_parameter';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'pgaudit.log_parameter');
+    status := CASE WHEN v IS NULL THEN 'unknown' WHEN v = 'off' THEN 'pass' ELSE 'fail' END;
+    detail := format('pgaudit.log_parameter = %s', coalesce(v, 'not set'));
+    remedy := 'pgaudit.log_parameter = off, or document why parameters must be logged and protect the log as PHI';
+    RETURN NEXT;
+
+    -- 7. Connection logging.
+    control := 'connection_logging';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'log_connections');
+    v2 := (SELECT s.setting FROM pg_settings s WHERE s.name = 'log_disconnections');
+    status := CASE WHEN v IS NULL OR v2 IS NULL THEN 'unknown'
+                   WHEN v = 'on' AND v2 = 'on' THEN 'pass' ELSE 'fail' END;
+    detail := format('log_connections = %s, log_disconnections = %s', coalesce(v, '?'), coalesce(v2, '?'));
+    remedy := 'log_connections = on, log_disconnections = on';
+    RETURN NEXT;
+
+    -- 8. Idle session timeout of the login roles of the pg_enkf roles (or the server default).
+    --    The server's value, not the caller's session's: from the configuration file when the
+    --    session has not overridden it, else from pg_file_settings (superusers), else unknown.
+    control := 'idle_session_timeout';
+    SELECT CASE WHEN s.source IN ('default', 'configuration file', 'command line', 'environment variable', 'override')
+                THEN s.setting END, s.boot_val
+      INTO v, v2
+      FROM pg_settings s WHERE s.name = 'idle_session_timeout';
+    IF v IS NULL AND has_table_privilege('pg_catalog.pg_file_settings', 'SELECT') THEN
+        v := coalesce((SELECT f.setting FROM pg_file_settings f
+                        WHERE f.name = 'idle_session_timeout' AND f.applied AND f.error IS NULL
+                        ORDER BY f.seqno DESC LIMIT 1), v2);
+    END IF;
+    -- Members through pg_auth_members, not pg_has_role, which is true for every superuser.
+    WITH RECURSIVE members(roleid) AS (
+        SELECT r.oid FROM pg_roles r
+         WHERE r.rolname IN ('enkf_reader', 'enkf_analyst', 'enkf_operator', 'enkf_admin')
+        UNION
+        SELECT m.member FROM pg_auth_members m JOIN members ON m.roleid = members.roleid
+    ), logins AS (
+        SELECT r.oid, r.rolname
+          FROM pg_roles r JOIN members ON members.roleid = r.oid
+         WHERE r.rolcanlogin
+    ), effective AS (
+        -- A per-role setting (in this database, then in all) overrides this database's, which
+        -- overrides the server's.
+        SELECT l.rolname,
+               coalesce(enkf.duration_ms((
+                   SELECT substr(c, length('idle_session_timeout=') + 1)
+                     FROM pg_db_role_setting d, unnest(d.setconfig) c
+                    WHERE d.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+                      AND d.setrole IN (0, l.oid)
+                      AND c LIKE 'idle_session_timeout=%'
+                    ORDER BY d.setrole <> 0 DESC, d.setdatabase <> 0 DESC LIMIT 1)), enkf.duration_ms(v)) AS ms
+          FROM logins l
+    )
+    SELECT count(*),
+           string_agg(format('%s: %s', e.rolname, CASE WHEN e.ms IS NULL THEN '?' WHEN e.ms = 0 THEN 'none' ELSE (e.ms / 60000)::numeric(10, 1) || ' min' END), ', ')
+             FILTER (WHERE e.ms IS NULL OR e.ms <= 0 OR e.ms > 900000)
+      INTO roles_checked, too_long
+      FROM effective e;
+    IF roles_checked = 0 THEN
+        status := CASE WHEN v IS NULL THEN 'unknown' WHEN enkf.duration_ms(v) BETWEEN 1 AND 900000 THEN 'pass' ELSE 'fail' END;
+        detail := format('no login role is a member of the enkf_* roles; server idle_session_timeout = %s', coalesce(v || ' ms', 'not visible to this role'));
+    ELSIF too_long IS NULL THEN
+        status := 'pass';
+        detail := format('%s login role(s) of the enkf_* roles time out within 15 minutes', roles_checked);
+    ELSE
+        status := CASE WHEN too_long ~ '\?' AND v IS NULL THEN 'unknown' ELSE 'fail' END;
+        detail := format('over 15 minutes, none or not visible: %s', too_long);
+    END IF;
+    remedy := 'ALTER ROLE <login> SET idle_session_timeout = ''15min'' for each analyst login (or set it server-wide)';
+    RETURN NEXT;
+
+    -- 8b. Location grants of roles that no longer exist: ignored by the row-level security
+    --     policies, but a sign that grants are not cleaned up when people leave.
+    control := 'location_grants';
+    SELECT count(*), string_agg(format('%s (role OID %s)', g.location, g.role::oid), ', ')
+      INTO n, lines
+      FROM enkf.location_grants g
+     WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid);
+    status := CASE WHEN n = 0 THEN 'pass' ELSE 'fail' END;
+    detail := CASE WHEN n = 0 THEN 'every location grant names an existing role'
+                   ELSE format('%s grant(s) of dropped roles: %s', n, lines) END;
+    remedy := 'DELETE FROM enkf.location_grants g WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid), and remove a role''s grants before DROP ROLE';
+    RETURN NEXT;
+
+    -- 9. Row-level security on the twins' tables.
+    control := 'row_level_security';
+    SELECT string_agg(c.relname::text, ', ') INTO lines
+      FROM pg_class c
+     WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
+       AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid));
+    status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
+    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts'
+                   ELSE format('not enabled (or no policy) on: %s', lines) END;
+    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants';
+    RETURN NEXT;
+
+    -- 10. Data checksums (detect silent corruption of stored PHI).
+    control := 'data_checksums';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'data_checksums');
+    status := CASE WHEN v IS NULL THEN 'unknown' WHEN v = 'on' THEN 'pass' ELSE 'fail' END;
+    detail := format('data_checksums = %s', coalesce(v, 'not visible'));
+    remedy := 'initdb --data-checksums, or pg_checksums --enable on the stopped cluster';
+    RETURN NEXT;
+
+    -- 11. WAL archiving for point-in-time recovery.
+    control := 'wal_archiving';
+    v := (SELECT s.setting FROM pg_settings s WHERE s.name = 'archive_mode');
+    v2 := (SELECT s.setting FROM pg_settings s WHERE s.name = 'archive_command');
+    lines := (SELECT s.setting FROM pg_settings s WHERE s.name = 'archive_library');
+    IF v IS NULL THEN
+        status := 'unknown'; detail := 'archive_mode is not visible to this role';
+    ELSIF v NOT IN ('on', 'always') THEN
+        status := 'fail'; detail := format('archive_mode = %s', v);
+    ELSIF v2 IS NULL AND coalesce(lines, '') = '' THEN
+        status := 'unknown'; detail := format('archive_mode = %s; archive_command is visible to superusers and pg_read_all_settings only', v);
+    ELSIF coalesce(v2, '') IN ('', '(disabled)') AND coalesce(lines, '') = '' THEN
+        status := 'fail'; detail := format('archive_mode = %s but neither archive_command nor archive_library is set', v);
+    ELSE
+        status := 'pass';
+        detail := format('archive_mode = %s, %s', v,
+                         CASE WHEN coalesce(lines, '') <> '' THEN 'archive_library = ' || lines ELSE 'archive_command set' END);
+    END IF;
+    remedy := 'archive_mode = on with archive_command or archive_library shipping WAL off the host (e.g. to S3), base backups kept 7 years';
+    RETURN NEXT;
+END
+$$;
+
+-- Documentation.
+COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
+COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
+COMMENT ON FUNCTION enkf.forecast_withheld(text, float8[], float8[], float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a baseline forecast whose median is not known to be 0 or at least the threshold.';
+COMMENT ON FUNCTION enkf.published_quantile(text, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints and enkf.forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
+COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
+COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';
+COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'Row-level security of enkf.schedule_slots: a slot is recorded only once due, and as succeeded only with the succeeded assimilation that ran for it.';
+COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role (by OID) may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it; rows of dropped roles are ignored and listed by enkf.compliance_report. Managed by enkf_admin.';
+COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id, value, with values withheld as in enkf.forecast_summary (NULL).';
+COMMENT ON FUNCTION enkf.compliance_report() IS 'One row per HIPAA technical control PostgreSQL can see (TLS, password hashing, pg_hba methods and TLS on network lines, pgaudit, connection logging, idle timeout, grants of dropped roles, row-level security, checksums, WAL archiving): status pass, fail or unknown (not visible to the caller), detail and remedy.';
+COMMENT ON FUNCTION enkf.record_failed_run(text, text, timestamptz, text) IS
+'Records a failed attempt at a twin''s assimilation or forecast (kind) that started at started_at, with the caller''s identity and the error''s SQLSTATE only (messages can quote data). For schedulers, whose failed work is rolled back. Returns the run id.';
+COMMENT ON FUNCTION enkf.writing() IS
+'Whether the statement running was issued by one of pg_enkf''s own functions: read by the guard triggers that keep runs, checkpoints, forecasts and twins from being written directly.';
+COMMENT ON FUNCTION enkf.has_null_elements(float8[]) IS
+'Whether the array holds a NULL element (from its header, without a scan): the CHECK constraints of enkf.checkpoints and enkf.forecasts.';
+COMMENT ON FUNCTION enkf.twin_config(jsonb) IS
+'A twin configuration as stored, every default filled in (the text whose SHA-256 is config_hash); raises 22023 naming the key of an invalid one.';
+
+-- Nothing new is executable by PUBLIC; roles made by enkf.create_roles() get the new grants.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA enkf FROM PUBLIC;
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM pg_catalog.pg_roles
+         WHERE rolname IN ('enkf_reader', 'enkf_analyst', 'enkf_operator', 'enkf_admin')) = 4 THEN
+        PERFORM enkf.create_roles();
+    END IF;
+END
+$$;
