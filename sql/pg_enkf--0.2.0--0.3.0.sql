@@ -49,15 +49,145 @@ AS 'MODULE_PATHNAME', 'record_failed_run_wrapper';
 -- Every function of the library runs with a pinned search_path.
 ALTER FUNCTION enkf.analyze(float8[], float8[], float8[], int4[], text, float8, float8, float8, bool, int8)
     SET search_path TO pg_catalog, pg_temp;
-ALTER FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb)
-    SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION enkf.drop_twin(text) SET search_path TO pg_catalog, pg_temp;
-ALTER FUNCTION enkf.assimilate(text, timestamptz) SET search_path TO pg_catalog, pg_temp;
-ALTER FUNCTION enkf.forecast(text, int4, float8[]) SET search_path TO pg_catalog, pg_temp;
-ALTER FUNCTION enkf.score(text, date, date) SET search_path TO pg_catalog, pg_temp;
-ALTER FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb) SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION enkf.suppression_threshold() SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION enkf.duration_ms(text) SET search_path = pg_catalog, pg_temp;
+
+-- Tables of versions: a twin may read the latest version of each count published by a given
+-- day (create_twin's as_of_column, assimilate's as_of), and each run records the newest
+-- publication day it read. The two functions gain an optional argument each.
+ALTER TABLE enkf.twins ADD COLUMN as_of_column name;
+ALTER TABLE enkf.runs ADD COLUMN as_of date;
+DROP FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb);
+DROP FUNCTION enkf.assimilate(text, timestamptz);
+-- Synthetic data gains versions with a known backfill (an optional argument and a column).
+DROP FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb);
+CREATE FUNCTION enkf."synthetic_surveillance"(
+	"locations" INT DEFAULT 10, /* Option < i32 > */
+	"weeks" INT DEFAULT 156, /* Option < i32 > */
+	"first_week" date DEFAULT '2022-10-01', /* Option < Date > */
+	"seed" bigint DEFAULT 1, /* Option < i64 > */
+	"config" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"versions" INT DEFAULT 1 /* Option < i32 > */
+) RETURNS TABLE (
+	"time" date,  /* Date */
+	"location" TEXT,  /* String */
+	"value" double precision,  /* f64 */
+	"population" double precision,  /* f64 */
+	"true_admissions" double precision,  /* f64 */
+	"beta" double precision,  /* f64 */
+	"ihr" double precision,  /* f64 */
+	"as_of" date  /* Date */
+)
+IMMUTABLE PARALLEL SAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'synthetic_surveillance_wrapper';
+CREATE FUNCTION enkf."create_twin"(
+	"name" TEXT, /* Option < & str > */
+	"observations" regclass, /* Option < RegClass > */
+	"locations" regclass, /* Option < RegClass > */
+	"time_column" name DEFAULT 'time', /* Option < SqlName > */
+	"location_column" name DEFAULT 'location', /* Option < SqlName > */
+	"value_column" name DEFAULT 'value', /* Option < SqlName > */
+	"model" TEXT DEFAULT 'seirh', /* Option < & str > */
+	"members" INT DEFAULT 300, /* Option < i32 > */
+	"config" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"as_of_column" name DEFAULT NULL /* Option < SqlName > */
+) RETURNS bigint /* i64 */
+VOLATILE SECURITY INVOKER PARALLEL UNSAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_twin_wrapper';
+CREATE FUNCTION enkf."assimilate"(
+	"twin" TEXT, /* Option < & str > */
+	"through" timestamp with time zone DEFAULT now(), /* Option < TimestampWithTimeZone > */
+	"as_of" date DEFAULT NULL /* Option < Date > */
+) RETURNS TABLE (
+	"run_id" bigint,  /* i64 */
+	"locations" INT,  /* i32 */
+	"observations" INT,  /* i32 */
+	"first_time" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_time" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+VOLATILE SECURITY INVOKER PARALLEL UNSAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'assimilate_wrapper';
+-- Forecasts from a later reference date (real time, when the latest release lags); scores with
+-- the median's bias; the real-time backtest.
+DROP FUNCTION enkf.forecast(text, int4, float8[]);
+CREATE FUNCTION enkf."forecast"(
+	"twin" TEXT, /* Option < & str > */
+	"horizons" INT DEFAULT 4, /* Option < i32 > */
+	"quantile_levels" double precision[] DEFAULT '{0.01,0.025,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,0.975,0.99}'::float8[], /* :: std :: option :: Option < Array < '_, f64 > > */
+	"reference_date" date DEFAULT NULL /* Option < Date > */
+) RETURNS TABLE (
+	"location" TEXT,  /* String */
+	"reference_date" date,  /* Date */
+	"horizon" INT,  /* i32 */
+	"target_end_date" date,  /* Date */
+	"quantile" double precision,  /* f64 */
+	"value" double precision  /* f64 */
+)
+VOLATILE SECURITY INVOKER PARALLEL UNSAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forecast_wrapper';
+DROP FUNCTION enkf.score(text, date, date);
+CREATE FUNCTION enkf."score"(
+	"twin" TEXT, /* Option < & str > */
+	"reference_from" date DEFAULT NULL, /* Option < Date > */
+	"reference_to" date DEFAULT NULL /* Option < Date > */
+) RETURNS TABLE (
+	"location" TEXT,  /* String */
+	"horizon" INT,  /* i32 */
+	"forecasts" INT,  /* i32 */
+	"wis" double precision,  /* f64 */
+	"baseline_wis" double precision,  /* f64 */
+	"relative_wis" double precision,  /* Option < f64 > */
+	"ae_median" double precision,  /* Option < f64 > */
+	"baseline_ae_median" double precision,  /* Option < f64 > */
+	"coverage_50" double precision,  /* Option < f64 > */
+	"coverage_95" double precision,  /* Option < f64 > */
+	"baseline_coverage_50" double precision,  /* Option < f64 > */
+	"baseline_coverage_95" double precision,  /* Option < f64 > */
+	"bias" double precision,  /* Option < f64 > */
+	"baseline_bias" double precision  /* Option < f64 > */
+)
+STABLE SECURITY INVOKER PARALLEL RESTRICTED  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'score_wrapper';
+CREATE FUNCTION enkf."backtest"(
+	"twin" TEXT, /* Option < & str > */
+	"observations" regclass, /* Option < RegClass > */
+	"locations" regclass, /* Option < RegClass > */
+	"first_reference" date, /* Option < Date > */
+	"last_reference" date, /* Option < Date > */
+	"time_column" name DEFAULT 'time', /* Option < SqlName > */
+	"location_column" name DEFAULT 'location', /* Option < SqlName > */
+	"value_column" name DEFAULT 'value', /* Option < SqlName > */
+	"as_of_column" name DEFAULT 'as_of', /* Option < SqlName > */
+	"members" INT DEFAULT 300, /* Option < i32 > */
+	"config" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"publication_lag" INT DEFAULT 7, /* Option < i32 > */
+	"horizons" INT DEFAULT 4 /* Option < i32 > */
+) RETURNS TABLE (
+	"model" TEXT,  /* String */
+	"location" TEXT,  /* Option < String > */
+	"horizon" INT,  /* Option < i32 > */
+	"forecasts" INT,  /* i32 */
+	"wis" double precision,  /* Option < f64 > */
+	"relative_wis" double precision,  /* Option < f64 > */
+	"coverage_50" double precision,  /* Option < f64 > */
+	"coverage_95" double precision,  /* Option < f64 > */
+	"bias" double precision  /* Option < f64 > */
+)
+VOLATILE SECURITY INVOKER PARALLEL UNSAFE  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'backtest_wrapper';
 
 -- Stored arrays that every reader relies on: checked by constraints.
 ALTER TABLE enkf.checkpoints ADD CONSTRAINT checkpoints_ensemble_check
@@ -147,7 +277,7 @@ SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name
        pg_catalog.date_part('epoch', r.finished_at OPERATOR(pg_catalog.-) r.started_at) AS duration_seconds,
        r.through, r.first_week,
        r.last_week, r.locations, r.observations, r.reassimilated, r.source, r.config_hash,
-       r.extension_version, r.seed, r.detail
+       r.extension_version, r.seed, r.detail, r.as_of
 FROM enkf.runs r JOIN enkf.twins t USING (twin_id);
 
 CREATE OR REPLACE VIEW enkf.twin_summary WITH (security_barrier) AS
@@ -169,7 +299,8 @@ SELECT t.twin_id, t.name,
        (SELECT pg_catalog.max(c.week_end) FROM enkf.checkpoints c
          WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS last_week,
        (SELECT pg_catalog.count(DISTINCT c.location) FROM enkf.checkpoints c
-         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated,
+       t.as_of_column
 FROM enkf.twins t;
 
 CREATE OR REPLACE VIEW enkf.state_estimates WITH (security_barrier) AS
@@ -306,10 +437,10 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NOT trusted THEN
         IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
-            NEW.value_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+            NEW.value_column, NEW.as_of_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
            IS DISTINCT FROM
            (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
-            OLD.value_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
+            OLD.value_column, OLD.as_of_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
             RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
@@ -447,8 +578,8 @@ BEGIN
     GRANT INSERT ON enkf.runs TO enkf_operator;
     GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
     GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
-    GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz),
-                              enkf.forecast(text, int4, float8[]),
+    GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz, date),
+                              enkf.forecast(text, int4, float8[], date),
                               enkf.record_failed_run(text, text, timestamptz, text) TO enkf_operator;
     -- Administrators of twins.
     GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
@@ -456,7 +587,7 @@ BEGIN
     GRANT INSERT, UPDATE, DELETE ON enkf.location_grants TO enkf_admin;
     EXECUTE (SELECT string_agg(format('GRANT EXECUTE ON FUNCTION %s TO enkf_admin', p.oid::regprocedure), '; ')
                FROM pg_proc p WHERE p.pronamespace = 'enkf'::regnamespace
-                AND p.proname IN ('create_twin', 'drop_twin'));
+                AND p.proname IN ('create_twin', 'drop_twin', 'backtest'));
     -- The scheduler's bookkeeping, when present (the sidecar runs as an operator).
     IF to_regclass('enkf.schedule_slots') IS NOT NULL THEN
         EXECUTE 'GRANT SELECT, INSERT, UPDATE ON enkf.schedule_slots TO enkf_operator';
@@ -688,6 +819,18 @@ END
 $$;
 
 -- Documentation.
+COMMENT ON FUNCTION enkf.forecast(text, int4, float8[], date) IS
+'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the reference date (default: the week after the last assimilated one; a later week end steps the ensemble through the weeks between without data), at the given quantile levels (default the 23 FluSight levels), with the FluSight-style baseline; stores them in enkf.forecasts and returns the twin''s.';
+COMMENT ON FUNCTION enkf.score(text, date, date) IS
+'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived (the latest version of each count): WIS, absolute error and bias (mean of median - observed) of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
+COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4) IS
+'The real-time backtest: creates twin (or continues an earlier backtest of it), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. A NOTICE per reference date shows progress; cancel stops it with nothing written.';
+COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb, name) IS
+'Registers an epidemic twin over the caller''s observation table (one row per time and location, or per time, location and version with as_of_column; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). Returns the twin id. Needs SELECT on both tables.';
+COMMENT ON FUNCTION enkf.assimilate(text, timestamptz, date) IS
+'Assimilates the twin''s observations through the given time (default now()), incrementally from the last analysis; revised counts are re-assimilated from the earliest changed week. For a twin over a table of versions, the latest version of each count published on or before as_of (default: all). Reads the observation table under the caller; only locations granted to the caller (enkf.location_grants) when row-level security applies. Returns the run id, locations, observations and the time range.';
+COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb, int4) IS
+'Synthetic weekly admissions from the seirh model with known parameters (beta, ihr per location), for tests and demos: never real data. With versions > 1, each week is published as it ends and revised in each of the next versions - 1 weeks (as_of: the publication day), its first releases short of the final count by a known backfill.';
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
 COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
 COMMENT ON FUNCTION enkf.forecast_withheld(text, float8[], float8[], float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a baseline forecast whose median is not known to be 0 or at least the threshold.';

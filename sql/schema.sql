@@ -25,7 +25,10 @@ CREATE TABLE enkf.twins (
     origin          date,
     -- Who created it: every run checks that this role may still read both tables.
     created_by      regrole NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- For a table that keeps every published version of a count: the column of each
+    -- version's publication day (NULL: one row per time and location).
+    as_of_column    name
 );
 
 -- Provenance of every assimilation and forecast.
@@ -49,7 +52,9 @@ CREATE TABLE enkf.runs (
     config_hash       text NOT NULL,
     extension_version text NOT NULL,
     seed              int8 NOT NULL,
-    detail            text
+    detail            text,
+    -- The newest publication day among the versions the run read (twins over versions).
+    as_of             date
 );
 CREATE INDEX runs_twin_started ON enkf.runs (twin_id, started_at);
 
@@ -187,7 +192,7 @@ SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name
        pg_catalog.date_part('epoch', r.finished_at OPERATOR(pg_catalog.-) r.started_at) AS duration_seconds,
        r.through, r.first_week,
        r.last_week, r.locations, r.observations, r.reassimilated, r.source, r.config_hash,
-       r.extension_version, r.seed, r.detail
+       r.extension_version, r.seed, r.detail, r.as_of
 FROM enkf.runs r JOIN enkf.twins t USING (twin_id);
 
 -- Twins, without their jsonb configuration; the tables and the creator by name (as text, a
@@ -211,7 +216,8 @@ SELECT t.twin_id, t.name,
        (SELECT pg_catalog.max(c.week_end) FROM enkf.checkpoints c
          WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS last_week,
        (SELECT pg_catalog.count(DISTINCT c.location) FROM enkf.checkpoints c
-         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated,
+       t.as_of_column
 FROM enkf.twins t;
 
 -- The latest analysis of every twin and location: ensemble mean and 90% range of each state

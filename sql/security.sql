@@ -169,10 +169,10 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NOT trusted THEN
         IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
-            NEW.value_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+            NEW.value_column, NEW.as_of_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
            IS DISTINCT FROM
            (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
-            OLD.value_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
+            OLD.value_column, OLD.as_of_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
             RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
@@ -316,8 +316,8 @@ BEGIN
     GRANT INSERT ON enkf.runs TO enkf_operator;
     GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
     GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
-    GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz),
-                              enkf.forecast(text, int4, float8[]),
+    GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz, date),
+                              enkf.forecast(text, int4, float8[], date),
                               enkf.record_failed_run(text, text, timestamptz, text) TO enkf_operator;
     -- Administrators of twins.
     GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
@@ -325,7 +325,7 @@ BEGIN
     GRANT INSERT, UPDATE, DELETE ON enkf.location_grants TO enkf_admin;
     EXECUTE (SELECT string_agg(format('GRANT EXECUTE ON FUNCTION %s TO enkf_admin', p.oid::regprocedure), '; ')
                FROM pg_proc p WHERE p.pronamespace = 'enkf'::regnamespace
-                AND p.proname IN ('create_twin', 'drop_twin'));
+                AND p.proname IN ('create_twin', 'drop_twin', 'backtest'));
     -- The scheduler's bookkeeping, when present (the sidecar runs as an operator).
     IF to_regclass('enkf.schedule_slots') IS NOT NULL THEN
         EXECUTE 'GRANT SELECT, INSERT, UPDATE ON enkf.schedule_slots TO enkf_operator';

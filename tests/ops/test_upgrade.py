@@ -138,7 +138,7 @@ def test_describe_extension_sees_differences(cluster, dbname):
             "GRANT SELECT ON enkf.twin_summary TO PUBLIC",
             "CREATE POLICY p ON enkf.twins USING (true)",
             "ALTER FUNCTION enkf.enable_timescaledb() SET work_mem = '1MB'",
-            "ALTER FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb) STABLE",
+            "ALTER FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb, int4) STABLE",
             "GRANT EXECUTE ON FUNCTION enkf.drop_twin(text) TO pg_monitor",
             # Flips row-level security, whichever way the current version sets it.
             """DO $$ BEGIN

@@ -750,13 +750,57 @@ fn refresh_prints(
     );
 }
 
+/// The observation table as read by this run: for a twin over a table of versions, each count
+/// at its latest version published on or before `as_of` (all versions without it). 22023 for an
+/// `as_of` given to a twin without versions.
+fn versioned(client: &SpiClient<'_>, twin: &Twin, source: Source, as_of: Option<i32>) -> Source {
+    match (&twin.as_of_column, as_of) {
+        (Some(column), _) => {
+            let kind = catalog::check_as_of(client, &twin.observations, column);
+            source.with_versions(column, kind, as_of)
+        }
+        (None, None) => source,
+        (None, Some(_)) => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("as_of: twin \"{}\" reads no versions (it was created without as_of_column)", twin.name),
+            None,
+            "create the twin with as_of_column => 'the column of publication days' to replay the data as published",
+        ),
+    }
+}
+
+/// Refuses versions published before the day they describe, in the weeks this run reads.
+fn check_versions(client: &SpiClient<'_>, twin: &Twin, source: &Source, from: i32, to: i32) {
+    let Some(sql) = source.early_versions_sql() else {
+        return;
+    };
+    let early = spi::one::<i64>(
+        client,
+        &sql,
+        &[DatumWithOid::from(date(from)), DatumWithOid::from(date(to))],
+    )
+    .unwrap_or(0);
+    if early > 0 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "observations: {early} version(s) in {} have an {} before the time they describe",
+                twin.observations,
+                twin.as_of_column.as_deref().unwrap_or("as_of")
+            ),
+            None,
+            "the as-of column holds the day each version was published: a count cannot be published before its day; fix or filter those rows in a view",
+        );
+    }
+}
+
 /// The least work_mem the revision check runs with: its passes aggregate every row of the table
 /// and of the twin's checkpoints, and the week-by-week comparison joins them; at county scale
 /// (3,143 locations x 100 weeks) that spilled to disk with the default 4 MB and took twice as
 /// long.
 const DIFF_WORK_MEM: &str = "64MB";
 
-type AssimilateRow = (
+pub(super) type AssimilateRow = (
     name!(run_id, i64),
     name!(locations, i32),
     name!(observations, i32),
@@ -775,6 +819,7 @@ type AssimilateRow = (
 fn assimilate(
     twin: Option<&str>,
     through: default!(Option<TimestampWithTimeZone>, "now()"),
+    as_of: default!(Option<Date>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -787,11 +832,27 @@ fn assimilate(
 > {
     let name = twin.unwrap_or_else(|| null_argument("twin"));
     let through = through.unwrap_or_else(|| null_option("through"));
-    let row = Spi::connect_mut(|client| run(client, name, through));
+    let as_of = as_of.map(|d| {
+        if !d.is_finite() {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "as_of must be a finite date",
+                None,
+                "pass the last day of publication to read, or leave it out for the latest versions",
+            );
+        }
+        d.to_pg_epoch_days()
+    });
+    let row = Spi::connect_mut(|client| run(client, name, through, as_of));
     TableIterator::new(std::iter::once(row))
 }
 
-fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -> AssimilateRow {
+pub(super) fn run(
+    client: &mut SpiClient<'_>,
+    name: &str,
+    through: TimestampWithTimeZone,
+    as_of: Option<i32>,
+) -> AssimilateRow {
     let clock = std::time::Instant::now();
     let twin = catalog::load_locked(client, name);
     let started = provenance::start(client);
@@ -803,7 +864,12 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         &twin.value_column,
     );
     catalog::check_locations(client, &twin.locations);
-    let source = Source::new(&twin, columns.kind, catalog::timescaledb_schema(client));
+    let source = versioned(
+        client,
+        &twin,
+        Source::new(&twin, columns.kind, catalog::timescaledb_schema(client)),
+        as_of,
+    );
     let through_day = spi::one::<Date>(
         client,
         "SELECT ($1::pg_catalog.timestamptz)::pg_catalog.date",
@@ -910,6 +976,11 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
         // Weeks before this were pruned: there is nothing to compare them with.
         compare_from = compare_from.max(prev - 7 * (k as i32 - 1));
     }
+    check_versions(client, &twin, &source, compare_from, end_week);
+    let as_of_read = source
+        .latest_version_sql()
+        .and_then(|sql| spi::one::<Date>(client, &sql, &[]))
+        .map(|d| d.to_pg_epoch_days());
     let (mut starts_by_location, suspects) = spi::with_work_mem(client, DIFF_WORK_MEM, |client| {
         revision_starts(
             client,
@@ -1167,6 +1238,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, through: TimestampWithTimeZone) -
             reassimilated: Some(stats.reassimilated),
             first_week: stats.first_week,
             last_week: stats.last_week,
+            as_of: as_of_read,
             detail: None,
         },
     );

@@ -25,6 +25,8 @@ pub struct Twin {
     pub time_column: String,
     pub location_column: String,
     pub value_column: String,
+    /// The column of the publication day of each version, for a table that keeps versions.
+    pub as_of_column: Option<String>,
     pub members: usize,
     pub config: TwinConfig,
     pub config_json: String,
@@ -42,6 +44,7 @@ struct Stored {
     time_column: String,
     location_column: String,
     value_column: String,
+    as_of_column: Option<String>,
     members: i32,
     config_json: String,
     config_hash: String,
@@ -76,7 +79,8 @@ fn stored(client: &SpiClient<'_>, id: i64) -> Option<Stored> {
                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.observations)
                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.locations)
                   AND pg_catalog.has_table_privilege(r.oid, t.observations, 'SELECT')
-                  AND pg_catalog.has_table_privilege(r.oid, t.locations, 'SELECT')
+                  AND pg_catalog.has_table_privilege(r.oid, t.locations, 'SELECT'),
+                t.as_of_column::pg_catalog.text
            FROM enkf.twins t LEFT JOIN pg_catalog.pg_roles r ON r.oid = t.created_by
           WHERE t.twin_id = $1",
         &[DatumWithOid::from(id)],
@@ -95,6 +99,7 @@ fn stored(client: &SpiClient<'_>, id: i64) -> Option<Stored> {
                 origin: r.get::<pgrx::datum::Date>(11)?.map(|d| d.to_pg_epoch_days()),
                 creator: r.get::<String>(12)?,
                 creator_reads: r.get::<bool>(13)?.unwrap_or(false),
+                as_of_column: r.get::<String>(14)?,
             })
         },
     )
@@ -185,6 +190,7 @@ fn checked(s: Stored) -> Twin {
         time_column: s.time_column,
         location_column: s.location_column,
         value_column: s.value_column,
+        as_of_column: s.as_of_column,
         members,
         config,
         config_json: s.config_json,
@@ -287,7 +293,7 @@ fn missing_column(argument: &str, relation: &str, column_name: &str) -> ! {
         PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
         format!("{argument}: column \"{column_name}\" does not exist in {relation}"),
         None,
-        "name the columns with time_column, location_column and value_column at enkf.create_twin, or expose them under those names through a view",
+        "name the columns with time_column, location_column, value_column (and as_of_column) at enkf.create_twin, or expose them under those names through a view",
     )
 }
 
@@ -347,6 +353,24 @@ pub fn check_observations(
     ObservationColumns {
         kind,
         always_placed: t.not_null && l.not_null,
+    }
+}
+
+/// Checks the as-of column of a table of versions: a date or a timestamp.
+pub fn check_as_of(client: &SpiClient<'_>, relation: &str, as_of: &str) -> TimeKind {
+    let c = column(client, relation, as_of)
+        .unwrap_or_else(|| missing_column("as_of_column", relation, as_of));
+    match c.type_name.as_str() {
+        "date" => TimeKind::Date,
+        "timestamp without time zone" => TimeKind::Timestamp,
+        "timestamp with time zone" => TimeKind::Timestamptz,
+        other => wrong_type(
+            "as_of_column",
+            relation,
+            as_of,
+            other,
+            "date, timestamp or timestamptz (the day each version was published)",
+        ),
     }
 }
 

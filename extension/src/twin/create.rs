@@ -46,6 +46,7 @@ fn create_twin(
     model: default!(Option<&str>, "'seirh'"),
     members: default!(Option<i32>, 300),
     config: default!(Option<JsonB>, "'{}'"),
+    as_of_column: default!(Option<SqlName>, "NULL"),
 ) -> i64 {
     let name = name.unwrap_or_else(|| null_argument("name"));
     if name.trim().is_empty() {
@@ -119,6 +120,9 @@ fn create_twin(
             &value_column,
         );
         check_locations(client, &loc_rel);
+        if let Some(as_of) = &as_of_column {
+            super::catalog::check_as_of(client, &obs_rel, &as_of.0);
+        }
         let exists = spi::one::<bool>(
             client,
             "SELECT true FROM enkf.twins WHERE name = $1",
@@ -138,10 +142,10 @@ fn create_twin(
         let rows = spi::update_rows(
             client,
             "INSERT INTO enkf.twins (name, observations, locations, time_column, location_column, value_column,
-                                     model, members, config, config_hash, created_by)
+                                     model, members, config, config_hash, created_by, as_of_column)
              VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3::pg_catalog.oid::pg_catalog.regclass,
                      $4::pg_catalog.name, $5::pg_catalog.name, $6::pg_catalog.name, $7, $8, $9::pg_catalog.jsonb, '',
-                     CURRENT_USER::pg_catalog.text::pg_catalog.regrole)
+                     CURRENT_USER::pg_catalog.text::pg_catalog.regrole, $10::pg_catalog.name)
              RETURNING twin_id",
             &[
                 DatumWithOid::from(name),
@@ -153,6 +157,9 @@ fn create_twin(
                 DatumWithOid::from(model),
                 DatumWithOid::from(members),
                 DatumWithOid::from(cfg_json.as_str()),
+                as_of_column.as_ref().map_or(DatumWithOid::null::<String>(), |c| {
+                    DatumWithOid::from(c.0.as_str())
+                }),
             ],
             |r| r.get::<i64>(1),
         );

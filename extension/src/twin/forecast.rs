@@ -60,6 +60,7 @@ fn forecast(
         Option<Array<'_, f64>>,
         "'{0.01,0.025,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,0.975,0.99}'::float8[]"
     ),
+    reference_date: default!(Option<Date>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -82,7 +83,19 @@ fn forecast(
         );
     }
     let levels = levels_arg(quantile_levels);
-    let blocks = Spi::connect_mut(|client| run(client, name, horizons as usize, &levels));
+    let reference = reference_date.map(|d| {
+        if !d.is_finite() {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "reference_date must be a finite date",
+                None,
+                "leave it out to forecast from the week after the last assimilated one",
+            );
+        }
+        d.to_pg_epoch_days()
+    });
+    let blocks =
+        Spi::connect_mut(|client| run(client, name, horizons as usize, &levels, reference));
     // One row per quantile, made as PostgreSQL asks for them: memory holds one value a row.
     TableIterator::new(blocks.into_iter().flat_map(move |b| {
         let (reference, target) = (date(b.reference), date(b.target));
@@ -95,7 +108,7 @@ fn forecast(
 }
 
 /// The returned quantiles of one location and horizon.
-struct Block {
+pub(super) struct Block {
     location: String,
     reference: i32,
     horizon: i32,
@@ -103,18 +116,27 @@ struct Block {
     values: Vec<f64>,
 }
 
-fn run(client: &mut SpiClient<'_>, name: &str, horizons: usize, levels: &[f64]) -> Vec<Block> {
+pub(super) fn run(
+    client: &mut SpiClient<'_>,
+    name: &str,
+    horizons: usize,
+    levels: &[f64],
+    reference: Option<i32>,
+) -> Vec<Block> {
     let twin = catalog::load_locked(client, name);
     let started = provenance::start(client);
     let last_week = catalog::last_week(client, twin.id);
-    if last_week.is_none() {
+    let Some(last) = last_week else {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("twin \"{name}\" has no analysis to forecast from"),
             None,
             "run enkf.assimilate() on the twin first",
         );
-    }
+    };
+    // Weeks between the last analysis and the reference date's week, stepped through without
+    // data (a real-time forecast when the latest release lags).
+    let gap = gap_weeks(name, last, reference);
     // Written once, complete, at the end (provenance::record).
     let run_id = started.id;
     let bounds = Bounds::new(
@@ -131,7 +153,7 @@ fn run(client: &mut SpiClient<'_>, name: &str, horizons: usize, levels: &[f64]) 
         "DELETE FROM enkf.forecasts WHERE twin_id = $1 AND reference_date = $2",
         &[
             DatumWithOid::from(twin.id),
-            DatumWithOid::from(date(last_week.unwrap_or_default() + 7)),
+            DatumWithOid::from(date(last + 7 * (gap as i32 + 1))),
         ],
     );
 
@@ -246,21 +268,23 @@ fn run(client: &mut SpiClient<'_>, name: &str, horizons: usize, levels: &[f64]) 
         // Population is implied by the compartments, which always sum to it.
         let population: f64 = (0..4).map(|r| ens[(r, 0)]).sum();
         let model = LocationModel::new(&twin.config, location, population);
-        let twin_q = model.forecast(&ens, *last_week, horizons, levels);
+        let mut twin_q = model.forecast(&ens, *last_week, gap + horizons, levels);
         let loc_seed = location_seed(twin.config.seed, location);
-        let baseline = baseline_quantiles_all(
+        let mut baseline = baseline_quantiles_all(
             history,
-            horizons,
+            gap + horizons,
             levels,
             week_seed(loc_seed, *last_week, PURPOSE_BASELINE),
         );
+        twin_q.drain(..gap);
+        baseline.drain(..gap);
         (twin_q, baseline)
     };
     // A computed batch's rows: returned, and stored (written here).
     let done = |batch: Vec<LocationInput>, computed: Vec<Quantiles>| {
         let t0 = std::time::Instant::now();
         for ((location, last_week, _, _), (twin_q, baseline)) in batch.into_iter().zip(computed) {
-            let reference_date = last_week + 7;
+            let reference_date = last_week + 7 * (gap as i32 + 1);
             reference = Some(reference.map_or(reference_date, |r: i32| r.max(reference_date)));
             returned += horizons * levels.len();
             bounds.check_rows(returned);
@@ -410,6 +434,29 @@ fn write(
         });
         scratch.reset();
     }
+}
+
+/// The weeks to step through without data between the last analysis (`last`) and the week
+/// before `reference` (None: the week after the last analysis, no gap). 22023 for a reference
+/// date that is not a later week end of the twin, or more than 52 weeks ahead.
+fn gap_weeks(name: &str, last: i32, reference: Option<i32>) -> usize {
+    let Some(r) = reference else {
+        return 0;
+    };
+    let weeks = (r as i64 - last as i64) / 7;
+    if (r as i64 - last as i64) % 7 != 0 || !(1..=53).contains(&weeks) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "reference_date: {} is not one of the 53 week ends after twin \"{name}\"'s last analysis ({})",
+                enkf_core::dates::iso(r),
+                enkf_core::dates::iso(last)
+            ),
+            None,
+            "a reference date is a week end after the last assimilated week; leave it out for the next one",
+        );
+    }
+    (weeks - 1) as usize
 }
 
 /// What a forecast may hold in memory, from `enkf.max_ensemble_elements`: the analyses read at a

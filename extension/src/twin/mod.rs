@@ -3,6 +3,7 @@
 //! SPI under the calling role, so grants, row-level security and pgaudit apply.
 
 mod assimilate;
+mod backtest;
 mod catalog;
 mod create;
 mod dates;

@@ -41,6 +41,8 @@ pub struct Outcome {
     pub reassimilated: Option<i32>,
     pub first_week: Option<i32>,
     pub last_week: Option<i32>,
+    /// The newest publication day among the versions read (twins over tables of versions).
+    pub as_of: Option<i32>,
     pub detail: Option<String>,
 }
 
@@ -54,8 +56,8 @@ pub fn record(client: &mut SpiClient<'_>, twin: &Twin, kind: &str, run: &RunStar
         client,
         "INSERT INTO enkf.runs (run_id, twin_id, kind, status, started_at, through, source, config, config_hash,
                                 extension_version, seed, locations, observations, reassimilated, first_week,
-                                last_week, detail)
-         VALUES ($1, $2, $3, 'succeeded', $4, $5, $6, $7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                                last_week, detail, as_of)
+         VALUES ($1, $2, $3, 'succeeded', $4, $5, $6, $7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         &[
             DatumWithOid::from(run.id),
             DatumWithOid::from(twin.id),
@@ -73,6 +75,7 @@ pub fn record(client: &mut SpiClient<'_>, twin: &Twin, kind: &str, run: &RunStar
             nullable::<Date>(o.first_week.map(date)),
             nullable::<Date>(o.last_week.map(date)),
             nullable(o.detail),
+            nullable::<Date>(o.as_of.map(date)),
         ],
     );
 }

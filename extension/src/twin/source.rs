@@ -1,6 +1,10 @@
 //! The caller's observation table as a stream of weekly counts: SQL built from the names given
 //! at `create_twin`, every identifier quoted (no injection through names), rows bucketed into
 //! weeks with TimescaleDB's `time_bucket` when it is installed and plain date arithmetic when not.
+//!
+//! A table that keeps every published version of a count (an as-of column, as epidemiological
+//! data services publish them) is read as the latest version of each (location, time) among
+//! those published by a given day, or the latest of all.
 
 use pgrx::spi::quote_identifier;
 
@@ -16,6 +20,16 @@ pub struct Source {
     /// A week end (PostgreSQL day number): weeks end on this date's weekday.
     anchor: i32,
     timescaledb: Option<String>,
+    versions: Option<Versions>,
+}
+
+/// The as-of column of a table of versions, and the last day of publication read.
+pub struct Versions {
+    /// Quoted column name.
+    column: String,
+    kind: TimeKind,
+    /// Versions published on or before this day (PostgreSQL day number); None = all.
+    through: Option<i32>,
 }
 
 impl Source {
@@ -30,7 +44,101 @@ impl Source {
             kind,
             anchor: weekday - 6,
             timescaledb,
+            versions: None,
         }
+    }
+
+    /// The table as it stood on `through` (or now, None): each (location, time) at its latest
+    /// version published by then, by the as-of column `column` of type `kind`.
+    pub fn with_versions(mut self, column: &str, kind: TimeKind, through: Option<i32>) -> Source {
+        self.versions = Some(Versions {
+            column: quote_identifier(column),
+            kind,
+            through,
+        });
+        self
+    }
+
+    /// The rows read: the table, or the versions in force (a subquery with the table's columns,
+    /// so that the filters below apply to it unchanged; the planner pushes bounds on the time
+    /// and location columns into it). A version without an as-of is never in force.
+    fn rows(&self) -> String {
+        let Some(v) = &self.versions else {
+            return self.relation.clone();
+        };
+        let bound = self
+            .version_bound("ver")
+            .map_or(String::new(), |b| format!(" AND {b}"));
+        format!(
+            "(SELECT DISTINCT ON (ver.{loc}, ver.{time}) ver.* FROM {rel} AS ver
+               WHERE ver.{asof} IS NOT NULL{bound}
+               ORDER BY ver.{loc}, ver.{time}, ver.{asof} DESC)",
+            loc = self.location,
+            time = self.time,
+            rel = self.relation,
+            asof = v.column,
+        )
+    }
+
+    /// The publication day of a version of table alias `alias`.
+    fn version_day(&self, alias: &str) -> String {
+        match &self.versions {
+            None => "NULL".into(),
+            Some(v) => match v.kind {
+                TimeKind::Date => format!("{alias}.{}", v.column),
+                TimeKind::Timestamp => format!("({alias}.{})::pg_catalog.date", v.column),
+                TimeKind::Timestamptz => {
+                    format!("({alias}.{} AT TIME ZONE 'UTC')::pg_catalog.date", v.column)
+                }
+            },
+        }
+    }
+
+    /// The condition "published on or before the bound" on table alias `alias`, on the raw
+    /// as-of column (so that an index on it serves); None without a bound.
+    fn version_bound(&self, alias: &str) -> Option<String> {
+        let v = self.versions.as_ref()?;
+        let day = v.through?;
+        let end = format!("(DATE '{}' + 1)", enkf_core::dates::iso(day));
+        let limit = match v.kind {
+            TimeKind::Date => end,
+            TimeKind::Timestamp => format!("{end}::pg_catalog.timestamp"),
+            TimeKind::Timestamptz => format!("({end}::pg_catalog.timestamp AT TIME ZONE 'UTC')"),
+        };
+        Some(format!("{alias}.{} < {limit}", v.column))
+    }
+
+    /// How many versions published by the bound, dated in the weeks ending from date parameter
+    /// `$1` to date parameter `$2`, claim a publication day before the day they describe (a
+    /// count published before it was counted): NULL when the table keeps no versions.
+    pub fn early_versions_sql(&self) -> Option<String> {
+        self.versions.as_ref()?;
+        Some(format!(
+            "SELECT pg_catalog.count(*) FROM {rel} AS src
+              WHERE {from} AND {to}{bound} AND {as_of} < {time}",
+            rel = self.relation,
+            from = self.time_bound(">=", "($1::pg_catalog.date - 6)"),
+            to = self.time_bound("<", "($2::pg_catalog.date + 1)"),
+            bound = self
+                .version_bound("src")
+                .map_or(String::new(), |b| format!(" AND {b}")),
+            as_of = self.version_day("src"),
+            time = self.date_expr(&format!("src.{}", self.time)),
+        ))
+    }
+
+    /// The newest publication day among the versions read (NULL without versions).
+    pub fn latest_version_sql(&self) -> Option<String> {
+        self.versions.as_ref()?;
+        Some(format!(
+            "SELECT pg_catalog.max({day}) FROM {rel} AS src WHERE src.{asof} IS NOT NULL{bound}",
+            day = self.version_day("src"),
+            rel = self.relation,
+            asof = self.versions.as_ref()?.column,
+            bound = self
+                .version_bound("src")
+                .map_or(String::new(), |b| format!(" AND {b}")),
+        ))
     }
 
     /// The calendar date of a time value (`time_expr`: the time column or a value of its type).
@@ -100,7 +208,7 @@ impl Source {
             week = self.week_expr(),
             time = self.time,
             value = self.value,
-            rel = self.relation,
+            rel = self.rows(),
         )
     }
 
@@ -153,7 +261,7 @@ impl Source {
             first = self.week_of("span.first_time"),
             last = self.week_of("span.last_time"),
             time = self.time,
-            rel = self.relation,
+            rel = self.rows(),
             bound = self.time_bound("<", "($1::pg_catalog.date + 1)"),
         )
     }
@@ -162,7 +270,7 @@ impl Source {
     pub fn unplaced_sql(&self) -> String {
         format!(
             "SELECT EXISTS (SELECT 1 FROM {rel} AS src WHERE src.{time} IS NULL OR src.{loc} IS NULL)",
-            rel = self.relation,
+            rel = self.rows(),
             time = self.time,
             loc = self.location,
         )
@@ -212,6 +320,7 @@ mod unit {
             kind: super::TimeKind::Date,
             anchor,
             timescaledb: None,
+            versions: None,
         };
         let saturdays = source(0);
         // 2000-01-01 is a Saturday: itself; the Friday after goes back to it, the next

@@ -83,3 +83,41 @@ pub fn generate_location(spec: &SyntheticSpec, k: usize) -> SyntheticLocation {
         weeks,
     }
 }
+
+/// The share of a week's final count missing from its first release: NHSN's first releases
+/// of weekly admissions run a few tenths below the final count, and fill in over the
+/// following weeks (the hub's vintages show it).
+pub const FIRST_RELEASE_SHORTFALL: f64 = 0.3;
+/// How much of the remaining shortfall each later release still lacks.
+pub const SHORTFALL_DECAY: f64 = 0.5;
+
+/// The published versions of a week's final count, a known backfill process: release k
+/// (0-based, published k weeks after the week ends) reports the final count less
+/// `FIRST_RELEASE_SHORTFALL x SHORTFALL_DECAY^k` of it, rounded; the last release reports the
+/// final count itself.
+pub fn published_versions(final_count: f64, versions: usize) -> Vec<f64> {
+    (0..versions)
+        .map(|k| {
+            if k + 1 == versions {
+                final_count
+            } else {
+                (final_count * (1.0 - FIRST_RELEASE_SHORTFALL * SHORTFALL_DECAY.powi(k as i32)))
+                    .round()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_rise_to_the_final_count() {
+        assert_eq!(published_versions(100.0, 1), vec![100.0]);
+        assert_eq!(published_versions(100.0, 4), vec![70.0, 85.0, 93.0, 100.0]);
+        assert_eq!(published_versions(0.0, 3), vec![0.0, 0.0, 0.0]);
+        let v = published_versions(1234.0, 6);
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{v:?}");
+    }
+}

@@ -1,0 +1,163 @@
+"""Tables of versions and the real-time backtest (enkf.backtest), on synthetic data whose
+backfill is known: each week is published as it ends and revised in each of the next weeks
+(enkf.synthetic_surveillance(versions => k)). The backtest must use no version published after
+its as-of, equal assimilate and forecast run by hand at each as-of, and refuse bad input with a
+specific SQLSTATE without writing anything."""
+
+from __future__ import annotations
+
+import math
+
+import psycopg
+import pytest
+
+from twin.test_twin import sqlstate
+
+
+def make_versions(conn, locations=4, weeks=60, versions=3, seed=3, table="obs", loc_table="locs"):
+    conn.execute(
+        f"""CREATE TABLE {table} AS SELECT time, location, value, as_of
+              FROM enkf.synthetic_surveillance({locations}, {weeks}, '2022-10-01', {seed}, versions => {versions})"""
+    )
+    conn.execute(
+        f"""CREATE TABLE {loc_table} AS SELECT DISTINCT location, population
+              FROM enkf.synthetic_surveillance({locations}, 1, '2022-10-01', {seed})"""
+    )
+
+
+def written(conn):
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM enkf.twins), (SELECT count(*) FROM enkf.runs),"
+        " (SELECT count(*) FROM enkf.checkpoints), (SELECT count(*) FROM enkf.forecasts)"
+    ).fetchone()
+
+
+def forecasts(conn, twin):
+    return conn.execute(
+        """SELECT f.model, f.location, f.reference_date, f.horizon, f.quantile_values FROM enkf.forecasts f
+             JOIN enkf.twins t USING (twin_id) WHERE t.name = %s ORDER BY 1, 2, 3, 4""",
+        (twin,),
+    ).fetchall()
+
+
+def test_synthetic_versions_follow_the_known_backfill(conn):
+    rows = conn.execute(
+        """SELECT time, location, array_agg(value ORDER BY as_of), array_agg(as_of - time ORDER BY as_of)
+             FROM enkf.synthetic_surveillance(2, 8, '2023-01-07', 5, versions => 4) GROUP BY 1, 2"""
+    ).fetchall()
+    final = dict(((r[0], r[1]), r[2]) for r in conn.execute(
+        "SELECT time, location, value FROM enkf.synthetic_surveillance(2, 8, '2023-01-07', 5)").fetchall())
+    assert len(rows) == 16
+    for time, loc, values, lags in rows:
+        assert lags == [0, 7, 14, 21]
+        f = final[(time, loc)]
+        # Rounded half away from zero, as Rust's f64::round.
+        assert values == [math.floor(f * s + 0.5) for s in (0.7, 0.85, 0.925)] + [f]
+
+
+def test_as_of_reads_only_what_was_published(conn):
+    make_versions(conn)
+    conn.execute("SELECT enkf.create_twin('v', 'obs', 'locs', members => 30, as_of_column => 'as_of')")
+    # The same data as it stood on 2023-05-06, as a plain table.
+    conn.execute("""CREATE TABLE snapshot AS SELECT DISTINCT ON (location, time) time, location, value
+                      FROM obs WHERE as_of <= '2023-05-06' ORDER BY location, time, as_of DESC""")
+    conn.execute("SELECT enkf.create_twin('s', 'snapshot', 'locs', members => 30)")
+    run = conn.execute("SELECT * FROM enkf.assimilate('v', '2023-05-06', as_of => '2023-05-06')").fetchone()
+    conn.execute("SELECT * FROM enkf.assimilate('s', '2023-05-06')")
+    ckpt = """SELECT c.location, c.week_end, c.observed, c.ensemble FROM enkf.checkpoints c
+                JOIN enkf.twins t USING (twin_id) WHERE t.name = %s ORDER BY 1, 2"""
+    assert conn.execute(ckpt, ("v",)).fetchall() == conn.execute(ckpt, ("s",)).fetchall()
+    assert conn.execute("SELECT as_of FROM enkf.runs WHERE run_id = %s", (run[0],)).fetchone()[0].isoformat() == "2023-05-06"
+    # A later as-of revises the last weeks: re-assimilated from the earliest changed week.
+    again = conn.execute("SELECT run_id FROM enkf.assimilate('v', '2023-05-13', as_of => '2023-05-13')").fetchone()[0]
+    revised = conn.execute(
+        """WITH a AS (SELECT DISTINCT ON (location, time) location, time, value FROM obs
+                       WHERE as_of <= '2023-05-06' ORDER BY location, time, as_of DESC),
+                b AS (SELECT DISTINCT ON (location, time) location, time, value FROM obs
+                       WHERE as_of <= '2023-05-13' ORDER BY location, time, as_of DESC)
+           SELECT count(DISTINCT a.location) FROM a JOIN b USING (location, time) WHERE a.value <> b.value"""
+    ).fetchone()[0]
+    assert revised > 0
+    assert conn.execute("SELECT reassimilated FROM enkf.runs WHERE run_id = %s", (again,)).fetchone()[0] == revised
+    # A twin without versions refuses an as_of.
+    assert sqlstate(conn, "SELECT * FROM enkf.assimilate('s', as_of => '2023-05-06')")[0] == "22023"
+
+
+def test_backtest_equals_assimilate_and_forecast_by_hand(conn):
+    make_versions(conn)
+    result = conn.execute(
+        "SELECT * FROM enkf.backtest('bt', 'obs', 'locs', '2023-03-04', '2023-04-29', members => 30)"
+    ).fetchall()
+    conn.execute("SELECT enkf.create_twin('hand', 'obs', 'locs', members => 30, as_of_column => 'as_of')")
+    for k in range(9):
+        conn.execute("SELECT * FROM enkf.assimilate('hand', DATE '2023-02-25' + %s * 7 + 1 - interval '1 microsecond',"
+                     " as_of => DATE '2023-02-25' + %s * 7)", (k, k))
+        conn.execute("SELECT count(*) FROM enkf.forecast('hand', reference_date => DATE '2023-03-04' + %s * 7)", (k,))
+    assert forecasts(conn, "bt") == forecasts(conn, "hand")
+    assert len(forecasts(conn, "bt")) == 2 * 4 * 9 * 4
+    # The returned scores are those of enkf.score on the same forecasts.
+    by_hand = {(r[0], r[1]): r for r in conn.execute("SELECT * FROM enkf.score('hand')").fetchall()}
+    for model, location, horizon, n, wis, rel, c50, c95, bias in result:
+        if model == "enkf" and location is not None:
+            s = by_hand[(location, horizon)]
+            assert (n, wis, rel, c95, bias) == (s[2], s[3], s[5], s[9], s[12])
+    overall = [r for r in result if r[1] is None and r[2] is None]
+    assert [r[0] for r in overall] == ["enkf", "baseline"] and overall[0][3] == 4 * 9 * 4
+
+
+def test_a_poisoned_future_version_changes_nothing(conn):
+    make_versions(conn)
+    conn.execute("SELECT count(*) FROM enkf.backtest('clean', 'obs', 'locs', '2023-03-04', '2023-04-29', members => 20)")
+    clean = forecasts(conn, "clean")
+    # Absurd versions of every week so far, published the day after the as-of of the reference
+    # date 2023-03-25 (2023-03-18): they may change the forecasts from 2023-04-01 on, and no
+    # earlier one; a backtest that read a version before its publication would differ.
+    conn.execute("""INSERT INTO obs SELECT time, location, value * 50 + 1000, DATE '2023-03-19'
+                      FROM obs WHERE time <= '2023-03-18'""")
+    conn.execute("SELECT count(*) FROM enkf.backtest('poisoned', 'obs', 'locs', '2023-03-04', '2023-04-29', members => 20)")
+    poisoned = forecasts(conn, "poisoned")
+    early = [f for f in clean if f[2].isoformat() <= "2023-03-25"]
+    assert early and [f for f in poisoned if f[2].isoformat() <= "2023-03-25"] == early
+    later = [f for f in clean if f[2].isoformat() > "2023-03-25"]
+    assert [f for f in poisoned if f[2].isoformat() > "2023-03-25"] != later
+
+
+def test_bad_inputs_are_refused_and_write_nothing(conn):
+    make_versions(conn)
+    conn.execute("CREATE TABLE early AS SELECT * FROM obs")
+    conn.execute("UPDATE early SET as_of = time - 1 WHERE time = '2023-02-04'")
+    conn.execute("SELECT count(*) FROM enkf.backtest('done', 'obs', 'locs', '2023-03-04', '2023-03-25', members => 10)")
+    before = written(conn)
+    cases = [
+        ("SELECT * FROM enkf.backtest('b1', 'obs', 'locs', '2023-03-04', '2023-04-01', as_of_column => 'published')", "42703"),
+        ("SELECT * FROM enkf.backtest('b2', 'early', 'locs', '2023-03-04', '2023-04-01', members => 10)", "22023"),
+        ("SELECT * FROM enkf.backtest('done', 'obs', 'locs', '2023-03-18', '2023-04-15', members => 10)", "22023"),
+        ("SELECT * FROM enkf.backtest('b3', 'obs', 'locs', '2023-04-01', '2023-03-04')", "22023"),
+        ("SELECT * FROM enkf.backtest('b4', 'obs', 'locs', '2023-03-05', '2023-04-01')", "22023"),
+        ("SELECT * FROM enkf.backtest('b5', 'obs', 'locs', '2023-03-04', '2023-04-01', publication_lag => 0)", "22023"),
+        ("SELECT * FROM enkf.backtest('b6', 'nonesuch', 'locs', '2023-03-04', '2023-04-01')", "42P01"),
+    ]
+    for query, state in cases:
+        code, message, hint = sqlstate(conn, query)
+        # (An unknown table is refused by PostgreSQL's regclass input, before pg_enkf runs.)
+        assert code == state and message and (hint or code == "42P01"), (query, code, message)
+        assert written(conn) == before, query
+    # Continuing the backtest after its last reference date is allowed.
+    conn.execute("SELECT count(*) FROM enkf.backtest('done', 'obs', 'locs', '2023-04-01', '2023-04-15', members => 10)")
+    assert conn.execute(
+        "SELECT count(DISTINCT reference_date) FROM enkf.forecasts JOIN enkf.twins USING (twin_id) WHERE name = 'done'"
+    ).fetchone()[0] == 7
+
+
+def test_backtest_reports_progress_and_stops_on_cancel(cluster, conn):
+    make_versions(conn, locations=20, weeks=80)
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    conn.execute("SELECT count(*) FROM enkf.backtest('p', 'obs', 'locs', '2023-03-04', '2023-03-25', members => 10)")
+    assert len([n for n in notices if n.startswith("enkf.backtest: reference date")]) == 4
+    before = written(conn)
+    conn.execute("SET statement_timeout = '300ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        conn.execute("SELECT count(*) FROM enkf.backtest('q', 'obs', 'locs', '2022-12-03', '2024-03-30', members => 300)")
+    conn.execute("RESET statement_timeout")
+    assert written(conn) == before
