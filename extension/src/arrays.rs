@@ -204,19 +204,27 @@ unsafe impl SqlTranslatable for Float8ArrayArg<'_> {
     ));
 }
 
-/// A 1-D float8 array (an empty array counts as length 0).
-pub fn vector_arg(arg: &str, arr: Option<Array<'_, f64>>) -> Vec<f64> {
+/// A 1-D float8 array (an empty array counts as length 0) of at most `max` values.
+pub fn vector_arg(arg: &str, arr: Option<Array<'_, f64>>, max: usize) -> Vec<f64> {
     let arr = arr.unwrap_or_else(|| null_argument(arg));
     let d = dense(arg, arr);
     one_dimensional(arg, &d.dims);
+    at_most(arg, d.data.len(), max);
     d.data.to_vec()
 }
 
-/// A 1-D int4 array of 1-based indices, returned 0-based. Indices below 1 are out of range.
-pub fn index_arg(arg: &'static str, arr: Option<Array<'_, i32>>, upper: usize) -> Vec<usize> {
+/// A 1-D int4 array of at most `max` 1-based indices, returned 0-based. Indices below 1 are
+/// out of range.
+pub fn index_arg(
+    arg: &'static str,
+    arr: Option<Array<'_, i32>>,
+    upper: usize,
+    max: usize,
+) -> Vec<usize> {
     let arr = arr.unwrap_or_else(|| null_argument(arg));
     let d = dense(arg, arr);
     one_dimensional(arg, &d.dims);
+    at_most(arg, d.data.len(), max);
     d.data
         .iter()
         .enumerate()
@@ -232,6 +240,19 @@ pub fn index_arg(arg: &'static str, arr: Option<Array<'_, i32>>, upper: usize) -
             i as usize - 1
         })
         .collect()
+}
+
+/// Refuses (54000) an array argument longer than `max` before it is copied: the copies and the
+/// work arrays made from it grow with it.
+fn at_most(arg: &str, len: usize, max: usize) {
+    if len > max {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("{arg} has {len} elements, more than enkf.max_ensemble_elements = {max}"),
+            None,
+            "pass fewer values per call, or ask a superuser to raise enkf.max_ensemble_elements",
+        );
+    }
 }
 
 fn one_dimensional(arg: &str, dims: &[usize]) {

@@ -51,9 +51,9 @@ fn analyze(
     } else {
         Ensemble::Owned(matrix_arg("ensemble", ensemble.map(|e| e.array()), max))
     };
-    let values = vector_arg("observations", observations);
-    let variance = vector_arg("obs_variance", obs_variance);
-    let index = index_arg("obs_index", obs_index, ens.state_dim());
+    let values = vector_arg("observations", observations, max);
+    let variance = vector_arg("obs_variance", obs_variance, max);
+    let index = index_arg("obs_index", obs_index, ens.state_dim(), max);
     // Every matrix the method builds, bounded before any is allocated (a failed allocation
     // would abort the backend and restart the cluster).
     enkf_core::filter::workspace::check(ens.state_dim(), ens.members(), values.len(), &opts, max)

@@ -28,6 +28,10 @@ ATTACKS = [
     ("analyze letkf: m x N", "SELECT enkf.analyze(array_fill(1.0::float8, ARRAY[2, 100000]), array_fill(0.0::float8, ARRAY[1000]),"
      " array_fill(1.0::float8, ARRAY[1000]), array_fill(1, ARRAY[1000]), 'letkf', loc_radius => 1)"),
     ("analyze: ensemble", "SELECT enkf.analyze(array_fill(1.0::float8, ARRAY[3, 4000000]), ARRAY[1.0], ARRAY[1.0], ARRAY[1])"),
+    # 20 million observations of a small ensemble (EAKF needs nothing beyond it): the
+    # arguments themselves are bounded before they are copied.
+    ("analyze: observations", "SELECT enkf.analyze(ARRAY[[1.0, 2.0]], array_fill(0.0::float8, ARRAY[20000000]),"
+     " array_fill(1.0::float8, ARRAY[20000000]), array_fill(1, ARRAY[20000000]), 'eakf')"),
     ("synthetic data", "SELECT count(*) FROM enkf.synthetic_surveillance(100000, 5000)"),
     ("forecast: horizons x levels", "SELECT count(*) FROM enkf.forecast('wide', 52,"
      " ARRAY(SELECT g / 1000.0 FROM generate_series(1, 999) g))"),

@@ -21,9 +21,11 @@ use crate::error::{null_argument, null_option, raise};
 
 /// Quantile levels: strictly increasing, inside (0, 1).
 fn levels_arg(arr: Option<Array<'_, f64>>) -> Vec<f64> {
+    // More than 999 levels are refused below; the copy is bounded first all the same.
     let levels = vector_arg(
         "quantile_levels",
         Some(arr.unwrap_or_else(|| null_option("quantile_levels"))),
+        crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize,
     );
     let ok = !levels.is_empty()
         && levels.len() <= 999
