@@ -101,7 +101,7 @@ pub fn sidecar_id() -> String {
 }
 
 /// Resolves when shutdown is requested (or the sender is gone).
-async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
+pub async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             return;
