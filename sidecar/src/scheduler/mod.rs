@@ -122,8 +122,9 @@ impl Scheduler {
         &self,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<PassSummary, SchedError> {
-        // A new session per pass: it logs in with whatever secret is current now.
-        let current = self.store.current().await?;
+        // A new session per pass: it logs in with whatever secret is current now, or the last
+        // one known while Secrets Manager is unreachable.
+        let current = self.store.current_or_cached().await?;
         let mut client = self.connector.connect(&current.secret).await?;
         let rows = client
             .query(
