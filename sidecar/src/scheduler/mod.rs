@@ -17,6 +17,7 @@
 //! in the same transaction, after the twin's work was rolled back to the savepoint, so that
 //! the lock is still held: no other sidecar can start the same attempt again in between.
 
+pub mod public_error;
 pub mod slots;
 
 use std::sync::Arc;
@@ -306,12 +307,18 @@ impl Scheduler {
                     self.cfg.backoff_max.0,
                     jitter,
                 );
+                // The full message (which may quote data) only in the sidecar's log; the
+                // tables readers can see get the SQLSTATE and its name.
                 let error = describe(&e);
+                let public = format!(
+                    "{} in enkf.{kind} (full message in the sidecar's log)",
+                    public_error::public_error(&e)
+                );
                 let detail = if final_attempt {
-                    format!("scheduled slot {slot}: attempt {attempt} of {max} failed in enkf.{kind}: {error}; no attempts left")
+                    format!("scheduled slot {slot}: attempt {attempt} of {max} failed: {public}; no attempts left")
                 } else {
                     format!(
-                        "scheduled slot {slot}: attempt {attempt} of {max} failed in enkf.{kind}: {error}; retry in {} s",
+                        "scheduled slot {slot}: attempt {attempt} of {max} failed: {public}; retry in {} s",
                         delay.as_secs()
                     )
                 };
@@ -344,7 +351,7 @@ impl Scheduler {
                         &(if final_attempt { "failed" } else { "retrying" }),
                         &(attempt as i32),
                         &delay.as_secs_f64(),
-                        &error,
+                        &public,
                         &self.sidecar,
                     ],
                 )
