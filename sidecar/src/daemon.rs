@@ -305,6 +305,24 @@ pub async fn check(cfg: Config) -> u8 {
         current.secret.username,
         current.version_id.as_deref().unwrap_or("-")
     );
+    // The user name in the secret is checked against the configured pair before anything
+    // logs in with it.
+    let rotation_pair = match (&store, cfg.rotation.enabled) {
+        (Store::Aws(aws), true) => {
+            let pair = match rotation::pair::Pair::from_config(&cfg.rotation) {
+                Ok(p) => p,
+                Err(e) => return fail("rotation pair", e),
+            };
+            match pair.pending_for(aws.secret_id(), &current.secret.username) {
+                Ok(p) => {
+                    let pending = p.to_string();
+                    Some((pair, pending))
+                }
+                Err(e) => return fail("rotation pair", e),
+            }
+        }
+        _ => None,
+    };
     let client = match connector.connect(&current.secret).await {
         Ok(c) => c,
         Err(e) => return fail("database connection", e),
@@ -375,13 +393,8 @@ pub async fn check(cfg: Config) -> u8 {
         );
         // The same refusals as setSecret, read-only: a tampered secret or a privileged or
         // NOLOGIN role shows up here rather than at the next rotation.
-        let pair = match rotation::pair::Pair::from_config(&cfg.rotation) {
-            Ok(p) => p,
-            Err(e) => return fail("rotation pair", e),
-        };
-        let pending = match pair.pending_for(aws.secret_id(), &current.secret.username) {
-            Ok(p) => p.to_string(),
-            Err(e) => return fail("rotation pair", e),
+        let Some((pair, pending)) = &rotation_pair else {
+            return fail("rotation pair", "not checked");
         };
         let app_db = if master.dbname == current.secret.dbname {
             None
@@ -394,7 +407,7 @@ pub async fn check(cfg: Config) -> u8 {
             }
         };
         if let Err(e) =
-            rotation::mirror::refuse_unsafe(app_db.as_ref().unwrap_or(&mclient), &pair, &pending)
+            rotation::mirror::refuse_unsafe(app_db.as_ref().unwrap_or(&mclient), pair, pending)
                 .await
         {
             return fail("rotation pair", e);

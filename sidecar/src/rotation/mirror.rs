@@ -282,44 +282,54 @@ impl<'a> Reader<'a> {
             )
             .await?
             .get(0);
-        let column = client
+        // Found through the catalogs: a cast to regclass would need USAGE on schema enkf,
+        // which the check below reports with a better message.
+        let table = client
             .query_opt(
-                "SELECT t.typname::text FROM pg_catalog.pg_attribute a
+                "SELECT c.oid, t.typname::text,
+                        pg_catalog.row_security_active(c.oid)
+                          AND NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'enkf_admin')
+                                   AND pg_catalog.pg_has_role('enkf_admin', 'MEMBER')),
+                        pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+                          AND pg_catalog.has_table_privilege(c.oid, 'SELECT, INSERT, DELETE')
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
                    JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-                  WHERE a.attrelid = pg_catalog.to_regclass('enkf.location_grants')
+                  WHERE n.nspname = 'enkf' AND c.relname = 'location_grants'
                     AND a.attname = 'role' AND NOT a.attisdropped",
                 &[],
             )
             .await?;
-        let locations = match column.map(|r| r.get::<_, String>(0)) {
+        let locations = match table {
             None => None,
-            Some(t) if t == "name" => Some(RoleColumn::Name),
-            Some(t) if t == "regrole" => Some(RoleColumn::Regrole),
-            Some(t) => {
-                return Err(RotationError::Mirror(format!(
-                    "enkf.location_grants.role has type {t}; the sidecar copies rows keyed by name or regrole"
-                )))
+            Some(row) => {
+                let (typname, hidden, allowed): (String, bool, bool) =
+                    (row.get(1), row.get(2), row.get(3));
+                // Row-level security would hide other roles' rows from the master, and the
+                // copy would then silently drop the user's location grants.
+                if hidden || !allowed {
+                    return Err(RotationError::Mirror(format!(
+                        "the master {master:?} cannot see every row of enkf.location_grants ({}), so it cannot copy the location grants; GRANT enkf_admin TO {}",
+                        if hidden {
+                            "row-level security applies to it and it is not a member of enkf_admin"
+                        } else {
+                            "it lacks USAGE on schema enkf or SELECT, INSERT, DELETE on the table"
+                        },
+                        quote_ident(master)
+                    )));
+                }
+                match typname.as_str() {
+                    "name" => Some(RoleColumn::Name),
+                    "regrole" => Some(RoleColumn::Regrole),
+                    t => {
+                        return Err(RotationError::Mirror(format!(
+                            "enkf.location_grants.role has type {t}; the sidecar copies rows keyed by name or regrole"
+                        )))
+                    }
+                }
             }
         };
-        if locations.is_some() {
-            // Row-level security would hide other roles' rows from the master, and the copy
-            // would then silently drop the user's location grants.
-            let hidden: bool = client
-                .query_one(
-                    "SELECT pg_catalog.row_security_active('enkf.location_grants'::pg_catalog.regclass)
-                        AND NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'enkf_admin')
-                                 AND pg_catalog.pg_has_role('enkf_admin', 'MEMBER'))",
-                    &[],
-                )
-                .await?
-                .get(0);
-            if hidden {
-                return Err(RotationError::Mirror(format!(
-                    "the master {master:?} cannot see every row of enkf.location_grants (row-level security applies to it and it is not a member of enkf_admin), so it cannot copy the location grants; GRANT enkf_admin TO {}",
-                    quote_ident(master)
-                )));
-            }
-        }
         Ok(Reader {
             client,
             pg16: version >= 160_000,

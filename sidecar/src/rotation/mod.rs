@@ -249,12 +249,16 @@ pub async fn rotate(
         s.dbname = current.secret.dbname.clone();
         Some(connector.connect_master(&s, &timeouts).await?)
     };
+    let db = app_db.as_ref().unwrap_or(&master);
+    // Refuse before createSecret writes anything, so that a refusal leaves no AWSPENDING
+    // behind; setSecret checks again inside its transaction.
+    mirror::refuse_unsafe(db, &pair, pair.pending_for(id, &current.secret.username)?).await?;
     let proto = Protocol {
         store,
         connector,
         cfg,
         pair: &pair,
-        master: app_db.as_ref().unwrap_or(&master),
+        master: db,
         master_user: &master_secret.username,
     };
     for step in Step::ALL {
