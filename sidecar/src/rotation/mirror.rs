@@ -291,7 +291,10 @@ impl<'a> Reader<'a> {
                           AND NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'enkf_admin')
                                    AND pg_catalog.pg_has_role('enkf_admin', 'MEMBER')),
                         pg_catalog.has_schema_privilege(n.oid, 'USAGE')
-                          AND pg_catalog.has_table_privilege(c.oid, 'SELECT, INSERT, DELETE')
+                          -- one call per privilege: a list would mean any of them
+                          AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
+                          AND pg_catalog.has_table_privilege(c.oid, 'INSERT')
+                          AND pg_catalog.has_table_privilege(c.oid, 'DELETE')
                    FROM pg_catalog.pg_class c
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
