@@ -322,17 +322,8 @@ impl Scheduler {
                         delay.as_secs()
                     )
                 };
-                tx.execute(
-                    "INSERT INTO enkf.runs (twin_id, kind, status, started_at, config, config_hash,
-                                            extension_version, seed, source, detail)
-                     SELECT t.twin_id, $2, 'failed', $3, t.config, t.config_hash,
-                            coalesce((SELECT e.extversion FROM pg_catalog.pg_extension e
-                                       WHERE e.extname = 'pg_enkf'), 'unknown'),
-                            coalesce((t.config ->> 'seed')::int8, 0), 'enkf-sidecar', $4
-                       FROM enkf.twins t WHERE t.twin_id = $1",
-                    &[&twin.id, &kind, &started, &detail],
-                )
-                .await?;
+                self.record_failed_run(&tx, twin, kind, started, &e, &detail)
+                    .await?;
                 tx.execute(
                     "INSERT INTO enkf.schedule_slots (twin_id, slot, status, attempts, next_attempt_at,
                                                       last_error, sidecar)
@@ -366,5 +357,53 @@ impl Scheduler {
                 })
             }
         }
+    }
+}
+
+impl Scheduler {
+    /// The failed attempt's row in enkf.runs. From pg_enkf 0.3.0 on, enkf.runs takes writes
+    /// only from the extension's functions (its provenance cannot be forged), through
+    /// `enkf.record_failed_run`, which stores the SQLSTATE only; before that, the sidecar
+    /// inserts the row itself, with `detail` (attempt, SQLSTATE, retry; no message text).
+    async fn record_failed_run(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        twin: &Twin,
+        kind: &str,
+        started: DateTime<Utc>,
+        error: &tokio_postgres::Error,
+        detail: &str,
+    ) -> Result<(), SchedError> {
+        let recorder: bool = tx
+            .query_one(
+                "SELECT pg_catalog.to_regprocedure(
+                            'enkf.record_failed_run(text, text, timestamptz, text)') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        if recorder {
+            // An error without a SQLSTATE is a broken connection: the transaction cannot
+            // record anything anyway, this only keeps the argument well-formed.
+            let sqlstate = error.code().map_or("08006", |c| c.code());
+            tx.query_one(
+                "SELECT enkf.record_failed_run($1, $2, $3, $4)",
+                &[&twin.name, &kind, &started, &sqlstate],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                "INSERT INTO enkf.runs (twin_id, kind, status, started_at, config, config_hash,
+                                        extension_version, seed, source, detail)
+                 SELECT t.twin_id, $2, 'failed', $3, t.config, t.config_hash,
+                        coalesce((SELECT e.extversion FROM pg_catalog.pg_extension e
+                                   WHERE e.extname = 'pg_enkf'), 'unknown'),
+                        coalesce((t.config ->> 'seed')::int8, 0), 'enkf-sidecar', $4
+                   FROM enkf.twins t WHERE t.twin_id = $1",
+                &[&twin.id, &kind, &started, &detail],
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
