@@ -12,7 +12,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const ENV_PREFIX: &str = "ENKF_SIDECAR_";
 
 /// Variables with the prefix that are not settings (read elsewhere).
-const RESERVED_ENV: &[&str] = &["ENKF_SIDECAR_CONFIG", "ENKF_SIDECAR_CRASH_AFTER"];
+const RESERVED_ENV: &[&str] = &[
+    "ENKF_SIDECAR_CONFIG",
+    "ENKF_SIDECAR_CRASH_AFTER",
+    "ENKF_SIDECAR_TEST_PAUSE_BEFORE_LOCK",
+];
+
+/// PostgreSQL truncates longer identifiers (NAMEDATALEN - 1 bytes): a clone name past it would
+/// silently name another role.
+pub const MAX_ROLE_NAME: usize = 63;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -143,12 +151,20 @@ pub struct SecretsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RotationConfig {
     pub enabled: bool,
+    /// The login that is rotated; with `user + clone_suffix` it forms the only pair of roles
+    /// the sidecar ever changes. Configuration, never taken from the secret.
+    pub user: String,
     pub period: Dur,
     pub check_interval: Dur,
     pub previous_grace: Dur,
     pub password_length: u32,
     pub password_source: PasswordSource,
     pub clone_suffix: String,
+    /// statement_timeout of the master's sessions: a blocked ALTER ROLE must not outlive
+    /// SIGTERM or hold catalog locks indefinitely.
+    pub statement_timeout: Dur,
+    /// lock_timeout of the master's sessions.
+    pub lock_timeout: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -213,12 +229,15 @@ impl Default for RotationConfig {
     fn default() -> Self {
         RotationConfig {
             enabled: true,
+            user: String::new(),
             period: Dur(Duration::from_secs(30 * 86_400)),
             check_interval: Dur(Duration::from_secs(300)),
             previous_grace: Dur(Duration::from_secs(60)),
             password_length: 32,
             password_source: PasswordSource::SecretsManager,
             clone_suffix: "_clone".into(),
+            statement_timeout: Dur(Duration::from_secs(60)),
+            lock_timeout: Dur(Duration::from_secs(10)),
         }
     }
 }
@@ -292,12 +311,15 @@ pub const SETTINGS: &[Setting] = &[
     setting!("secrets", "endpoint_url", Text, "(AWS default)", "Secrets Manager endpoint, e.g. a VPC endpoint or a test server"),
     setting!("secrets", "file", Text, "(none)", "with source = file: the credentials file"),
     setting!("rotation", "enabled", Bool, "true", "rotate the application secret when it is older than period (daemon); needs source = aws"),
+    setting!("rotation", "user", Text, "(none)", "the login that is rotated; it and user<clone_suffix> are the only roles the sidecar changes (a secret naming any other user is refused); required when rotation is enabled with source = aws"),
     setting!("rotation", "period", Text, "30d", "age of AWSCURRENT after which the daemon rotates"),
     setting!("rotation", "check_interval", Text, "5m", "how often the daemon checks whether a rotation is due or was interrupted"),
     setting!("rotation", "previous_grace", Text, "60s", "minimum age of AWSCURRENT before the next rotation may change the password of the AWSPREVIOUS user (protects clients that just read the secret)"),
     setting!("rotation", "password_length", Int, "32", "length of new passwords (16 to 4096)"),
     setting!("rotation", "password_source", Text, "secrets-manager", "secrets-manager: GetRandomPassword; os-rng: the operating system's random generator"),
     setting!("rotation", "clone_suffix", Text, "_clone", "suffix of the alternate user: user and user<suffix> take turns"),
+    setting!("rotation", "statement_timeout", Text, "60s", "statement_timeout of the master user's sessions (a blocked ALTER ROLE fails instead of waiting)"),
+    setting!("rotation", "lock_timeout", Text, "10s", "lock_timeout of the master user's sessions"),
     setting!("scheduler", "enabled", Bool, "true", "run due twins (enkf.twins.config -> 'schedule')"),
     setting!("scheduler", "poll_interval", Text, "30s", "how often the schedules are read and due twins run"),
     setting!("scheduler", "max_attempts", Int, "5", "attempts per due slot before it is marked failed"),
@@ -445,12 +467,29 @@ impl Config {
         if self.rotation.clone_suffix.is_empty() {
             return invalid("rotation.clone_suffix must not be empty");
         }
+        if self.rotation.enabled
+            && self.secrets.source == SecretSource::Aws
+            && self.rotation.user.is_empty()
+        {
+            return invalid("rotation.user is required with rotation.enabled and secrets.source = \"aws\": the login to rotate (it and rotation.user + rotation.clone_suffix take turns; the user name in the secret must be one of them)");
+        }
+        if self.rotation.user.len() + self.rotation.clone_suffix.len() > MAX_ROLE_NAME {
+            return invalid("rotation.user + rotation.clone_suffix is longer than 63 bytes: PostgreSQL would truncate the clone's name");
+        }
+        if self.rotation.lock_timeout.0 > self.rotation.statement_timeout.0 {
+            return invalid("rotation.lock_timeout must not exceed rotation.statement_timeout");
+        }
         if self.scheduler.max_attempts == 0 {
             return invalid("scheduler.max_attempts must be at least 1");
         }
         for (name, d) in [
             ("rotation.period", self.rotation.period),
             ("rotation.check_interval", self.rotation.check_interval),
+            (
+                "rotation.statement_timeout",
+                self.rotation.statement_timeout,
+            ),
+            ("rotation.lock_timeout", self.rotation.lock_timeout),
             ("scheduler.poll_interval", self.scheduler.poll_interval),
             ("scheduler.backoff_base", self.scheduler.backoff_base),
             ("scheduler.run_timeout", self.scheduler.run_timeout),
@@ -487,6 +526,8 @@ mod tests {
         ca_file = "/etc/ca.pem"
         [secrets]
         secret_id = "app"
+        [rotation]
+        user = "app"
     "#;
 
     #[test]
@@ -554,6 +595,34 @@ mod tests {
     }
 
     #[test]
+    fn rotation_needs_a_configured_pair() {
+        let no_user = "[database]\nca_file = \"/etc/ca.pem\"\n[secrets]\nsecret_id = \"app\"\n";
+        let e = Config::from_parts(no_user, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rotation.user is required"), "{e}");
+        // Without rotation (a scheduler-only host) no pair is needed.
+        assert!(
+            Config::from_parts(no_user, env(&[("ENKF_SIDECAR_ROTATION_ENABLED", "false")])).is_ok()
+        );
+        let long = "x".repeat(58);
+        let e = Config::from_parts(BASE, env(&[("ENKF_SIDECAR_ROTATION_USER", &long)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 63 bytes"), "{e}");
+        let e = Config::from_parts(
+            BASE,
+            env(&[
+                ("ENKF_SIDECAR_ROTATION_LOCK_TIMEOUT", "2m"),
+                ("ENKF_SIDECAR_ROTATION_STATEMENT_TIMEOUT", "1m"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lock_timeout"), "{e}");
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let c = Config::from_parts(include_str!("../enkf-sidecar.example.toml"), env(&[])).unwrap();
         assert_eq!(c.rotation.period.0, Duration::from_secs(30 * 86400));
@@ -592,6 +661,8 @@ mod tests {
                     "listen" => "127.0.0.1:1",
                     "ca_file" => "/etc/ca.pem",
                     "secret_id" => "app",
+                    // Must stay below statement_timeout's default.
+                    "lock_timeout" => "1s",
                     k if k.contains("interval")
                         || k.contains("period")
                         || k.contains("grace")

@@ -110,23 +110,41 @@ pub async fn run(cfg: Config) -> u8 {
             tasks.push(tokio::spawn(async move {
                 let Store::Aws(aws) = &*store else { return };
                 loop {
-                    match rotation::rotate(aws, &connector, &rcfg, Trigger::IfDue).await {
-                        Ok(Outcome::NotDue) => {}
+                    // SIGTERM drops a rotation in progress: its master sessions close, the
+                    // server rolls back an open setSecret, and the next start resumes it.
+                    let result = tokio::select! {
+                        r = rotation::rotate(aws, &connector, &rcfg, Trigger::IfDue) => r,
+                        _ = crate::scheduler::shutdown_requested(rx.clone()) => {
+                            warn!("rotation interrupted by shutdown; the next start resumes it");
+                            break;
+                        }
+                    };
+                    match result {
+                        Ok(Outcome::NotDue) => metrics.rotation_check(None),
                         Ok(Outcome::Rotated { version, user }) => {
                             metrics.rotation("succeeded");
+                            metrics.rotation_check(None);
                             info!(%version, %user, "rotation completed");
                         }
                         Ok(Outcome::Resumed { version, user }) => {
                             metrics.rotation("resumed");
+                            metrics.rotation_check(None);
                             info!(%version, %user, "interrupted rotation completed");
                         }
                         Err(RotationError::Busy) => {
                             metrics.rotation("busy");
+                            metrics.rotation_check(None);
                             info!("rotation skipped: another rotation holds the lock");
+                        }
+                        Err(e @ RotationError::Refused(_)) => {
+                            metrics.rotation("refused");
+                            metrics.rotation_check(Some(e.to_string()));
+                            error!(error = %e, "rotation refused; /healthz reports it until a check succeeds");
                         }
                         Err(e) => {
                             metrics.rotation("failed");
-                            error!(error = %e, "rotation failed; retried at the next check");
+                            metrics.rotation_check(Some(e.to_string()));
+                            error!(error = %e, "rotation failed; retried at the next check, /healthz reports it until then");
                         }
                     }
                     if sleep_or_shutdown(rcfg.check_interval.0, &mut rx).await {
@@ -205,7 +223,11 @@ pub async fn rotate_now(cfg: Config) -> u8 {
             0
         }
         Err(e) => {
-            error!(error = %e, "rotate: failed");
+            if matches!(e, RotationError::Refused(_)) {
+                error!(error = %e, "rotate: refused");
+            } else {
+                error!(error = %e, "rotate: failed");
+            }
             eprintln!("enkf-sidecar rotate: {e}");
             1
         }
@@ -283,6 +305,24 @@ pub async fn check(cfg: Config) -> u8 {
         current.secret.username,
         current.version_id.as_deref().unwrap_or("-")
     );
+    // The user name in the secret is checked against the configured pair before anything
+    // logs in with it.
+    let rotation_pair = match (&store, cfg.rotation.enabled) {
+        (Store::Aws(aws), true) => {
+            let pair = match rotation::pair::Pair::from_config(&cfg.rotation) {
+                Ok(p) => p,
+                Err(e) => return fail("rotation pair", e),
+            };
+            match pair.pending_for(aws.secret_id(), &current.secret.username) {
+                Ok(p) => {
+                    let pending = p.to_string();
+                    Some((pair, pending))
+                }
+                Err(e) => return fail("rotation pair", e),
+            }
+        }
+        _ => None,
+    };
     let client = match connector.connect(&current.secret).await {
         Ok(c) => c,
         Err(e) => return fail("database connection", e),
@@ -350,6 +390,31 @@ pub async fn check(cfg: Config) -> u8 {
         println!(
             "ok     master: {} may create roles and set passwords",
             master.username
+        );
+        // The same refusals as setSecret, read-only: a tampered secret or a privileged or
+        // NOLOGIN role shows up here rather than at the next rotation.
+        let Some((pair, pending)) = &rotation_pair else {
+            return fail("rotation pair", "not checked");
+        };
+        let app_db = if master.dbname == current.secret.dbname {
+            None
+        } else {
+            let mut s = master.clone();
+            s.dbname = current.secret.dbname.clone();
+            match connector.connect(&s).await {
+                Ok(c) => Some(c),
+                Err(e) => return fail("master connection to the application's database", e),
+            }
+        };
+        if let Err(e) =
+            rotation::mirror::refuse_unsafe(app_db.as_ref().unwrap_or(&mclient), pair, pending)
+                .await
+        {
+            return fail("rotation pair", e);
+        }
+        println!(
+            "ok     rotation pair: {} and {} (AWSCURRENT: {}), neither privileged, next password change: {pending}",
+            pair.user, pair.clone, current.secret.username
         );
         match aws.versions().await {
             Ok(vs) => {

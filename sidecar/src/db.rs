@@ -53,6 +53,13 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     text
 }
 
+/// Server-side limits of a session, in milliseconds on the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTimeouts {
+    pub statement: Duration,
+    pub lock: Duration,
+}
+
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<MakeTlsConnector>,
@@ -134,7 +141,33 @@ impl Connector {
     /// Opens a session with these credentials; the connection task runs in the background
     /// until the client is dropped.
     pub async fn connect(&self, s: &DbSecret) -> Result<Client, DbError> {
-        let cfg = self.config(s);
+        self.connect_config(s, self.config(s)).await
+    }
+
+    /// A session of the master user. Its statements time out, so that a blocked ALTER ROLE
+    /// (a lock held by someone else) fails on its own rather than holding catalog locks after
+    /// the sidecar is gone; and its search_path is pg_catalog only, so that every name the
+    /// rotation prints from a catalog (`oid::regclass`) comes out schema-qualified and no
+    /// object of another schema can capture an unqualified name.
+    pub async fn connect_master(
+        &self,
+        s: &DbSecret,
+        timeouts: &SessionTimeouts,
+    ) -> Result<Client, DbError> {
+        let mut cfg = self.config(s);
+        cfg.options(format!(
+            "-c statement_timeout={} -c lock_timeout={} -c search_path=pg_catalog,pg_temp",
+            timeouts.statement.as_millis(),
+            timeouts.lock.as_millis()
+        ));
+        self.connect_config(s, cfg).await
+    }
+
+    async fn connect_config(
+        &self,
+        s: &DbSecret,
+        cfg: tokio_postgres::Config,
+    ) -> Result<Client, DbError> {
         let err = |source| DbError::Connect {
             host: s.host.clone(),
             port: s.port,

@@ -20,6 +20,8 @@ struct Inner {
     passes: BTreeMap<&'static str, u64>,
     db_error: Option<String>,
     last_pass: Option<f64>,
+    rotation_error: Option<String>,
+    last_rotation_check: Option<f64>,
 }
 
 #[derive(Default)]
@@ -41,7 +43,7 @@ impl Metrics {
         f(&mut g)
     }
 
-    /// `result`: succeeded, resumed, failed or busy.
+    /// `result`: succeeded, resumed, failed, refused or busy.
     pub fn rotation(&self, result: &'static str) {
         self.with(|m| {
             *m.rotations.entry(result).or_default() += 1;
@@ -79,24 +81,37 @@ impl Metrics {
         });
     }
 
-    /// /healthz: healthy unless the last scheduler pass could not reach the database.
+    /// The end of a rotation check of the daemon: `error` is why it failed or was refused.
+    /// A check that found nothing due, or another sidecar rotating, is a success.
+    pub fn rotation_check(&self, error: Option<String>) {
+        self.with(|m| {
+            m.rotation_error = error;
+            m.last_rotation_check = Some(now_secs());
+        });
+    }
+
+    /// /healthz: healthy unless the last scheduler pass could not reach the database or the
+    /// last rotation check failed (a refused secret included). Either stays unhealthy until a
+    /// later pass or check succeeds.
     pub fn health(&self) -> (bool, String) {
-        self.with(|m| match &m.db_error {
-            None => (
-                true,
-                format!(
-                    "{{\"status\":\"ok\",\"last_pass\":{}}}",
-                    m.last_pass
-                        .map_or("null".to_string(), |t| format!("{t:.0}"))
-                ),
-            ),
-            Some(e) => (
-                false,
-                format!(
-                    "{{\"status\":\"error\",\"error\":{}}}",
-                    serde_json::Value::String(e.clone())
-                ),
-            ),
+        self.with(|m| {
+            let time =
+                |t: Option<f64>| t.map_or(serde_json::Value::Null, |t| (t.round() as i64).into());
+            let errors: Vec<String> = [("scheduler", &m.db_error), ("rotation", &m.rotation_error)]
+                .iter()
+                .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what}: {e}")))
+                .collect();
+            let mut body = serde_json::json!({
+                "status": if errors.is_empty() { "ok" } else { "error" },
+                "last_pass": time(m.last_pass),
+                "last_rotation_check": time(m.last_rotation_check),
+            });
+            if !errors.is_empty() {
+                body["error"] = errors.join("; ").into();
+                body["scheduler_error"] = m.db_error.clone().into();
+                body["rotation_error"] = m.rotation_error.clone().into();
+            }
+            (errors.is_empty(), body.to_string())
         })
     }
 
@@ -105,8 +120,8 @@ impl Metrics {
             let mut o = String::new();
             let _ = writeln!(o, "# HELP enkf_sidecar_info Build information.\n# TYPE enkf_sidecar_info gauge");
             let _ = writeln!(o, "enkf_sidecar_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-            let _ = writeln!(o, "# HELP enkf_sidecar_rotations_total Credential rotations by result (succeeded, resumed, failed, busy).\n# TYPE enkf_sidecar_rotations_total counter");
-            for r in ["succeeded", "resumed", "failed", "busy"] {
+            let _ = writeln!(o, "# HELP enkf_sidecar_rotations_total Credential rotations by result (succeeded, resumed, failed, refused, busy).\n# TYPE enkf_sidecar_rotations_total counter");
+            for r in ["succeeded", "resumed", "failed", "refused", "busy"] {
                 let _ = writeln!(o, "enkf_sidecar_rotations_total{{result=\"{r}\"}} {}", m.rotations.get(r).copied().unwrap_or(0));
             }
             let _ = writeln!(o, "# HELP enkf_sidecar_rotation_last_success_timestamp_seconds Time of the last completed rotation.\n# TYPE enkf_sidecar_rotation_last_success_timestamp_seconds gauge");
@@ -164,5 +179,31 @@ mod tests {
         assert!(!ok && body.contains("connection refused"));
         m.pass(None);
         assert!(m.health().0);
+    }
+
+    #[test]
+    fn health_follows_the_last_rotation_check() {
+        let m = Metrics::default();
+        m.pass(None);
+        m.rotation_check(Some(
+            "refusing to rotate: AWSCURRENT names \"victim\"".into(),
+        ));
+        let (ok, body) = m.health();
+        assert!(!ok, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "error");
+        assert!(
+            v["rotation_error"].as_str().unwrap().contains("victim"),
+            "{body}"
+        );
+        assert!(
+            v["error"].as_str().unwrap().starts_with("rotation: "),
+            "{body}"
+        );
+        assert!(v["scheduler_error"].is_null(), "{body}");
+        m.rotation_check(None);
+        let (ok, body) = m.health();
+        assert!(ok, "{body}");
+        assert!(body.contains("\"last_rotation_check\":"), "{body}");
     }
 }

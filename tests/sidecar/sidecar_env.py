@@ -289,11 +289,12 @@ def setup_rotation(cluster: Cluster, sm, dbname: str, prefix: str) -> dict:
     return {"secret_id": secret_id, "master_id": master_name, "app": app, "master_pw": master_pw}
 
 
-def rotation_config(pki: Pki, moto: Moto, secret_id: str, **rotation) -> dict:
+def rotation_config(pki: Pki, moto: Moto, secret_id: str, user: str, **rotation) -> dict:
+    """`user`: rotation.user, the configured login whose clone takes turns with it."""
     return {
         "database": {"tls": "verify-full", "ca_file": str(pki.path("ca1.crt"))},
         "secrets": {"source": "aws", "secret_id": secret_id, "region": REGION, "endpoint_url": moto.url},
-        "rotation": {"previous_grace": "0s", **rotation},
+        "rotation": {"previous_grace": "0s", "user": user, **rotation},
         "scheduler": {"enabled": False},
         "http": {"listen": ""},
     }

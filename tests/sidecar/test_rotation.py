@@ -26,7 +26,7 @@ def registry():
 def make(pg, moto, pki, sidecar_bin, workdir, registry, prefix, **rotation):
     sm = moto.client()
     info = se.setup_rotation(pg, sm, "postgres", prefix)
-    sc = se.Sidecar(sidecar_bin, workdir, prefix, se.rotation_config(pki, moto, info["secret_id"], **rotation))
+    sc = se.Sidecar(sidecar_bin, workdir, prefix, se.rotation_config(pki, moto, info["secret_id"], info["app"], **rotation))
     registry["secrets"] += [info["secret_id"], info["master_id"]]
     registry["sidecars"].append(sc)
     return sm, info, sc

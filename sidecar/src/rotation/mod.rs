@@ -7,6 +7,8 @@
 //! through all four steps again; each step sees what is already done (the pending version
 //! exists, the pending password already logs in, AWSCURRENT already moved) and skips it.
 
+pub mod mirror;
+pub mod pair;
 pub mod protocol;
 
 use std::time::Duration;
@@ -15,10 +17,11 @@ use chrono::Utc;
 use tracing::{info, warn};
 
 use crate::config::RotationConfig;
-use crate::db::{Connector, DbError};
+use crate::db::{Connector, DbError, SessionTimeouts};
 use crate::scram::ScramError;
 use crate::store::aws::AwsStore;
 use crate::store::{StoreError, AWSCURRENT, AWSPENDING};
+use pair::Pair;
 use protocol::{Protocol, Step};
 
 /// Advisory lock class of rotations (`ENKR`); the second key is a hash of the secret id.
@@ -26,6 +29,10 @@ pub const ROTATION_LOCK_CLASS: i32 = 0x454E_4B52;
 
 /// Test-only hook: the step after which the process kills itself.
 pub const CRASH_ENV: &str = "ENKF_SIDECAR_CRASH_AFTER";
+
+/// Test-only hook: milliseconds to sleep between the first read of AWSCURRENT and taking the
+/// rotation lock, so that a test can finish another rotation in that window.
+pub const PAUSE_ENV: &str = "ENKF_SIDECAR_TEST_PAUSE_BEFORE_LOCK";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
@@ -47,6 +54,12 @@ pub enum RotationError {
         "the secret has no masterarn: rotation needs the master user's secret to set passwords"
     )]
     NoMaster,
+    /// A role the rotation must not change; nothing was changed.
+    #[error("refusing to rotate: {0}")]
+    Refused(String),
+    /// The clone could not be made a copy of rotation.user; setSecret rolled back.
+    #[error("cannot make the clone a copy of rotation.user, so setSecret was rolled back (no password or privilege changed): {0}. The master needs to be able to make each change (see docs/sidecar.md, \"What the master needs\")")]
+    Mirror(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,33 +117,60 @@ pub fn new_token() -> String {
     )
 }
 
+fn test_pause_before_lock() -> Option<Duration> {
+    std::env::var(PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// Whether AWSCURRENT is old enough for the daemon to rotate.
+fn is_due(created: Option<chrono::DateTime<Utc>>, cfg: &RotationConfig) -> Option<bool> {
+    created
+        .map(|c| (Utc::now() - c).to_std().unwrap_or(Duration::ZERO))
+        .map(|age| age >= cfg.period.0 && age >= cfg.previous_grace.0)
+}
+
 pub async fn rotate(
     store: &AwsStore,
     connector: &Connector,
     cfg: &RotationConfig,
     trigger: Trigger,
 ) -> Result<Outcome, RotationError> {
+    let pair = Pair::from_config(cfg)?;
     let id = store.secret_id();
-    let current = store.get(id, None, AWSCURRENT).await?;
+    // This first read only decides whether a master login is needed at all and finds the
+    // master's secret. Everything else is decided from a second read made under the lock.
+    let early = store.get(id, None, AWSCURRENT).await?;
+    // Checked at every daemon check, so a tampered secret is reported (and /healthz turns
+    // unhealthy) even while no rotation is due.
+    pair.pending_for(id, &early.secret.username)?;
     // The daemon asks every check_interval: answer "not due" without a master login (each
     // one is an audited session) unless a rotation is due or was interrupted.
     if trigger == Trigger::IfDue {
         let interrupted = store.versions().await?.iter().any(|v| v.has(AWSPENDING));
-        let due = current
-            .created
-            .and_then(|c| (Utc::now() - c).to_std().ok())
-            .is_some_and(|age| age >= cfg.period.0 && age >= cfg.previous_grace.0);
-        if !interrupted && !due {
+        if !interrupted && is_due(early.created, cfg) != Some(true) {
             return Ok(Outcome::NotDue);
         }
     }
-    let masterarn = current
+    let masterarn = early
         .secret
         .masterarn
         .clone()
         .ok_or(RotationError::NoMaster)?;
     let master_secret = store.get(&masterarn, None, AWSCURRENT).await?.secret;
-    let master = connector.connect(&master_secret).await?;
+    let timeouts = SessionTimeouts {
+        statement: cfg.statement_timeout.0,
+        lock: cfg.lock_timeout.0,
+    };
+    let master = connector.connect_master(&master_secret, &timeouts).await?;
+    if let Some(pause) = test_pause_before_lock() {
+        warn!(
+            pause_ms = pause.as_millis() as u64,
+            "test hook {PAUSE_ENV}: pausing before the rotation lock"
+        );
+        tokio::time::sleep(pause).await;
+    }
     // Session-level lock, released when `master` is dropped (also if the process dies).
     let locked: bool = master
         .query_one(
@@ -143,6 +183,12 @@ pub async fn rotate(
         return Err(RotationError::Busy);
     }
 
+    // Under the lock: read AWSCURRENT again. A rotation that finished between the first read
+    // and the lock has moved AWSCURRENT to a version created moments ago; deciding the grace
+    // wait from the first read would change the password of the user that was current a
+    // moment ago, while clients may still hold it.
+    let current = store.get(id, None, AWSCURRENT).await?;
+    pair.pending_for(id, &current.secret.username)?;
     let versions = store.versions().await?;
     let interrupted = versions
         .iter()
@@ -165,13 +211,10 @@ pub async fn rotate(
                     .await?;
                 info!(version = %v.version_id, "cleared AWSPENDING from the current version");
             }
-            let age = current
-                .created
-                .map(|c| (Utc::now() - c).to_std().unwrap_or(Duration::ZERO));
             if trigger == Trigger::IfDue {
-                match age {
-                    Some(a) if a >= cfg.period.0 && a >= cfg.previous_grace.0 => {}
-                    Some(_) => return Ok(Outcome::NotDue),
+                match is_due(current.created, cfg) {
+                    Some(true) => {}
+                    Some(false) => return Ok(Outcome::NotDue),
                     None => {
                         warn!("AWSCURRENT has no creation date; not rotating on schedule");
                         return Ok(Outcome::NotDue);
@@ -181,7 +224,10 @@ pub async fn rotate(
             // Clients that read AWSCURRENT just before the last rotation finished still hold
             // what is now AWSPREVIOUS: its password changes in setSecret, so wait until the
             // current version is old enough.
-            let age = age.unwrap_or(Duration::ZERO);
+            let age = current
+                .created
+                .map(|c| (Utc::now() - c).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::ZERO);
             if age < cfg.previous_grace.0 {
                 let wait = cfg.previous_grace.0 - age;
                 info!(
@@ -194,17 +240,34 @@ pub async fn rotate(
         }
     };
 
+    // The secret's database holds the grants and location grants to copy; the master's own
+    // secret may name another one (often `postgres`).
+    let app_db = if master_secret.dbname == current.secret.dbname {
+        None
+    } else {
+        let mut s = master_secret.clone();
+        s.dbname = current.secret.dbname.clone();
+        Some(connector.connect_master(&s, &timeouts).await?)
+    };
+    let db = app_db.as_ref().unwrap_or(&master);
+    // Refuse before createSecret writes anything, so that a refusal leaves no AWSPENDING
+    // behind; setSecret checks again inside its transaction.
+    mirror::refuse_unsafe(db, &pair, pair.pending_for(id, &current.secret.username)?).await?;
     let proto = Protocol {
         store,
         connector,
         cfg,
-        master: &master,
+        pair: &pair,
+        master: db,
+        master_user: &master_secret.username,
     };
     for step in Step::ALL {
         proto.run(step, &token).await?;
         crash_point(step.name());
     }
-    let user = store.get(id, None, AWSCURRENT).await?.secret.username;
+    let now_current = store.get(id, None, AWSCURRENT).await?;
+    warn_if_grace_is_short(&now_current, cfg);
+    let user = now_current.secret.username;
     Ok(if resumed {
         Outcome::Resumed {
             version: token,
@@ -216,6 +279,24 @@ pub async fn rotate(
             user,
         }
     })
+}
+
+/// The grace of the next rotation is measured from the new version's creation (createSecret),
+/// the only date Secrets Manager reports, not from finishSecret. A rotation resumed long
+/// after it began leaves a version that already looks old: say so, since the next rotation
+/// may then change AWSPREVIOUS's password at once.
+fn warn_if_grace_is_short(current: &crate::store::Versioned, cfg: &RotationConfig) {
+    let took = current
+        .created
+        .and_then(|c| (Utc::now() - c).to_std().ok())
+        .unwrap_or(Duration::ZERO);
+    if !cfg.previous_grace.0.is_zero() && took >= cfg.previous_grace.0 / 2 {
+        warn!(
+            since_created_s = took.as_secs(),
+            previous_grace_s = cfg.previous_grace.0.as_secs(),
+            "the new AWSCURRENT version was created long before it became current (a resumed or slow rotation): the next rotation's previous_grace wait is shortened by that much; wait previous_grace before rotating again"
+        );
+    }
 }
 
 #[cfg(test)]

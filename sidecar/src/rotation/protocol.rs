@@ -7,9 +7,11 @@
 use tokio_postgres::Client;
 use tracing::info;
 
+use super::mirror::{self, Reader};
+use super::pair::Pair;
 use super::RotationError;
 use crate::config::{PasswordSource, RotationConfig};
-use crate::db::Connector;
+use crate::db::{describe, Connector};
 use crate::scram;
 use crate::secret::DbSecret;
 use crate::store::aws::AwsStore;
@@ -43,23 +45,21 @@ impl Step {
     }
 }
 
-/// The other user of the pair: `app` <-> `app_clone`.
-pub fn alternate_user(username: &str, suffix: &str) -> String {
-    match username.strip_suffix(suffix) {
-        Some(base) if !base.is_empty() => base.to_string(),
-        _ => format!("{username}{suffix}"),
-    }
-}
-
 /// PostgreSQL identifier quoting (`quote_ident`).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// PostgreSQL literal quoting, for the verifier in `PASSWORD '...'` (utility statements take
-/// no parameters).
+/// PostgreSQL literal quoting (`quote_literal`), for utility statements, which take no
+/// parameters. A backslash makes it an escape string, so that the literal means the same
+/// whatever `standard_conforming_strings` says.
 pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    let body = text.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
 }
 
 /// A password from the OS RNG, from characters that need no quoting in connection strings
@@ -77,8 +77,12 @@ pub struct Protocol<'a> {
     pub store: &'a AwsStore,
     pub connector: &'a Connector,
     pub cfg: &'a RotationConfig,
-    /// A session of the master user, opened by the caller (it also holds the rotation lock).
+    pub pair: &'a Pair,
+    /// A session of the master user in the application's database, opened by the caller
+    /// (the rotation lock is held for the whole protocol).
     pub master: &'a Client,
+    /// The master's user name, for messages.
+    pub master_user: &'a str,
 }
 
 impl Protocol<'_> {
@@ -122,98 +126,106 @@ impl Protocol<'_> {
             PasswordSource::OsRng => os_rng_password(self.cfg.password_length),
         };
         let mut pending = current.clone();
-        pending.username = alternate_user(&current.username, &self.cfg.clone_suffix);
+        pending.username = self.pair.pending_for(id, &current.username)?.to_string();
         pending.password = password;
         self.store.put_pending(token, &pending).await?;
         info!(version = token, user = %pending.username, "createSecret: pending version stored");
         Ok(())
     }
 
-    /// setSecret: the pending user gets the pending password (created if needed, with the
-    /// current user's role memberships), sent as a SCRAM verifier.
+    /// setSecret: the pending user gets the pending password (created if needed), sent as a
+    /// SCRAM verifier, and the clone is made a copy of `rotation.user`; one transaction, after
+    /// the refusals of [`mirror::refuse_unsafe`].
     async fn set_secret(&self, token: &str) -> Result<(), RotationError> {
         let id = self.store.secret_id();
         let current = self.store.get(id, None, AWSCURRENT).await?.secret;
         let pending = self.pending(token).await?;
-        let expected = alternate_user(&current.username, &self.cfg.clone_suffix);
-        // Never touch a role outside the pair: a tampered pending version must not let the
-        // master reset an arbitrary password.
-        if pending.username != expected {
-            return Err(RotationError::Inconsistent(format!(
-                "pending user {} is not the alternate {} of the current user {}",
-                pending.username, expected, current.username
-            )));
-        }
+        // Never touch a role outside the configured pair: a tampered version must not let
+        // the master reset an arbitrary password.
+        self.pair
+            .check_pending(id, &current.username, &pending.username)?;
         if pending.host != current.host || pending.port != current.port {
             return Err(RotationError::Inconsistent(
                 "pending and current versions name different database servers".into(),
             ));
         }
-        if self.connector.connect(&pending).await.is_ok() {
-            info!(version = token, user = %pending.username, "setSecret: pending password already logs in");
-            return Ok(());
+        let logs_in = self.connector.connect(&pending).await.is_ok();
+        self.master.batch_execute("BEGIN").await?;
+        match self.set_and_mirror(&pending, logs_in).await {
+            Ok(changes) => {
+                self.master.batch_execute("COMMIT").await?;
+                info!(
+                    version = token,
+                    user = %pending.username,
+                    password_set = !logs_in,
+                    clone = %self.pair.clone,
+                    mirror_statements = changes.len(),
+                    changes = %changes.join("; "),
+                    "setSecret: password set from a SCRAM-SHA-256 verifier (unless it already logged in); the clone is a copy of rotation.user"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of the step survives: no password, no half-copied privileges.
+                let _ = self.master.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
         }
-        let verifier = scram::new_verifier(&pending.password)?;
-        let user = quote_ident(&pending.username);
-        let exists = self
-            .master
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-                &[&pending.username],
-            )
-            .await?
-            .is_some();
-        // Memberships of the current user, granted to the pending one so that both users
-        // can do the same things.
-        let memberships = self
-            .master
-            .query(
-                "SELECT r.rolname, m.admin_option
-                   FROM pg_catalog.pg_auth_members m
-                   JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
-                   JOIN pg_catalog.pg_roles u ON u.oid = m.member
-                  WHERE u.rolname = $1
-                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m2
-                                      JOIN pg_catalog.pg_roles p ON p.oid = m2.member
-                                     WHERE p.rolname = $2 AND m2.roleid = m.roleid)",
-                &[&current.username, &pending.username],
-            )
+    }
+
+    /// The body of setSecret's transaction; returns the mirroring statements it ran.
+    async fn set_and_mirror(
+        &self,
+        pending: &DbSecret,
+        logs_in: bool,
+    ) -> Result<Vec<String>, RotationError> {
+        let db = self.master;
+        mirror::refuse_unsafe(db, self.pair, &pending.username).await?;
+        if !logs_in {
+            let verifier = scram::new_verifier(&pending.password)?;
+            let exists = db
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                    &[&pending.username],
+                )
+                .await?
+                .is_some();
+            db.batch_execute(&format!(
+                "{} ROLE {} WITH LOGIN PASSWORD {}",
+                if exists { "ALTER" } else { "CREATE" },
+                quote_ident(&pending.username),
+                quote_literal(&verifier)
+            ))
             .await?;
-        let mut sql = String::from("BEGIN;\n");
-        if exists {
-            sql.push_str(&format!(
-                "ALTER ROLE {user} WITH LOGIN PASSWORD {};\n",
-                quote_literal(&verifier)
-            ));
-        } else {
-            sql.push_str(&format!(
-                "CREATE ROLE {user} WITH LOGIN PASSWORD {};\n",
-                quote_literal(&verifier)
-            ));
         }
-        for row in &memberships {
-            let role: String = row.get(0);
-            let admin: bool = row.get(1);
-            sql.push_str(&format!(
-                "GRANT {} TO {user}{};\n",
-                quote_ident(&role),
-                if admin { " WITH ADMIN OPTION" } else { "" }
-            ));
+        let reader = Reader::new(db, self.master_user).await?;
+        let user = reader.snapshot(&self.pair.user).await?;
+        let clone = reader.snapshot(&self.pair.clone).await?;
+        let statements = mirror::plan(
+            self.pair,
+            &user,
+            &clone,
+            reader.pg16(),
+            reader.location_column(),
+        )?;
+        for sql in &statements {
+            db.batch_execute(sql)
+                .await
+                .map_err(|e| RotationError::Mirror(format!("{sql}: {}", describe(&e))))?;
         }
-        sql.push_str("COMMIT;");
-        if let Err(e) = self.master.batch_execute(&sql).await {
-            // The session may be left inside the failed transaction.
-            let _ = self.master.batch_execute("ROLLBACK").await;
-            return Err(e.into());
+        // Read back: a GRANT or REVOKE the master may not make only warns.
+        let after = reader.snapshot(&self.pair.clone).await?;
+        let left = mirror::differences(self.pair, &user, &after);
+        if !left.is_empty() {
+            return Err(RotationError::Mirror(format!(
+                "after {} statement(s), {} still differs from {}: {}",
+                statements.len(),
+                self.pair.clone,
+                self.pair.user,
+                left.join("; ")
+            )));
         }
-        info!(
-            version = token,
-            user = %pending.username,
-            created = !exists,
-            memberships_granted = memberships.len(),
-            "setSecret: password set from a SCRAM-SHA-256 verifier"
-        );
-        Ok(())
+        Ok(statements)
     }
 
     /// testSecret: the pending credentials log in and act as the pending user.
@@ -275,17 +287,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn users_alternate() {
-        assert_eq!(alternate_user("app", "_clone"), "app_clone");
-        assert_eq!(alternate_user("app_clone", "_clone"), "app");
-        // A user named only the suffix still gets a distinct alternate.
-        assert_eq!(alternate_user("_clone", "_clone"), "_clone_clone");
-    }
-
-    #[test]
     fn quoting() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! in the same transaction, after the twin's work was rolled back to the savepoint, so that
 //! the lock is still held: no other sidecar can start the same attempt again in between.
 
+pub mod public_error;
 pub mod slots;
 
 use std::sync::Arc;
@@ -101,7 +102,7 @@ pub fn sidecar_id() -> String {
 }
 
 /// Resolves when shutdown is requested (or the sender is gone).
-async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
+pub async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             return;
@@ -122,8 +123,9 @@ impl Scheduler {
         &self,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<PassSummary, SchedError> {
-        // A new session per pass: it logs in with whatever secret is current now.
-        let current = self.store.current().await?;
+        // A new session per pass: it logs in with whatever secret is current now, or the last
+        // one known while Secrets Manager is unreachable.
+        let current = self.store.current_or_cached().await?;
         let mut client = self.connector.connect(&current.secret).await?;
         let rows = client
             .query(
@@ -305,26 +307,23 @@ impl Scheduler {
                     self.cfg.backoff_max.0,
                     jitter,
                 );
+                // The full message (which may quote data) only in the sidecar's log; the
+                // tables readers can see get the SQLSTATE and its name.
                 let error = describe(&e);
+                let public = format!(
+                    "{} in enkf.{kind} (full message in the sidecar's log)",
+                    public_error::public_error(&e)
+                );
                 let detail = if final_attempt {
-                    format!("scheduled slot {slot}: attempt {attempt} of {max} failed in enkf.{kind}: {error}; no attempts left")
+                    format!("scheduled slot {slot}: attempt {attempt} of {max} failed: {public}; no attempts left")
                 } else {
                     format!(
-                        "scheduled slot {slot}: attempt {attempt} of {max} failed in enkf.{kind}: {error}; retry in {} s",
+                        "scheduled slot {slot}: attempt {attempt} of {max} failed: {public}; retry in {} s",
                         delay.as_secs()
                     )
                 };
-                tx.execute(
-                    "INSERT INTO enkf.runs (twin_id, kind, status, started_at, config, config_hash,
-                                            extension_version, seed, source, detail)
-                     SELECT t.twin_id, $2, 'failed', $3, t.config, t.config_hash,
-                            coalesce((SELECT e.extversion FROM pg_catalog.pg_extension e
-                                       WHERE e.extname = 'pg_enkf'), 'unknown'),
-                            coalesce((t.config ->> 'seed')::int8, 0), 'enkf-sidecar', $4
-                       FROM enkf.twins t WHERE t.twin_id = $1",
-                    &[&twin.id, &kind, &started, &detail],
-                )
-                .await?;
+                self.record_failed_run(&tx, twin, kind, started, &e, &detail)
+                    .await?;
                 tx.execute(
                     "INSERT INTO enkf.schedule_slots (twin_id, slot, status, attempts, next_attempt_at,
                                                       last_error, sidecar)
@@ -343,7 +342,7 @@ impl Scheduler {
                         &(if final_attempt { "failed" } else { "retrying" }),
                         &(attempt as i32),
                         &delay.as_secs_f64(),
-                        &error,
+                        &public,
                         &self.sidecar,
                     ],
                 )
@@ -358,5 +357,53 @@ impl Scheduler {
                 })
             }
         }
+    }
+}
+
+impl Scheduler {
+    /// The failed attempt's row in enkf.runs. From pg_enkf 0.3.0 on, enkf.runs takes writes
+    /// only from the extension's functions (its provenance cannot be forged), through
+    /// `enkf.record_failed_run`, which stores the SQLSTATE only; before that, the sidecar
+    /// inserts the row itself, with `detail` (attempt, SQLSTATE, retry; no message text).
+    async fn record_failed_run(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        twin: &Twin,
+        kind: &str,
+        started: DateTime<Utc>,
+        error: &tokio_postgres::Error,
+        detail: &str,
+    ) -> Result<(), SchedError> {
+        let recorder: bool = tx
+            .query_one(
+                "SELECT pg_catalog.to_regprocedure(
+                            'enkf.record_failed_run(text, text, timestamptz, text)') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        if recorder {
+            // An error without a SQLSTATE is a broken connection: the transaction cannot
+            // record anything anyway, this only keeps the argument well-formed.
+            let sqlstate = error.code().map_or("08006", |c| c.code());
+            tx.query_one(
+                "SELECT enkf.record_failed_run($1, $2, $3, $4)",
+                &[&twin.name, &kind, &started, &sqlstate],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                "INSERT INTO enkf.runs (twin_id, kind, status, started_at, config, config_hash,
+                                        extension_version, seed, source, detail)
+                 SELECT t.twin_id, $2, 'failed', $3, t.config, t.config_hash,
+                        coalesce((SELECT e.extversion FROM pg_catalog.pg_extension e
+                                   WHERE e.extname = 'pg_enkf'), 'unknown'),
+                        coalesce((t.config ->> 'seed')::int8, 0), 'enkf-sidecar', $4
+                   FROM enkf.twins t WHERE t.twin_id = $1",
+                &[&twin.id, &kind, &started, &detail],
+            )
+            .await?;
+        }
+        Ok(())
     }
 }

@@ -21,6 +21,10 @@ pub const EXCLUDED_CHARACTERS: &str = ":/@\"'\\";
 pub struct AwsStore {
     client: Client,
     secret_id: String,
+    /// The last AWSCURRENT of `secret_id` read successfully: the scheduler logs in with it
+    /// while Secrets Manager is unreachable (the database may well be up).
+    /// Boxed: a Versioned is large next to the other variant of Store.
+    last_current: std::sync::Mutex<Option<Box<Versioned>>>,
 }
 
 /// One version of the secret and its staging labels.
@@ -72,11 +76,22 @@ impl AwsStore {
         AwsStore {
             client: Client::new(&shared),
             secret_id: cfg.secret_id.clone(),
+            last_current: std::sync::Mutex::new(None),
         }
     }
 
     pub fn secret_id(&self) -> &str {
         &self.secret_id
+    }
+
+    /// The last AWSCURRENT of the application secret that any read returned.
+    pub fn cached_current(&self) -> Option<Versioned> {
+        // A panic while holding the lock leaves a plain value: still usable.
+        self.last_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .cloned()
     }
 
     /// GetSecretValue of `secret_id` with `stage` (and `version_id` when given).
@@ -134,11 +149,16 @@ impl AwsStore {
             Some(v) => format!("secret {secret_id} version {v} ({stage})"),
             None => format!("secret {secret_id} ({stage})"),
         };
-        Ok(Some(Versioned {
+        let versioned = Versioned {
             secret: DbSecret::parse(text, &label)?,
             version_id: out.version_id().map(str::to_string),
             created: out.created_date().and_then(to_chrono),
-        }))
+        };
+        if secret_id == self.secret_id && version_id.is_none() && stage == super::AWSCURRENT {
+            *self.last_current.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Box::new(versioned.clone()));
+        }
+        Ok(Some(versioned))
     }
 
     /// Every version that still carries a staging label.

@@ -7,12 +7,17 @@ pub mod aws;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use tracing::warn;
 
 use crate::config::{SecretSource, SecretsConfig};
 use crate::secret::DbSecret;
 
 pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPENDING: &str = "AWSPENDING";
+
+/// How long a scheduler pass waits for GetSecretValue before it uses the cached AWSCURRENT
+/// (the SDK's own retries take up to a minute).
+const CURRENT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,6 +82,33 @@ impl Store {
                     created: None,
                 })
             }
+        }
+    }
+
+    /// For the scheduler: AWSCURRENT, or, when Secrets Manager does not answer (in time), the
+    /// last AWSCURRENT read. With alternating users that credential keeps logging in until
+    /// the rotation after next, so scheduled runs go on while the database is up.
+    pub async fn current_or_cached(&self) -> Result<Versioned, StoreError> {
+        let Store::Aws(a) = self else {
+            return self.current().await;
+        };
+        let fresh = tokio::time::timeout(CURRENT_READ_TIMEOUT, self.current()).await;
+        let error = match fresh {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => StoreError::Aws {
+                operation: "GetSecretValue",
+                secret: a.secret_id().to_string(),
+                message: format!("no answer within {} s", CURRENT_READ_TIMEOUT.as_secs()),
+            },
+        };
+        match a.cached_current() {
+            Some(v) => {
+                warn!(error = %error, version = v.version_id.as_deref().unwrap_or("-"),
+                      "cannot read AWSCURRENT from Secrets Manager: using the last AWSCURRENT read");
+                Ok(v)
+            }
+            None => Err(error),
         }
     }
 
