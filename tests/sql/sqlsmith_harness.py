@@ -81,5 +81,5 @@ def run(queries: int, kind: str = "analyst", seed: int = 20261202, timeout: floa
         if line.startswith("XX000 ERROR:"):
             statement = next((l for l in lines[i + 1:i + 4] if l.startswith("XX000 STATEMENT:")), "")
             if re.search(r"\benkf\.", statement) or "pg_enkf" in line:
-                out.internal.append((line, statement[:300]))
+                out.internal.append((line, statement[:4000]))
     return out
