@@ -106,12 +106,26 @@ SELECT pg_catalog.pg_extension_config_dump('enkf.checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.forecasts', '');
 
 -- TimescaleDB, when installed: checkpoints and forecasts become hypertables on their date
--- columns (the documented create_hypertable API), with compression segmented by twin and
--- location. Without it they stay plain tables with the indexes above.
+-- columns, without the columnstore (compression). TimescaleDB refuses row-level security and
+-- the columnstore on the same table, and row-level security by location is a HIPAA safeguard
+-- (docs/hipaa.md); ensembles and quantiles are random-looking doubles that compress poorly
+-- anyway (docs/operations.md, "TimescaleDB", has the figures).
+--
+-- The chunks live in schema enkf_chunks, on which no one but its owner has USAGE: TimescaleDB
+-- copies a hypertable's grants to each chunk but not its row-level security, so a role with
+-- SELECT on enkf.checkpoints could otherwise read every location from
+-- _timescaledb_internal._hyper_*_chunk. Reads and writes through the hypertable still work for
+-- every role (TimescaleDB creates chunks as the hypertable's owner) and are filtered by the
+-- policies of the hypertable.
+CREATE SCHEMA enkf_chunks;
+COMMENT ON SCHEMA enkf_chunks IS 'pg_enkf: chunks of the hypertables enkf.checkpoints and enkf.forecasts (TimescaleDB). No USAGE for anyone but the owner: read them through the hypertables, whose row-level security applies.';
+
 CREATE FUNCTION enkf.enable_timescaledb() RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ts_schema name;
+    t record;
+    ht record;
 BEGIN
     SELECT n.nspname INTO ts_schema
     FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
@@ -119,15 +133,33 @@ BEGIN
     IF ts_schema IS NULL THEN
         RETURN false;
     END IF;
-    EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => interval %L, if_not_exists => true, migrate_data => true)',
-                   ts_schema, 'enkf.checkpoints', 'week_end', '364 days');
-    EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => interval %L, if_not_exists => true, migrate_data => true)',
-                   ts_schema, 'enkf.forecasts', 'reference_date', '364 days');
-    EXECUTE 'ALTER TABLE enkf.checkpoints SET (timescaledb.compress, timescaledb.compress_segmentby = ''twin_id, location'', timescaledb.compress_orderby = ''week_end'')';
-    EXECUTE 'ALTER TABLE enkf.forecasts SET (timescaledb.compress, timescaledb.compress_segmentby = ''twin_id, model, location'', timescaledb.compress_orderby = ''reference_date, horizon'')';
-    -- Analyses older than two years are rarely re-assimilated; compress them.
-    EXECUTE format('SELECT %I.add_compression_policy(%L, interval %L, if_not_exists => true)', ts_schema, 'enkf.checkpoints', '104 weeks');
-    EXECUTE format('SELECT %I.add_compression_policy(%L, interval %L, if_not_exists => true)', ts_schema, 'enkf.forecasts', '104 weeks');
+    -- Restoring a dump (after timescaledb_pre_restore()): the dump's TimescaleDB catalog makes
+    -- the tables hypertables again if they were; doing it here would collide with it.
+    IF pg_catalog.current_setting('timescaledb.restoring', true) = 'on' THEN
+        RAISE NOTICE 'enkf.enable_timescaledb: TimescaleDB is restoring a dump; pg_enkf''s tables are left as the dump has them'
+            USING HINT = 'after timescaledb_post_restore(), SELECT enkf.enable_timescaledb() makes them hypertables if they are not';
+        RETURN false;
+    END IF;
+    FOR t IN SELECT * FROM (VALUES ('checkpoints'::name, 'week_end'::name), ('forecasts', 'reference_date')) AS v(tab, col)
+    LOOP
+        EXECUTE format('SELECT h.associated_schema_name, h.compression_state FROM %I.hypertable h
+                         WHERE h.schema_name = %L AND h.table_name = %L', '_timescaledb_catalog', 'enkf', t.tab)
+            INTO ht;
+        IF ht IS NULL THEN
+            -- No default index on the time column: the primary keys lead every lookup (see
+            -- enkf.checkpoints above).
+            EXECUTE format('SELECT %I.create_hypertable(%L::pg_catalog.regclass, %L, associated_schema_name => %L,
+                                                        chunk_time_interval => interval %L, create_default_indexes => false,
+                                                        migrate_data => true)',
+                           ts_schema, 'enkf.' || t.tab, t.col, 'enkf_chunks', '364 days');
+        ELSIF ht.associated_schema_name <> 'enkf_chunks' OR ht.compression_state <> 0 THEN
+            -- Made by hand: its chunks may be readable without row-level security.
+            RAISE EXCEPTION 'enkf.% is a hypertable whose chunks are in schema % (compression state %), not as pg_enkf makes it',
+                            t.tab, ht.associated_schema_name, ht.compression_state
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'chunks outside schema enkf_chunks are readable without row-level security; dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore them';
+        END IF;
+    END LOOP;
     RETURN true;
 END
 $$;
@@ -243,4 +275,4 @@ COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quanti
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';
 COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr).';
-COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Turns enkf.checkpoints and enkf.forecasts into TimescaleDB hypertables with compression, if TimescaleDB is installed; returns whether it did. Runs at CREATE EXTENSION; call it after installing TimescaleDB later.';
+COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Makes enkf.checkpoints and enkf.forecasts TimescaleDB hypertables (chunks in schema enkf_chunks, no columnstore: row-level security applies), if TimescaleDB is installed in this database; idempotent; returns whether they are hypertables. Runs at CREATE EXTENSION; call it after creating TimescaleDB later. Does nothing while TimescaleDB restores a dump.';
