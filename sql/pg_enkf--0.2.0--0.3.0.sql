@@ -644,16 +644,18 @@ BEGIN
     remedy := 'DELETE FROM enkf.location_grants g WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid), and remove a role''s grants before DROP ROLE';
     RETURN NEXT;
 
-    -- 9. Row-level security on the twins' tables.
+    -- 9. Row-level security on the twins' tables, which have no child tables: a child (such as
+    --    a TimescaleDB chunk) has its parent's grants but not its policies when read directly.
     control := 'row_level_security';
     SELECT string_agg(c.relname::text, ', ') INTO lines
       FROM pg_class c
      WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
-       AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid));
+       AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
+                AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid));
     status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
-    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts'
-                   ELSE format('not enabled (or no policy) on: %s', lines) END;
-    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants';
+    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts, which have no child tables'
+                   ELSE format('not enabled, no policy, or child tables (TimescaleDB chunks) on: %s', lines) END;
+    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants; never make them hypertables (docs/operations.md, "TimescaleDB")';
     RETURN NEXT;
 
     -- 10. Data checksums (detect silent corruption of stored PHI).
@@ -708,59 +710,26 @@ COMMENT ON FUNCTION enkf.has_null_elements(float8[]) IS
 COMMENT ON FUNCTION enkf.twin_config(jsonb) IS
 'A twin configuration as stored, every default filled in (the text whose SHA-256 is config_hash); raises 22023 naming the key of an invalid one.';
 
--- TimescaleDB (docs/operations.md, "TimescaleDB"): hypertables without the columnstore, which
--- TimescaleDB refuses beside row-level security, and with their chunks in schema enkf_chunks,
--- which only its owner may use (chunks have the hypertable's grants but not its row-level
--- security). 0.2.0 could not make them hypertables at all (its enable_timescaledb() failed on
--- the row-level security), so a database that has TimescaleDB gets them at the end of this
--- update, as CREATE EXTENSION would make them.
-CREATE SCHEMA enkf_chunks;
-COMMENT ON SCHEMA enkf_chunks IS 'pg_enkf: chunks of the hypertables enkf.checkpoints and enkf.forecasts (TimescaleDB). No USAGE for anyone but the owner: read them through the hypertables, whose row-level security applies.';
-
+-- TimescaleDB (docs/operations.md, "TimescaleDB"): pg_enkf's tables stay plain tables, which
+-- row-level security covers whole; 0.2.0's enable_timescaledb() tried to make them compressed
+-- hypertables and failed on the row-level security (0A000), in either order of creation.
 CREATE OR REPLACE FUNCTION enkf.enable_timescaledb() RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ts_schema name;
-    t record;
-    ht record;
+    children text;
 BEGIN
-    SELECT n.nspname INTO ts_schema
-    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-    WHERE e.extname = 'timescaledb';
-    IF ts_schema IS NULL THEN
-        RETURN false;
+    SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
+      FROM pg_inherits i
+     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+    IF children IS NOT NULL THEN
+        RAISE EXCEPTION 'enable_timescaledb: child tables (TimescaleDB chunks?) of %, which row-level security does not cover', children
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'pg_enkf''s tables must stay plain tables (docs/operations.md, "TimescaleDB"): dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore the twins';
     END IF;
-    -- Restoring a dump (after timescaledb_pre_restore()): the dump's TimescaleDB catalog makes
-    -- the tables hypertables again if they were; doing it here would collide with it.
-    IF pg_catalog.current_setting('timescaledb.restoring', true) = 'on' THEN
-        RAISE NOTICE 'enkf.enable_timescaledb: TimescaleDB is restoring a dump; pg_enkf''s tables are left as the dump has them'
-            USING HINT = 'after timescaledb_post_restore(), SELECT enkf.enable_timescaledb() makes them hypertables if they are not';
-        RETURN false;
-    END IF;
-    FOR t IN SELECT * FROM (VALUES ('checkpoints'::name, 'week_end'::name), ('forecasts', 'reference_date')) AS v(tab, col)
-    LOOP
-        EXECUTE format('SELECT h.associated_schema_name, h.compression_state FROM %I.hypertable h
-                         WHERE h.schema_name = %L AND h.table_name = %L', '_timescaledb_catalog', 'enkf', t.tab)
-            INTO ht;
-        IF ht IS NULL THEN
-            -- No default index on the time column: the primary keys lead every lookup (see
-            -- enkf.checkpoints above).
-            EXECUTE format('SELECT %I.create_hypertable(%L::pg_catalog.regclass, %L, associated_schema_name => %L,
-                                                        chunk_time_interval => interval %L, create_default_indexes => false,
-                                                        migrate_data => true)',
-                           ts_schema, 'enkf.' || t.tab, t.col, 'enkf_chunks', '364 days');
-        ELSIF ht.associated_schema_name <> 'enkf_chunks' OR ht.compression_state <> 0 THEN
-            -- Made by hand: its chunks may be readable without row-level security.
-            RAISE EXCEPTION 'enkf.% is a hypertable whose chunks are in schema % (compression state %), not as pg_enkf makes it',
-                            t.tab, ht.associated_schema_name, ht.compression_state
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'chunks outside schema enkf_chunks are readable without row-level security; dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore them';
-        END IF;
-    END LOOP;
-    RETURN true;
+    RETURN EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = 'timescaledb');
 END
 $$;
-COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Makes enkf.checkpoints and enkf.forecasts TimescaleDB hypertables (chunks in schema enkf_chunks, no columnstore: row-level security applies), if TimescaleDB is installed in this database; idempotent; returns whether they are hypertables. Runs at CREATE EXTENSION; call it after creating TimescaleDB later. Does nothing while TimescaleDB restores a dump.';
+COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Whether TimescaleDB is installed in this database (observation hypertables are then read with time_bucket). pg_enkf''s own tables stay plain tables, which row-level security covers whole: raises 55000 if they have child tables (chunks). Kept for scripts written for 0.2.0, which called it after creating TimescaleDB.';
 
 -- Nothing new is executable by PUBLIC; roles made by enkf.create_roles() get the new grants.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA enkf FROM PUBLIC;
@@ -772,7 +741,3 @@ BEGIN
     END IF;
 END
 $$;
-
--- Last, once everything else is in place: hypertables if TimescaleDB is in this database
--- (moves the existing rows into chunks).
-SELECT enkf.enable_timescaledb();

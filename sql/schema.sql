@@ -105,65 +105,32 @@ SELECT pg_catalog.pg_extension_config_dump('enkf.runs_run_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.forecasts', '');
 
--- TimescaleDB, when installed: checkpoints and forecasts become hypertables on their date
--- columns, without the columnstore (compression). TimescaleDB refuses row-level security and
--- the columnstore on the same table, and row-level security by location is a HIPAA safeguard
--- (docs/hipaa.md); ensembles and quantiles are random-looking doubles that compress poorly
--- anyway (docs/operations.md, "TimescaleDB", has the figures).
---
--- The chunks live in schema enkf_chunks, on which no one but its owner has USAGE: TimescaleDB
--- copies a hypertable's grants to each chunk but not its row-level security, so a role with
--- SELECT on enkf.checkpoints could otherwise read every location from
--- _timescaledb_internal._hyper_*_chunk. Reads and writes through the hypertable still work for
--- every role (TimescaleDB creates chunks as the hypertable's owner) and are filtered by the
--- policies of the hypertable.
-CREATE SCHEMA enkf_chunks;
-COMMENT ON SCHEMA enkf_chunks IS 'pg_enkf: chunks of the hypertables enkf.checkpoints and enkf.forecasts (TimescaleDB). No USAGE for anyone but the owner: read them through the hypertables, whose row-level security applies.';
-
+-- TimescaleDB: observation hypertables and continuous aggregates are read with its
+-- time_bucket (extension/src/twin/source.rs), but pg_enkf's own tables stay plain tables in a
+-- TimescaleDB database, because row-level security by location (a HIPAA safeguard, sql/security.sql)
+-- does not survive on a hypertable: TimescaleDB refuses it beside the columnstore; chunks get
+-- the hypertable's grants but not its row-level security, so a role allowed to read or write
+-- results could read or delete every location in a chunk directly; and chunks cannot be hidden
+-- in a schema without USAGE, since TimescaleDB opens an existing chunk by name, with the schema
+-- privilege checked, for every INSERT that lands in it. docs/operations.md ("TimescaleDB") has
+-- what this costs. enkf.compliance_report() fails control row_level_security if either table
+-- has child tables (chunks) all the same.
 CREATE FUNCTION enkf.enable_timescaledb() RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ts_schema name;
-    t record;
-    ht record;
+    children text;
 BEGIN
-    SELECT n.nspname INTO ts_schema
-    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-    WHERE e.extname = 'timescaledb';
-    IF ts_schema IS NULL THEN
-        RETURN false;
+    SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
+      FROM pg_inherits i
+     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+    IF children IS NOT NULL THEN
+        RAISE EXCEPTION 'enable_timescaledb: child tables (TimescaleDB chunks?) of %, which row-level security does not cover', children
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'pg_enkf''s tables must stay plain tables (docs/operations.md, "TimescaleDB"): dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore the twins';
     END IF;
-    -- Restoring a dump (after timescaledb_pre_restore()): the dump's TimescaleDB catalog makes
-    -- the tables hypertables again if they were; doing it here would collide with it.
-    IF pg_catalog.current_setting('timescaledb.restoring', true) = 'on' THEN
-        RAISE NOTICE 'enkf.enable_timescaledb: TimescaleDB is restoring a dump; pg_enkf''s tables are left as the dump has them'
-            USING HINT = 'after timescaledb_post_restore(), SELECT enkf.enable_timescaledb() makes them hypertables if they are not';
-        RETURN false;
-    END IF;
-    FOR t IN SELECT * FROM (VALUES ('checkpoints'::name, 'week_end'::name), ('forecasts', 'reference_date')) AS v(tab, col)
-    LOOP
-        EXECUTE format('SELECT h.associated_schema_name, h.compression_state FROM %I.hypertable h
-                         WHERE h.schema_name = %L AND h.table_name = %L', '_timescaledb_catalog', 'enkf', t.tab)
-            INTO ht;
-        IF ht IS NULL THEN
-            -- No default index on the time column: the primary keys lead every lookup (see
-            -- enkf.checkpoints above).
-            EXECUTE format('SELECT %I.create_hypertable(%L::pg_catalog.regclass, %L, associated_schema_name => %L,
-                                                        chunk_time_interval => interval %L, create_default_indexes => false,
-                                                        migrate_data => true)',
-                           ts_schema, 'enkf.' || t.tab, t.col, 'enkf_chunks', '364 days');
-        ELSIF ht.associated_schema_name <> 'enkf_chunks' OR ht.compression_state <> 0 THEN
-            -- Made by hand: its chunks may be readable without row-level security.
-            RAISE EXCEPTION 'enkf.% is a hypertable whose chunks are in schema % (compression state %), not as pg_enkf makes it',
-                            t.tab, ht.associated_schema_name, ht.compression_state
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'chunks outside schema enkf_chunks are readable without row-level security; dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore them';
-        END IF;
-    END LOOP;
-    RETURN true;
+    RETURN EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = 'timescaledb');
 END
 $$;
-SELECT enkf.enable_timescaledb();
 
 -- Minimum necessary access: which roles may see which locations (jurisdictions) of the
 -- twins' results. A row (role, location) lets members of role see that location; location
@@ -275,4 +242,4 @@ COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quanti
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';
 COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr).';
-COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Makes enkf.checkpoints and enkf.forecasts TimescaleDB hypertables (chunks in schema enkf_chunks, no columnstore: row-level security applies), if TimescaleDB is installed in this database; idempotent; returns whether they are hypertables. Runs at CREATE EXTENSION; call it after creating TimescaleDB later. Does nothing while TimescaleDB restores a dump.';
+COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Whether TimescaleDB is installed in this database (observation hypertables are then read with time_bucket). pg_enkf''s own tables stay plain tables, which row-level security covers whole: raises 55000 if they have child tables (chunks). Kept for scripts written for 0.2.0, which called it after creating TimescaleDB.';
