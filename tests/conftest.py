@@ -23,39 +23,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 # Test modules share helpers (e.g. twin.test_twin.make_data).
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pgcluster import TIMESCALEDB_INSTALLER, Cluster, preload, timescaledb_version  # noqa: E402
-
-TIMESCALEDB = timescaledb_version()
-STORAGES = ["plain", "timescaledb"] if TIMESCALEDB else ["plain"]
-NOT_INSTALLED = (
-    f"TimescaleDB is not installed in this PostgreSQL: its runs are skipped (install it as root with "
-    f"{TIMESCALEDB_INSTALLER}, or the timescaledb-2-postgresql-15 package, then run the tests again)"
-)
-
-
-class Storage:
-    """Where a test's tables live: 'plain' or 'timescaledb'."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    @property
-    def timescaledb(self) -> bool:
-        return self.name == "timescaledb"
-
-    def conf(self, conf: dict[str, str] | None = None) -> dict[str, str]:
-        """Settings of a cluster for this storage: `conf`, with TimescaleDB preloaded if used."""
-        return preload(conf, "timescaledb") if self.timescaledb else dict(conf or {})
-
-    def create_extensions(self, conn) -> None:
-        """TimescaleDB (if used), then pg_enkf."""
-        if self.timescaledb:
-            conn.execute("CREATE EXTENSION timescaledb")
-        conn.execute("CREATE EXTENSION pg_enkf")
-
-    def __repr__(self) -> str:
-        return self.name
-
+from pgcluster import Cluster  # noqa: E402
+from storage import NOT_INSTALLED, STORAGES, TIMESCALEDB, Storage  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "plain_only: does not depend on where tables live; runs on plain tables only")

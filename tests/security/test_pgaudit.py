@@ -16,6 +16,7 @@ import pytest
 
 from pgcluster import Cluster
 from pki import Pki, use_cert
+from storage import Storage
 from twin.test_twin import make_data
 
 PASSWORD = "Audit-test-7f3c9"
@@ -98,14 +99,11 @@ def test_assimilate_is_audited_under_the_calling_role(audited, storage):
 
 
 @pytest.mark.timescaledb
-@pytest.mark.plain_only  # its own storage: TimescaleDB
 def test_loading_a_hypertable_under_pgaudit(tmp_path):
     """The load docs/operations.md prescribes while pgaudit is loaded: COPY into a plain staging
     table, then INSERT ... SELECT into the hypertable. Audited, and the server stays up. COPY
     straight into the hypertable kills the backend (timescale/timescaledb#7667, not fixed in
     2.28.3): when that part fails, the defect is fixed, and the docs can say so."""
-    from conftest import Storage
-
     c = Cluster(conf=Storage("timescaledb").conf({
         "shared_preload_libraries": "'pgaudit'",
         "pgaudit.log": "'read, write, function, role, ddl'",
