@@ -652,6 +652,12 @@ BEGIN
      WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
        AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
                 AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid));
+    -- A hypertable without chunks yet (TimescaleDB's view, when it is installed).
+    IF to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        EXECUTE 'SELECT string_agg(h.hypertable_name::text, '', '') FROM timescaledb_information.hypertables h
+                  WHERE h.hypertable_schema = ''enkf''' INTO v;
+        lines := (SELECT string_agg(DISTINCT x, ', ') FROM unnest(string_to_array(lines, ', ') || string_to_array(v, ', ')) x);
+    END IF;
     status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
     detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts, which have no child tables'
                    ELSE format('not enabled, no policy, or child tables (TimescaleDB chunks) on: %s', lines) END;
@@ -721,8 +727,14 @@ BEGIN
     SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
       FROM pg_inherits i
      WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+    IF children IS NULL AND pg_catalog.to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        -- A hypertable that has no chunk yet.
+        EXECUTE 'SELECT pg_catalog.string_agg(pg_catalog.format(''%I.%I'', h.hypertable_schema, h.hypertable_name), '', '')
+                   FROM timescaledb_information.hypertables h WHERE h.hypertable_schema OPERATOR(pg_catalog.=) ''enkf'''
+            INTO children;
+    END IF;
     IF children IS NOT NULL THEN
-        RAISE EXCEPTION 'enable_timescaledb: child tables (TimescaleDB chunks?) of %, which row-level security does not cover', children
+        RAISE EXCEPTION 'enable_timescaledb: % must be plain tables, not hypertables or tables with child tables (chunks), which row-level security does not cover', children
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'pg_enkf''s tables must stay plain tables (docs/operations.md, "TimescaleDB"): dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore the twins';
     END IF;

@@ -123,8 +123,14 @@ BEGIN
     SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
       FROM pg_inherits i
      WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+    IF children IS NULL AND pg_catalog.to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        -- A hypertable that has no chunk yet.
+        EXECUTE 'SELECT pg_catalog.string_agg(pg_catalog.format(''%I.%I'', h.hypertable_schema, h.hypertable_name), '', '')
+                   FROM timescaledb_information.hypertables h WHERE h.hypertable_schema OPERATOR(pg_catalog.=) ''enkf'''
+            INTO children;
+    END IF;
     IF children IS NOT NULL THEN
-        RAISE EXCEPTION 'enable_timescaledb: child tables (TimescaleDB chunks?) of %, which row-level security does not cover', children
+        RAISE EXCEPTION 'enable_timescaledb: % must be plain tables, not hypertables or tables with child tables (chunks), which row-level security does not cover', children
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'pg_enkf''s tables must stay plain tables (docs/operations.md, "TimescaleDB"): dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore the twins';
     END IF;

@@ -522,6 +522,12 @@ BEGIN
      WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
        AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
                 AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid));
+    -- A hypertable without chunks yet (TimescaleDB's view, when it is installed).
+    IF to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        EXECUTE 'SELECT string_agg(h.hypertable_name::text, '', '') FROM timescaledb_information.hypertables h
+                  WHERE h.hypertable_schema = ''enkf''' INTO v;
+        lines := (SELECT string_agg(DISTINCT x, ', ') FROM unnest(string_to_array(lines, ', ') || string_to_array(v, ', ')) x);
+    END IF;
     status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
     detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts, which have no child tables'
                    ELSE format('not enabled, no policy, or child tables (TimescaleDB chunks) on: %s', lines) END;
