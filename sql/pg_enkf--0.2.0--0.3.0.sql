@@ -11,6 +11,8 @@
 -- function pins its search_path; twins keep their tables and creator by identity; location
 -- grants name roles by OID; provenance, analyses and forecasts are written only by pg_enkf's
 -- functions; the publication views withhold every small number derived from a count.
+-- It also installs beside TimescaleDB in either order: pg_enkf's own tables stay plain tables
+-- (row-level security covers them whole); observation hypertables are read with time_bucket.
 
 -- New functions of the library.
 CREATE FUNCTION enkf."has_null_elements"(
