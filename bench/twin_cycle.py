@@ -20,6 +20,11 @@ svc_checkpoints / svc_forecasts (same columns as enkf.checkpoints / enkf.forecas
 transaction. The service is written to be fast (binary transfer both ways, no per-member Python
 loops) so that the ratio measures the architecture, not a naive client.
 
+When TimescaleDB is installed, the in-database cycle also runs (threads = 1) in a second
+database of the same cluster where TimescaleDB is created and the observation table is a
+hypertable (4-week chunks) with the same rows: the time_bucket path, timed in the same weeks as
+the plain table.
+
 Last, the floor under any in-database cycle: what storing one week's checkpoints and forecasts
 costs in plain SQL inside the server (storage_floor), plus the arithmetic pg_enkf does (from its
 DEBUG1 lines, one thread), both spread perfectly over the 2 cores; the service's time over that
@@ -43,7 +48,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from pgcluster import Cluster  # noqa: E402
+from pgcluster import Cluster, preload, timescaledb_version  # noqa: E402
 
 FIRST_WEEK = dt.date(2022, 10, 1)  # synthetic_surveillance's default first week end
 LEVELS = np.array([0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
@@ -313,6 +318,8 @@ def service_cycle(conn: psycopg.Connection, src_twin_id: int, svc_twin_id: int, 
                                     f_date(reference + dt.timedelta(days=7 * h)), rid, levels,
                                     vals[k * HORIZONS + h]]))
     fc.append(struct.pack("!h", -1))
+    # Binary COPY into plain tables (svc_*): never into a hypertable, which kills the backend when
+    # pgaudit is loaded (docs/operations.md, "TimescaleDB").
     with conn.cursor() as cur:
         with cur.copy("COPY svc_checkpoints (twin_id, location, week_end, run_id, observed, ensemble)"
                       " FROM STDIN (FORMAT binary)") as cp:
@@ -336,9 +343,35 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def hypertable_twin(dsn: str, label: str, nloc: int, members: int, weeks: int, last_history: dt.date) -> str:
+    """The scale's data in a TimescaleDB database, the observation table a hypertable, and a
+    twin (threads = 1) that has assimilated the history (untimed)."""
+    name = f"{label}_hyper"
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS obs, locs")
+        db.execute("CREATE TABLE obs AS SELECT time, location, value"
+                   f" FROM enkf.synthetic_surveillance({nloc}, {weeks})")
+        db.execute("SELECT create_hypertable('obs', 'time', chunk_time_interval => interval '28 days', migrate_data => true)")
+        db.execute("CREATE TABLE locs AS SELECT DISTINCT location, population"
+                   f" FROM enkf.synthetic_surveillance({nloc}, 1)")
+        db.execute("ANALYZE obs; ANALYZE locs")
+        db.execute("SET enkf.threads = 1")
+        db.execute("SELECT enkf.create_twin(%s, 'obs', 'locs', members => %s)", (name, members))
+        t, _ = timed(lambda: db.execute("SELECT * FROM enkf.assimilate(%s, %s)", (name, last_history)).fetchone())
+        db.execute("ANALYZE enkf.checkpoints; ANALYZE enkf.forecasts")
+        print(f"  {label}: history of {(last_history - FIRST_WEEK).days // 7 + 1} weeks on a hypertable, threads=1: {t:.1f} s (not timed)", flush=True)
+    return name
+
+
 def run_scale(dsn: str, label: str, nloc: int, members: int, history: int, timed_weeks: int,
-              results: list) -> None:
+              results: list, hyper_dsn: str | None = None) -> None:
     weeks = history + timed_weeks
+    hyper = None
+    if hyper_dsn:
+        hyper = psycopg.connect(hyper_dsn, autocommit=True)
+        hyper_name = hypertable_twin(hyper_dsn, label, nloc, members, weeks,
+                                     FIRST_WEEK + dt.timedelta(days=7 * (history - 1)))
+        hyper.execute("SET enkf.threads = 1")
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute("DROP TABLE IF EXISTS obs, locs, svc_checkpoints, svc_forecasts")
         db.execute("CREATE TABLE obs AS SELECT time, location, value"
@@ -365,7 +398,7 @@ def run_scale(dsn: str, label: str, nloc: int, members: int, history: int, timed
         db.add_notice_handler(lambda d: messages.append(d.message_primary))
         db.execute("SET client_min_messages = debug1")
         try:
-            times = {1: [], 2: [], "svc": []}
+            times = {1: [], 2: [], "svc": [], "hyper": []}
             computing = []
             for w in range(timed_weeks):
                 week = last_history + dt.timedelta(days=7 * (w + 1))
@@ -381,6 +414,13 @@ def run_scale(dsn: str, label: str, nloc: int, members: int, history: int, timed
                         computing.append(compute_seconds(messages))
                     print(f"  {label} {week} in-DB threads={threads}: assimilate {ta:.3f} s +"
                           f" forecast {tf:.3f} s = {ta + tf:.3f} s", flush=True)
+                if hyper is not None:
+                    ta, _ = timed(lambda: hyper.execute("SELECT * FROM enkf.assimilate(%s, %s)", (hyper_name, week)).fetchone())
+                    tf, n = timed(lambda: hyper.execute("SELECT count(*) FROM enkf.forecast(%s)", (hyper_name,)).fetchone()[0])
+                    assert n == nloc * HORIZONS * len(LEVELS), n
+                    times["hyper"].append(ta + tf)
+                    print(f"  {label} {week} in-DB on a hypertable, threads=1: assimilate {ta:.3f} s +"
+                          f" forecast {tf:.3f} s = {ta + tf:.3f} s", flush=True)
                 phases: dict = {}
                 ts, n = timed(lambda: service_cycle(svc, twins[1], 1000 + twins[1], week, w + 1, 1000 + w, phases))
                 assert n == 2 * nloc * HORIZONS
@@ -394,7 +434,9 @@ def run_scale(dsn: str, label: str, nloc: int, members: int, history: int, timed
             floor = storage_floor(db, twins[1], week)
         finally:
             svc.close()
-        med = {k: statistics.median(v) for k, v in times.items()}
+            if hyper is not None:
+                hyper.close()
+        med = {k: statistics.median(v) if v else None for k, v in times.items()}
         arithmetic = statistics.median(computing)
         # Storing and computing spread perfectly over both cores: generous to the database
         # (the backend's SQL work runs on one thread), so the ratio below is an upper bound.
@@ -403,7 +445,7 @@ def run_scale(dsn: str, label: str, nloc: int, members: int, history: int, timed
               f" forecasts {floor[1]:.3f} s = {sum(floor):.3f} s; pg_enkf's arithmetic on one thread"
               f" {arithmetic:.3f} s; both over 2 cores {bound:.3f} s: the service's median cycle is"
               f" {med['svc'] / bound:.1f}x that", flush=True)
-        results.append((label, nloc, members, med[1], med[2], med["svc"], sum(floor), arithmetic, bound))
+        results.append((label, nloc, members, med[1], med[2], med["svc"], sum(floor), arithmetic, bound, med["hyper"]))
 
 
 def compute_seconds(messages: list[str]) -> float:
@@ -466,14 +508,26 @@ def main() -> None:
     args = ap.parse_args()
     history, timed_weeks = (20, 3) if args.quick else (101, 5)
     scales = [("states", 53, 300), ("counties", 3143, 100)]
-    cluster = Cluster(conf={"shared_buffers": "'512MB'", "work_mem": "'64MB'", "max_wal_size": "'4GB'"})
+    conf = {"shared_buffers": "'512MB'", "work_mem": "'64MB'", "max_wal_size": "'4GB'"}
+    timescaledb = timescaledb_version()
+    cluster = Cluster(conf=preload(conf, "timescaledb") if timescaledb else conf)
     results: list = []
     try:
         cluster.start()
         with psycopg.connect(cluster.dsn(), autocommit=True) as db:
             db.execute("CREATE EXTENSION pg_enkf")
+            if timescaledb:
+                db.execute("CREATE DATABASE hyper")
+        hyper_dsn = None
+        if timescaledb:
+            hyper_dsn = cluster.dsn("hyper")
+            with psycopg.connect(hyper_dsn, autocommit=True) as db:
+                db.execute("CREATE EXTENSION timescaledb")
+                db.execute("CREATE EXTENSION pg_enkf")
+        else:
+            print("TimescaleDB is not installed: the cycle on a hypertable is not timed", flush=True)
         for label, nloc, members in scales:
-            run_scale(cluster.dsn(), label, nloc, members, history, timed_weeks, results)
+            run_scale(cluster.dsn(), label, nloc, members, history, timed_weeks, results, hyper_dsn)
     finally:
         cluster.stop()
     print()
@@ -491,8 +545,16 @@ def main() -> None:
     print()
     print("| scale | storing the results | arithmetic, one thread | both over 2 cores | service / that |")
     print("|---|---:|---:|---:|---:|")
-    for label, nloc, members, t1, t2, ts, floor, arithmetic, bound in results:
+    for label, nloc, members, t1, t2, ts, floor, arithmetic, bound, _ in results:
         print(f"| {nloc:,} locations | {floor:.3f} s | {arithmetic:.3f} s | {bound:.3f} s | {ts / bound:.1f}x |")
+    if timescaledb:
+        print()
+        print(f"The observations in a TimescaleDB {timescaledb} hypertable (time_bucket) beside a plain table, in-DB threads=1, same weeks")
+        print()
+        print("| scale | members | plain table | hypertable | hypertable / plain |")
+        print("|---|---:|---:|---:|---:|")
+        for label, nloc, members, t1, t2, ts, floor, arithmetic, bound, th in results:
+            print(f"| {nloc:,} locations | {members} | {t1:.3f} s | {th:.3f} s | {th / t1:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ through that Saturday only, then forecasts 0..3 weeks after the next Saturday (t
 reference date). Forecasts are scored against the counts with the FluSight-style baseline beside
 them; a table of WIS relative to the baseline is printed and a fan chart written.
 
-    scripts/demo.sh            (installs what it needs, then runs this)
+    scripts/demo.sh                  (installs what it needs, then runs this)
+    scripts/demo.sh --timescaledb    (the counts in a TimescaleDB hypertable, when installed)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fanchart import write_fan_chart  # noqa: E402
-from pgcluster import Cluster  # noqa: E402
+from pgcluster import TIMESCALEDB_INSTALLER, Cluster, preload, timescaledb_version  # noqa: E402
 
 DATA = ROOT / "data" / "flusight"
 SEASONS = [  # name, first and last reference date of the scored forecasts
@@ -35,7 +36,11 @@ SEASONS = [  # name, first and last reference date of the scored forecasts
 CHART_LOCATIONS = ["US", "06", "48", "36", "12"]  # US, California, Texas, New York, Florida
 
 
-def load(conn: psycopg.Connection) -> None:
+def load(conn: psycopg.Connection, timescaledb: bool) -> None:
+    """The bundled CSV files into flu.locations and flu.admissions (a hypertable on date with
+    TimescaleDB). The counts go through a staging table and INSERT ... SELECT, never COPY into
+    the table itself: COPY into a hypertable kills the backend when pgaudit is loaded
+    (docs/operations.md, "TimescaleDB"), and this is the load a DBA should copy."""
     conn.execute("CREATE SCHEMA flu")
     conn.execute(
         """CREATE TABLE flu.locations (abbreviation text, location text PRIMARY KEY, location_name text,
@@ -46,16 +51,21 @@ def load(conn: psycopg.Connection) -> None:
                                         location_name text, value numeric, weekly_rate float8,
                                         PRIMARY KEY (date, location))"""
     )
+    if timescaledb:
+        conn.execute("SELECT create_hypertable('flu.admissions', 'date', chunk_time_interval => interval '52 weeks')")
+    conn.execute("CREATE TEMP TABLE admissions_staging (LIKE flu.admissions)")
     with conn.cursor() as cur:
         with cur.copy("COPY flu.locations FROM STDIN") as copy:
             with open(DATA / "locations.csv", newline="") as f:
                 for row in csv.DictReader(f):
                     copy.write_row([row["abbreviation"], row["location"], row["location_name"], row["population"]])
-        with cur.copy("COPY flu.admissions FROM STDIN") as copy:
+        with cur.copy("COPY admissions_staging FROM STDIN") as copy:
             with open(DATA / "target-hospital-admissions.csv", newline="") as f:
                 for row in csv.DictReader(f):
                     na = lambda v: None if v in ("NA", "") else v  # noqa: E731
                     copy.write_row([row["date"], row["location"], row["location_name"], na(row["value"]), na(row["weekly_rate"])])
+    conn.execute("INSERT INTO flu.admissions SELECT * FROM admissions_staging")
+    conn.execute("DROP TABLE admissions_staging")
     conn.execute("COMMENT ON TABLE flu.admissions IS 'Weekly laboratory-confirmed influenza admissions (NHSN via the CDC FluSight hub), public aggregate data'")
 
 
@@ -71,7 +81,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "demo-output"), help="directory for the cluster, the chart and the tables")
     ap.add_argument("--members", type=int, default=300)
     ap.add_argument("--port", type=int, default=0, help="port of the demo cluster (default: a free one)")
+    ap.add_argument("--timescaledb", action="store_true", help="keep the counts in a TimescaleDB hypertable (TimescaleDB must be installed)")
     args = ap.parse_args()
+    if args.timescaledb and not timescaledb_version():
+        print(f"--timescaledb: TimescaleDB is not installed in this PostgreSQL; install it (as root: {TIMESCALEDB_INSTALLER},"
+              " or the timescaledb-2-postgresql-15 package) or run the demo without --timescaledb", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     datadir = out / "pgdata"
@@ -82,17 +97,21 @@ def main() -> int:
         old.stop()
         shutil.rmtree(out / "pgdata", ignore_errors=True)
         shutil.rmtree(out / "sock", ignore_errors=True)
-    cluster = Cluster(datadir=datadir, port=args.port or None, keep=True)
+    cluster = Cluster(datadir=datadir, port=args.port or None, keep=True,
+                      conf=preload(None, "timescaledb") if args.timescaledb else None)
     cluster.start()
     print(f"PostgreSQL 15 started: data directory {datadir}, port {cluster.port}")
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE flu_demo")
     dsn = cluster.dsn("flu_demo")
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if args.timescaledb:
+            conn.execute("CREATE EXTENSION timescaledb")
         conn.execute("CREATE EXTENSION pg_enkf")
-        load(conn)
+        load(conn, args.timescaledb)
         n = conn.execute("SELECT count(*), count(DISTINCT location) FROM flu.admissions").fetchone()
-        print(f"loaded {n[0]} weekly counts for {n[1]} locations from {DATA.relative_to(ROOT)}")
+        print(f"loaded {n[0]} weekly counts for {n[1]} locations from {DATA.relative_to(ROOT)}"
+              + (" into the hypertable flu.admissions (TimescaleDB)" if args.timescaledb else ""))
         conn.execute(
             "SELECT enkf.create_twin('flusight', 'flu.admissions', 'flu.locations', time_column => 'date', members => %s)",
             (args.members,),

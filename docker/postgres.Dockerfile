@@ -45,7 +45,9 @@ RUN cd extension \
 # --- runtime -----------------------------------------------------------------------------------
 FROM ${PG_IMAGE}
 ARG PG_MAJOR
-ARG TIMESCALEDB_VERSION=2.21.3
+# The TimescaleDB the tests run on (../shared/tools/install-timescaledb.sh; tests/ops/test_docker.py
+# checks the two agree).
+ARG TIMESCALEDB_VERSION=2.28.3
 ARG PGAUDIT_VERSION=16.1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl gnupg openssl \
@@ -62,8 +64,13 @@ RUN apt-get update \
 COPY --from=builder /pkg/usr/lib/postgresql/ /usr/lib/postgresql/
 COPY --from=builder /pkg/usr/share/postgresql/ /usr/share/postgresql/
 COPY docker/initdb/ /docker-entrypoint-initdb.d/
-# TimescaleDB and pgaudit must be preloaded; pg_enkf need not (it loads on first use).
+# TimescaleDB and pgaudit must be preloaded; pg_enkf need not (it loads on first use). pgaudit
+# as docs/hipaa.md asks (statement parameters can carry PHI: not logged). With pgaudit loaded,
+# never COPY into a hypertable (it kills the backend, timescale/timescaledb#7667): load a staging
+# table and INSERT ... SELECT (docs/operations.md, "TimescaleDB").
 CMD ["postgres", \
      "-c", "shared_preload_libraries=timescaledb,pgaudit", \
      "-c", "pgaudit.log=read,write,function,role,ddl", \
-     "-c", "pgaudit.log_parameter=on"]
+     "-c", "pgaudit.log_relation=on", \
+     "-c", "pgaudit.log_parameter=off", \
+     "-c", "timescaledb.telemetry_level=off"]

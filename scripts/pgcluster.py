@@ -17,6 +17,40 @@ import time
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+# Where TimescaleDB comes from on the development and CI machines (relative to the repository).
+TIMESCALEDB_INSTALLER = "../shared/tools/install-timescaledb.sh"
+
+
+def timescaledb_version(pg_bin: str | Path | None = None) -> str | None:
+    """The version of TimescaleDB installed into the PostgreSQL of `pg_bin` (PG_BIN by default),
+    from its control file, or None when it is not installed."""
+    pg_bin = Path(pg_bin) if pg_bin else PG_BIN
+    try:
+        share = subprocess.run([str(pg_bin / "pg_config"), "--sharedir"], check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    control = Path(share) / "extension" / "timescaledb.control"
+    if not control.exists():
+        return None
+    for line in control.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "default_version":
+            return value.strip().strip("'")
+    return None
+
+
+def preload(conf: dict[str, str] | None, library: str) -> dict[str, str]:
+    """A copy of `conf` (Cluster settings) with `library` added to shared_preload_libraries
+    (TimescaleDB first, as in docs/hipaa.md), and for TimescaleDB with telemetry off: test and
+    demo clusters never call home."""
+    out = dict(conf or {})
+    libs = [l.strip() for l in out.get("shared_preload_libraries", "''").strip("'").split(",") if l.strip()]
+    if library not in libs:
+        libs = [library, *libs] if library == "timescaledb" else [*libs, library]
+    out["shared_preload_libraries"] = "'" + ",".join(libs) + "'"
+    if library == "timescaledb":
+        out.setdefault("timescaledb.telemetry_level", "off")
+    return out
 
 
 def free_port() -> int:

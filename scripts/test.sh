@@ -2,7 +2,9 @@
 # Runs every test of pg_enkf: formatting and lints, the numerics (enkf-core, release mode:
 # the twin experiments need optimised code), the sidecar, the in-database tests
 # (cargo pgrx test), then SQL-level and end-to-end tests against throwaway PostgreSQL 15
-# clusters (pytest: pg_regress suite, cancel, docs examples, ...). Installs what it needs first.
+# clusters (pytest: pg_regress suite, cancel, docs examples, ...), the tests of tables on
+# TimescaleDB too when it is installed (and a line saying they were skipped when not).
+# Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -47,7 +49,13 @@ rm -rf target/release/pg_enkf-pg15
 (cd extension && cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null)
 .venv/bin/python tests/ops/pgops.py build-previous
 
-say "SQL-level and end-to-end tests (pytest)"
+timescaledb=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "scripts"); import pgcluster; print(pgcluster.timescaledb_version() or "")')
+if [ -n "$timescaledb" ]; then
+    say "SQL-level and end-to-end tests (pytest), on plain tables and on TimescaleDB $timescaledb"
+else
+    say "SQL-level and end-to-end tests (pytest), on plain tables only"
+    printf '\033[1;33m%s\033[0m\n' "TimescaleDB is not installed: its runs are skipped. To run them, install it (as root: ../shared/tools/install-timescaledb.sh, or the timescaledb-2-postgresql-15 package) and run this again."
+fi
 .venv/bin/python -m pytest tests -q
 
 say "all tests passed in $(( $(date +%s) - started )) s"

@@ -11,6 +11,8 @@
 -- function pins its search_path; twins keep their tables and creator by identity; location
 -- grants name roles by OID; provenance, analyses and forecasts are written only by pg_enkf's
 -- functions; the publication views withhold every small number derived from a count.
+-- It also installs beside TimescaleDB in either order: pg_enkf's own tables stay plain tables
+-- (row-level security covers them whole); observation hypertables are read with time_bucket.
 
 -- New functions of the library.
 CREATE FUNCTION enkf."has_null_elements"(
@@ -775,16 +777,24 @@ BEGIN
     remedy := 'DELETE FROM enkf.location_grants g WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid), and remove a role''s grants before DROP ROLE';
     RETURN NEXT;
 
-    -- 9. Row-level security on the twins' tables.
+    -- 9. Row-level security on the twins' tables, which have no child tables: a child (such as
+    --    a TimescaleDB chunk) has its parent's grants but not its policies when read directly.
     control := 'row_level_security';
     SELECT string_agg(c.relname::text, ', ') INTO lines
       FROM pg_class c
      WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
-       AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid));
+       AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
+                AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid));
+    -- A hypertable without chunks yet (TimescaleDB's view, when it is installed).
+    IF to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        EXECUTE 'SELECT string_agg(h.hypertable_name::text, '', '') FROM timescaledb_information.hypertables h
+                  WHERE h.hypertable_schema = ''enkf''' INTO v;
+        lines := (SELECT string_agg(DISTINCT x, ', ') FROM unnest(string_to_array(lines, ', ') || string_to_array(v, ', ')) x);
+    END IF;
     status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
-    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts'
-                   ELSE format('not enabled (or no policy) on: %s', lines) END;
-    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants';
+    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts, which have no child tables'
+                   ELSE format('not enabled, no policy, or child tables (TimescaleDB chunks) on: %s', lines) END;
+    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants; never make them hypertables (docs/operations.md, "TimescaleDB")';
     RETURN NEXT;
 
     -- 10. Data checksums (detect silent corruption of stored PHI).
@@ -850,6 +860,33 @@ COMMENT ON FUNCTION enkf.has_null_elements(float8[]) IS
 'Whether the array holds a NULL element (from its header, without a scan): the CHECK constraints of enkf.checkpoints and enkf.forecasts.';
 COMMENT ON FUNCTION enkf.twin_config(jsonb) IS
 'A twin configuration as stored, every default filled in (the text whose SHA-256 is config_hash); raises 22023 naming the key of an invalid one.';
+
+-- TimescaleDB (docs/operations.md, "TimescaleDB"): pg_enkf's tables stay plain tables, which
+-- row-level security covers whole; 0.2.0's enable_timescaledb() tried to make them compressed
+-- hypertables and failed on the row-level security (0A000), in either order of creation.
+CREATE OR REPLACE FUNCTION enkf.enable_timescaledb() RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    children text;
+BEGIN
+    SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
+      FROM pg_inherits i
+     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+    IF children IS NULL AND pg_catalog.to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        -- A hypertable that has no chunk yet.
+        EXECUTE 'SELECT pg_catalog.string_agg(pg_catalog.format(''%I.%I'', h.hypertable_schema, h.hypertable_name), '', '')
+                   FROM timescaledb_information.hypertables h WHERE h.hypertable_schema OPERATOR(pg_catalog.=) ''enkf'''
+            INTO children;
+    END IF;
+    IF children IS NOT NULL THEN
+        RAISE EXCEPTION 'enable_timescaledb: % must be plain tables, not hypertables or tables with child tables (chunks), which row-level security does not cover', children
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'pg_enkf''s tables must stay plain tables (docs/operations.md, "TimescaleDB"): dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore the twins';
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = 'timescaledb');
+END
+$$;
+COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Whether TimescaleDB is installed in this database (observation hypertables are then read with time_bucket). pg_enkf''s own tables stay plain tables, which row-level security covers whole: raises 55000 if they have child tables (chunks). Kept for scripts written for 0.2.0, which called it after creating TimescaleDB.';
 
 -- Nothing new is executable by PUBLIC; roles made by enkf.create_roles() get the new grants.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA enkf FROM PUBLIC;

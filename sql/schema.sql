@@ -110,33 +110,38 @@ SELECT pg_catalog.pg_extension_config_dump('enkf.runs_run_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.forecasts', '');
 
--- TimescaleDB, when installed: checkpoints and forecasts become hypertables on their date
--- columns (the documented create_hypertable API), with compression segmented by twin and
--- location. Without it they stay plain tables with the indexes above.
+-- TimescaleDB: observation hypertables and continuous aggregates are read with its
+-- time_bucket (extension/src/twin/source.rs), but pg_enkf's own tables stay plain tables in a
+-- TimescaleDB database, because row-level security by location (a HIPAA safeguard, sql/security.sql)
+-- does not survive on a hypertable: TimescaleDB refuses it beside the columnstore; chunks get
+-- the hypertable's grants but not its row-level security, so a role allowed to read or write
+-- results could read or delete every location in a chunk directly; and chunks cannot be hidden
+-- in a schema without USAGE, since TimescaleDB opens an existing chunk by name, with the schema
+-- privilege checked, for every INSERT that lands in it. docs/operations.md ("TimescaleDB") has
+-- what this costs. enkf.compliance_report() fails control row_level_security if either table
+-- has child tables (chunks) all the same.
 CREATE FUNCTION enkf.enable_timescaledb() RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ts_schema name;
+    children text;
 BEGIN
-    SELECT n.nspname INTO ts_schema
-    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-    WHERE e.extname = 'timescaledb';
-    IF ts_schema IS NULL THEN
-        RETURN false;
+    SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
+      FROM pg_inherits i
+     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+    IF children IS NULL AND pg_catalog.to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        -- A hypertable that has no chunk yet.
+        EXECUTE 'SELECT pg_catalog.string_agg(pg_catalog.format(''%I.%I'', h.hypertable_schema, h.hypertable_name), '', '')
+                   FROM timescaledb_information.hypertables h WHERE h.hypertable_schema OPERATOR(pg_catalog.=) ''enkf'''
+            INTO children;
     END IF;
-    EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => interval %L, if_not_exists => true, migrate_data => true)',
-                   ts_schema, 'enkf.checkpoints', 'week_end', '364 days');
-    EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => interval %L, if_not_exists => true, migrate_data => true)',
-                   ts_schema, 'enkf.forecasts', 'reference_date', '364 days');
-    EXECUTE 'ALTER TABLE enkf.checkpoints SET (timescaledb.compress, timescaledb.compress_segmentby = ''twin_id, location'', timescaledb.compress_orderby = ''week_end'')';
-    EXECUTE 'ALTER TABLE enkf.forecasts SET (timescaledb.compress, timescaledb.compress_segmentby = ''twin_id, model, location'', timescaledb.compress_orderby = ''reference_date, horizon'')';
-    -- Analyses older than two years are rarely re-assimilated; compress them.
-    EXECUTE format('SELECT %I.add_compression_policy(%L, interval %L, if_not_exists => true)', ts_schema, 'enkf.checkpoints', '104 weeks');
-    EXECUTE format('SELECT %I.add_compression_policy(%L, interval %L, if_not_exists => true)', ts_schema, 'enkf.forecasts', '104 weeks');
-    RETURN true;
+    IF children IS NOT NULL THEN
+        RAISE EXCEPTION 'enable_timescaledb: % must be plain tables, not hypertables or tables with child tables (chunks), which row-level security does not cover', children
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'pg_enkf''s tables must stay plain tables (docs/operations.md, "TimescaleDB"): dump the twins, DROP EXTENSION pg_enkf CASCADE, CREATE EXTENSION pg_enkf and restore the twins';
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = 'timescaledb');
 END
 $$;
-SELECT enkf.enable_timescaledb();
 
 -- Minimum necessary access: which roles may see which locations (jurisdictions) of the
 -- twins' results. A row (role, location) lets members of role see that location; location
@@ -249,4 +254,4 @@ COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quanti
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';
 COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr).';
-COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Turns enkf.checkpoints and enkf.forecasts into TimescaleDB hypertables with compression, if TimescaleDB is installed; returns whether it did. Runs at CREATE EXTENSION; call it after installing TimescaleDB later.';
+COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Whether TimescaleDB is installed in this database (observation hypertables are then read with time_bucket). pg_enkf''s own tables stay plain tables, which row-level security covers whole: raises 55000 if they have child tables (chunks). Kept for scripts written for 0.2.0, which called it after creating TimescaleDB.';

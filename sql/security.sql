@@ -514,16 +514,24 @@ BEGIN
     remedy := 'DELETE FROM enkf.location_grants g WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = g.role::oid), and remove a role''s grants before DROP ROLE';
     RETURN NEXT;
 
-    -- 9. Row-level security on the twins' tables.
+    -- 9. Row-level security on the twins' tables, which have no child tables: a child (such as
+    --    a TimescaleDB chunk) has its parent's grants but not its policies when read directly.
     control := 'row_level_security';
     SELECT string_agg(c.relname::text, ', ') INTO lines
       FROM pg_class c
      WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
-       AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid));
+       AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
+                AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid));
+    -- A hypertable without chunks yet (TimescaleDB's view, when it is installed).
+    IF to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
+        EXECUTE 'SELECT string_agg(h.hypertable_name::text, '', '') FROM timescaledb_information.hypertables h
+                  WHERE h.hypertable_schema = ''enkf''' INTO v;
+        lines := (SELECT string_agg(DISTINCT x, ', ') FROM unnest(string_to_array(lines, ', ') || string_to_array(v, ', ')) x);
+    END IF;
     status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
-    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts'
-                   ELSE format('not enabled (or no policy) on: %s', lines) END;
-    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants';
+    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts, which have no child tables'
+                   ELSE format('not enabled, no policy, or child tables (TimescaleDB chunks) on: %s', lines) END;
+    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants; never make them hypertables (docs/operations.md, "TimescaleDB")';
     RETURN NEXT;
 
     -- 10. Data checksums (detect silent corruption of stored PHI).

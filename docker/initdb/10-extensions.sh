@@ -1,6 +1,7 @@
 #!/bin/sh
-# Runs once, when the image's entrypoint creates the database cluster. TimescaleDB first:
-# CREATE EXTENSION pg_enkf then turns its tables into hypertables (enkf.enable_timescaledb()).
+# Runs once, when the image's entrypoint creates the database cluster. The order of the
+# extensions does not matter: pg_enkf's own tables stay plain tables under TimescaleDB
+# (docs/operations.md, "TimescaleDB"); observation hypertables are read with time_bucket.
 # TLS with the certificates made by the compose file's `certs` service, when mounted.
 set -e
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<'SQL'

@@ -26,16 +26,16 @@ PASSWORD = "bi-test-only"
 
 
 @pytest.mark.skipif(not JDBC_JAR.exists() or shutil.which("javac") is None, reason="needs a JDK and libpostgresql-jdbc-java (scripts/setup.sh installs them)")
-def test_bi_client_over_tls(tmp_path):
+def test_bi_client_over_tls(tmp_path, storage):
     cluster = Cluster(
-        conf={
+        conf=storage.conf({
             # localhost, not 127.0.0.1: the client must connect by the name in the certificate.
             "listen_addresses": "'localhost'",
             "ssl": "on",
             "ssl_cert_file": "'server.crt'",
             "ssl_key_file": "'server.key'",
             "password_encryption": "'scram-sha-256'",
-        }
+        })
     )
     # ca1 signs a server certificate for the name localhost only (no IP address), so that a
     # connection to 127.0.0.1 must fail host-name verification; ca2 signed nothing of it.
@@ -55,7 +55,7 @@ def test_bi_client_over_tls(tmp_path):
             admin.execute("CREATE DATABASE bi")
             admin.execute(f"ALTER ROLE postgres PASSWORD '{PASSWORD}'")
         with psycopg.connect(cluster.dsn("bi", **local), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION pg_enkf")
+            storage.create_extensions(conn)
             make_data(conn, locations=3, weeks=40, seed=3, first_week="2023-10-07")
             conn.execute("SELECT enkf.create_twin('flu', 'obs', 'locs', members => 20)")
             conn.execute("SELECT * FROM enkf.assimilate('flu')")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twin.test_twin import make_data
+from twin.test_twin import hypertable, make_data
 
 # A short synthetic season: the first WEEKS_BEFORE weeks are loaded at first, the rest arrive
 # later ("new data") and must be assimilated from where the twin stopped.
@@ -15,12 +15,14 @@ SEED = 7
 
 def load_surveillance(conn) -> None:
     """Creates public.obs (the first WEEKS_BEFORE weeks) and public.locs, from the model's own
-    synthetic generator (never real data)."""
+    synthetic generator (never real data); obs and obs_all are hypertables when the database has
+    TimescaleDB."""
     make_data(conn, LOCATIONS, WEEKS, SEED, table="obs_all", first_week=FIRST_WEEK)
     conn.execute(
         f"""CREATE TABLE obs AS SELECT * FROM obs_all
              WHERE time < date '{FIRST_WEEK}' + {WEEKS_BEFORE} * 7"""
     )
+    hypertable(conn, "obs")
 
 
 def make_twins(conn) -> None:

@@ -1,6 +1,8 @@
 """Removal: DROP EXTENSION pg_enkf CASCADE leaves nothing of pg_enkf behind in the database or
 the cluster, except roles the DBA created by calling enkf.create_roles() (cluster-level, the
-DBA's to drop; docs/operations.md), and never the DBA's own data."""
+DBA's to drop; docs/operations.md), and never the DBA's own data. On TimescaleDB (created first,
+the DBA's observation tables hypertables) also no hypertable, chunk, job or policy of pg_enkf's
+in TimescaleDB's catalog, and the DBA's hypertables intact."""
 
 from __future__ import annotations
 
@@ -37,15 +39,45 @@ INVENTORY = {
 }
 
 
+# TimescaleDB's catalog, when it is in the database: hypertables, their chunks, and jobs
+# (policies are jobs) with the hypertable each works on.
+TIMESCALEDB_INVENTORY = {
+    "ts_hypertable": "SELECT format('%s.%s', schema_name, table_name) FROM _timescaledb_catalog.hypertable",
+    "ts_chunk": """SELECT format('%s.%s of %s.%s', c.schema_name, c.table_name, h.schema_name, h.table_name)
+                     FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id""",
+    "ts_job": """SELECT format('%s.%s on %s', j.proc_schema, j.proc_name, coalesce(h.schema_name || '.' || h.table_name, '-'))
+                   FROM _timescaledb_catalog.bgw_job j LEFT JOIN _timescaledb_catalog.hypertable h ON h.id = j.hypertable_id""",
+}
+
+
 def inventory(conn) -> dict[str, set[str]]:
-    return {k: {r[0] for r in conn.execute(q).fetchall()} for k, q in INVENTORY.items()}
+    queries = dict(INVENTORY)
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')").fetchone()[0]:
+        queries.update(TIMESCALEDB_INVENTORY)
+    return {k: {r[0] for r in conn.execute(q).fetchall()} for k, q in queries.items()}
 
 
-def test_drop_extension_leaves_nothing():
-    with Cluster() as cluster:
+def chunks_of(conn, tables: set[str]) -> set[str]:
+    """What TimescaleDB made for the DBA's hypertables: the index on their time column, their chunks and the chunks' indexes."""
+    if not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')").fetchone()[0]:
+        return set()
+    indexes = {r[0] for r in conn.execute(
+        "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = ANY(%s::regclass[])", (sorted(tables),)).fetchall()}
+    return indexes | {r[0] for r in conn.execute(
+        """SELECT x.oid::regclass::text FROM _timescaledb_catalog.chunk c
+             JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+             JOIN pg_class k ON k.relname = c.table_name AND k.relnamespace = c.schema_name::regnamespace
+             JOIN pg_class x ON x.oid = k.oid OR x.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = k.oid)
+            WHERE h.schema_name = 'public' AND h.table_name = ANY(%s)""", (sorted(tables),)).fetchall()}
+
+
+def test_drop_extension_leaves_nothing(storage):
+    with Cluster(conf=storage.conf()) as cluster:
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE rm")
         with psycopg.connect(cluster.dsn("rm"), autocommit=True) as conn:
+            if storage.timescaledb:
+                conn.execute("CREATE EXTENSION timescaledb")
             before = inventory(conn)
             conn.execute("CREATE EXTENSION pg_enkf")
             assert inventory(conn)["role"] == before["role"], "CREATE EXTENSION must not create roles"
@@ -63,11 +95,20 @@ def test_drop_extension_leaves_nothing():
             conn.execute("DROP EXTENSION pg_enkf CASCADE")
 
             after = inventory(conn)
-            assert after["class"] - before["class"] == user_tables
-            after["class"] -= user_tables
-            after["type"] -= user_tables | {f"{t}[]" for t in user_tables}
+            user_chunks = chunks_of(conn, user_tables)
+            assert bool(user_chunks) == storage.timescaledb
+            assert after["class"] - before["class"] == user_tables | user_chunks
+            after["class"] -= user_tables | user_chunks
+            user_types = user_tables | {c for c in user_chunks if "_chunk" in c and "_idx" not in c}
+            after["type"] -= user_types | {f"{t}[]" for t in user_types}
+            if storage.timescaledb:
+                # Only the DBA's hypertables and their chunks remain; the jobs are TimescaleDB's own.
+                assert after["ts_hypertable"] - before["ts_hypertable"] == {"public.obs", "public.obs_all"}
+                after["ts_hypertable"] -= {"public.obs", "public.obs_all"}
+                assert all(c.endswith(("of public.obs", "of public.obs_all")) for c in after["ts_chunk"])
+                after["ts_chunk"] = before["ts_chunk"]
             after["role"] -= dba_roles
-            for kind in INVENTORY:
+            for kind in after:
                 if kind == "shared_dependency":
                     continue
                 assert after[kind] == before[kind], f"{kind}: left {after[kind] - before[kind]}, lost {before[kind] - after[kind]}"

@@ -2,7 +2,9 @@
 a private copy of PostgreSQL 15, holds twins with data, and is updated in place with
 ALTER EXTENSION pg_enkf UPDATE after the current package is installed over it. Everything it
 kept must survive, assimilation must continue, and the updated schema must be the same as a
-fresh install's."""
+fresh install's. On TimescaleDB: 0.2.0 could only be created before TimescaleDB (its install
+failed beside it), so the database gets TimescaleDB and an observation hypertable after its
+twins, before the update; the fresh database creates TimescaleDB first."""
 
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import difflib
 import psycopg
 import pytest
 from data import FIRST_WEEK, LOCATIONS, WEEKS, WEEKS_BEFORE, arrive_new_data, load_surveillance, make_twins, snapshot, table_columns
+from twin.test_twin import hypertable
 from pgcluster import Cluster
 from pgops import PgInstall, current_package, current_version, describe_extension, previous_release, release_package
 
 
 @pytest.fixture(scope="module")
-def upgraded():
+def upgraded(storage):
     """Database `upgraded`: the previous release with twins and data, then the current package
     installed and ALTER EXTENSION pg_enkf UPDATE run in a new session. Database `fresh`: a
     plain CREATE EXTENSION of the current version. Both on one cluster of a private
@@ -28,7 +31,7 @@ def upgraded():
     cluster = None
     try:
         pg.install(old_pkg)
-        cluster = Cluster(pg_bin=pg.bin).start()
+        cluster = Cluster(pg_bin=pg.bin, conf=storage.conf()).start()
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE upgraded")
             admin.execute("CREATE DATABASE fresh")
@@ -37,6 +40,9 @@ def upgraded():
             assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_enkf'").fetchone()[0] == prev
             load_surveillance(conn)
             make_twins(conn)
+            if storage.timescaledb:
+                conn.execute("CREATE EXTENSION timescaledb")
+                assert hypertable(conn, "obs")
             before = snapshot(conn)
             old_columns = table_columns(conn, [t for t in before if not t.endswith("_seq")])
             old_schema = describe_extension(conn)
@@ -45,8 +51,9 @@ def upgraded():
         with psycopg.connect(cluster.dsn("upgraded"), autocommit=True) as conn:
             conn.execute("ALTER EXTENSION pg_enkf UPDATE")
         with psycopg.connect(cluster.dsn("fresh"), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION pg_enkf")
-        yield {"cluster": cluster, "prev": prev, "before": before, "old_schema": old_schema, "old_columns": old_columns}
+            storage.create_extensions(conn)
+        yield {"cluster": cluster, "prev": prev, "before": before, "old_schema": old_schema, "old_columns": old_columns,
+               "timescaledb": storage.timescaledb}
     finally:
         if cluster is not None:
             cluster.stop()
@@ -104,6 +111,11 @@ def test_twins_survive_and_assimilation_continues(upgraded):
         new_id = new.execute("SELECT enkf.create_twin('delta', 'obs', 'locs', members => 4)").fetchone()[0]
         assert new_id > max(t[0] for t in before["enkf.twins"])
         assert new.execute("SELECT count(*) FROM enkf.twin_summary").fetchone()[0] == 4
+        # What TimescaleDB gives pg_enkf here: time_bucket over the observation hypertable.
+        assert new.execute("SELECT enkf.enable_timescaledb()").fetchone()[0] is upgraded["timescaledb"]
+        assert new.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)"
+        ).fetchone()[0] == 0
 
 
 def test_update_gives_the_schema_of_a_fresh_install(upgraded):

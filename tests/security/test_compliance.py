@@ -31,13 +31,13 @@ def report(c: Cluster, user: str = "postgres") -> dict[str, str]:
 
 
 @pytest.fixture()
-def cluster_(tmp_path):
+def cluster_(tmp_path, storage):
     c = Cluster(
-        conf={"password_encryption": "'md5'", "ssl": "off", "log_connections": "off"},
+        conf=storage.conf({"password_encryption": "'md5'", "ssl": "off", "log_connections": "off"}),
         hba=["local all all trust", "host all all 127.0.0.1/32 md5"],
     ).init()
     c.start()
-    yield c, tmp_path
+    yield c, tmp_path, storage
     c.stop()
 
 
@@ -51,10 +51,10 @@ def alter_system(c: Cluster, settings: dict[str, str], restart: bool = True) -> 
 
 
 def test_each_control_turns_from_fail_to_pass(cluster_):
-    c, tmp = cluster_
+    c, tmp, storage = cluster_
     dsn = f"host={c.sockdir} port={c.port} dbname=postgres user=postgres"
     with psycopg.connect(dsn, autocommit=True) as k:
-        k.execute("CREATE EXTENSION pg_enkf")
+        storage.create_extensions(k)
         k.execute("SELECT * FROM enkf.create_roles()")
         k.execute(f"CREATE ROLE ana LOGIN PASSWORD '{PASSWORD}' IN ROLE enkf_analyst")
         k.execute("ALTER TABLE enkf.checkpoints DISABLE ROW LEVEL SECURITY")
@@ -73,7 +73,8 @@ def test_each_control_turns_from_fail_to_pass(cluster_):
     assert set(first.values()) == {"fail"}, first
 
     # 2. pgaudit loaded, but with too few classes and parameters logged.
-    alter_system(c, {"shared_preload_libraries": "'pgaudit'"})
+    # (A list, not one quoted string, for ALTER SYSTEM.)
+    alter_system(c, {"shared_preload_libraries": "timescaledb, pgaudit" if storage.timescaledb else "'pgaudit'"})
     alter_system(c, {"pgaudit.log": "'read, ddl'", "pgaudit.log_parameter": "on"}, restart=False)
     c.reload()
     second = report(c)

@@ -7,6 +7,9 @@ import time
 import psycopg
 import pytest
 
+# Cancelling enkf.analyze, which reads no table: plain storage only (conftest.py).
+pytestmark = pytest.mark.plain_only
+
 # 20,000 state elements x 100 members, every element observed: uninterrupted, the serial EAKF
 # needs about 20,000 x 4e6 flops (tens of seconds); the LETKF an eigen-solve per element.
 SETUP = """

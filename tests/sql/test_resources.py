@@ -13,6 +13,9 @@ import pytest
 
 from twin.test_twin import make_data
 
+# Bounds on what a caller's arguments allocate: the same whatever the tables are (conftest.py).
+pytestmark = pytest.mark.plain_only
+
 # (what, SQL): every statement runs as an operator (the role with the widest EXECUTE grants).
 ATTACKS = [
     # The reproduction: 100,000 observations of a 100,000-member ensemble need an

@@ -12,6 +12,9 @@ import pytest
 
 from twin.test_twin import checkpoints, make_data
 
+# Threads and signals inside the backend: the same whatever the tables are (conftest.py).
+pytestmark = pytest.mark.plain_only
+
 # The signals PostgreSQL's backends act on.
 BACKEND_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGALRM, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGUSR2]

@@ -10,16 +10,41 @@ import pytest
 STATIC = '{"process_noise": {"beta": 0, "ihr": 0}, "filter": {"inflation": 1.0}}'
 
 
+def timescaledb_schema(conn) -> str | None:
+    """The schema of TimescaleDB's functions in the connected database, or None without it."""
+    row = conn.execute(
+        "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'timescaledb'"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def hypertable(conn, table, time_column="time", chunk="28 days") -> bool:
+    """Makes an observation table a hypertable (its rows moved into chunks of `chunk`) when the
+    database has TimescaleDB, as the tests of storage 'timescaledb' want (conftest.py); returns
+    whether it did."""
+    schema = timescaledb_schema(conn)
+    if schema is None:
+        return False
+    conn.execute(
+        f"SELECT {schema}.create_hypertable(%s::regclass, %s, chunk_time_interval => interval '{chunk}', migrate_data => true)",
+        (table, time_column),
+    )
+    return True
+
+
 def make_data(conn, locations=6, weeks=156, seed=11, table="obs", loc_table="locs", first_week="2022-10-01"):
-    """An observation table and a location table from the twin's own synthetic generator."""
+    """An observation table and a location table from the twin's own synthetic generator; the
+    observation table is a hypertable when the database has TimescaleDB (returns whether)."""
     conn.execute(
         f"""CREATE TABLE {table} AS SELECT time, location, value
               FROM enkf.synthetic_surveillance({locations}, {weeks}, '{first_week}', {seed})"""
     )
+    made = hypertable(conn, table)
     conn.execute(
         f"""CREATE TABLE {loc_table} AS SELECT DISTINCT location, population
               FROM enkf.synthetic_surveillance({locations}, 1, '{first_week}', {seed})"""
     )
+    return made
 
 
 def truth(conn, locations, seed=11):
@@ -210,6 +235,7 @@ def test_revision_fingerprints_of_rows(conn):
              FROM generate_series('2023-01-01 12:00+00'::timestamptz, '2023-04-01 12:00+00', '1 day') ts,
                   unnest(ARRAY['A', 'B']) l"""
     )
+    hypertable(conn, "daily", "ts")
     conn.execute("DELETE FROM daily WHERE loc = 'A' AND ts BETWEEN '2023-01-15' AND '2023-01-22'")  # a missing week
     conn.execute("SELECT enkf.create_twin('live', 'daily', 'locs', 'ts', 'loc', 'n', members => 10)")
     conn.execute("SELECT * FROM enkf.assimilate('live')")
@@ -229,9 +255,11 @@ def test_revision_fingerprints_of_rows(conn):
     conn.execute("INSERT INTO daily SELECT * FROM daily WHERE loc = 'B' AND ts = '2023-03-01 12:00+00'")
     conn.execute("INSERT INTO daily SELECT * FROM daily WHERE loc = 'B' AND ts = '2023-03-01 12:00+00'")
     assert sqlstate(conn, "SELECT * FROM enkf.assimilate('live')")[0] == "23505"
+    # (A row's ctid is unique within its table only: with tableoid, within a hypertable too.)
     conn.execute(
-        """DELETE FROM daily WHERE ctid IN (SELECT ctid FROM daily WHERE loc = 'B' AND ts = '2023-03-01 12:00+00'
-                                            ORDER BY ctid OFFSET 1)"""
+        """DELETE FROM daily WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM daily
+                                                         WHERE loc = 'B' AND ts = '2023-03-01 12:00+00'
+                                                         ORDER BY ctid OFFSET 1)"""
     )
     # Checkpoints as 0.1.0 wrote them, and a revision among them.
     conn.execute("UPDATE enkf.checkpoints SET rows_print = NULL, source_rows = NULL")
@@ -267,6 +295,7 @@ def test_daily_rows_and_timestamps_are_bucketed_into_weeks(conn):
         """CREATE TABLE daily AS SELECT ts, 'A'::text AS loc, 10::int AS n
              FROM generate_series('2023-01-01 12:00+00'::timestamptz, '2023-03-04 12:00+00', '1 day') ts"""
     )
+    hypertable(conn, "daily", "ts")
     conn.execute("SELECT enkf.create_twin('d', 'daily', 'locs', 'ts', 'loc', 'n', members => 10)")
     conn.execute("SELECT * FROM enkf.assimilate('d')")
     rows = conn.execute("SELECT week_end::text, observed FROM enkf.checkpoints ORDER BY 1").fetchall()
@@ -381,6 +410,7 @@ def test_identifiers_are_quoted_not_injected(conn):
     conn.execute('CREATE TABLE "Weird Obs" ("when; DROP TABLE victim; --" date, "Loc""x" text, "v a l" int)')
     conn.execute("CREATE TABLE victim (x int)")
     conn.execute("CREATE TABLE locs AS SELECT 'A'::text AS location, 5e5::numeric AS population")
+    hypertable(conn, '"Weird Obs"', "when; DROP TABLE victim; --")
     conn.execute("""INSERT INTO "Weird Obs" SELECT d::date, 'A', 5 FROM generate_series('2023-01-07'::date, '2023-03-04', '7 days') d""")
     conn.execute(
         """SELECT enkf.create_twin('weird', '"Weird Obs"', 'locs', 'when; DROP TABLE victim; --', 'Loc"x', 'v a l', members => 10)"""
@@ -431,7 +461,7 @@ def test_bad_inputs_raise_specific_errors(conn):
 
 
 def test_bad_table_contents_raise_and_write_nothing(conn):
-    make_data(conn, locations=3, weeks=30)
+    on_hypertable = make_data(conn, locations=3, weeks=30)
     conn.execute("SELECT enkf.create_twin('t', 'obs', 'locs', members => 10)")
     conn.execute("SELECT * FROM enkf.assimilate('t', '2023-01-07')")
     before = (checkpoints(conn, "t"), conn.execute("SELECT count(*) FROM enkf.runs").fetchone())
@@ -448,14 +478,17 @@ def test_bad_table_contents_raise_and_write_nothing(conn):
     expect("UPDATE obs SET value = -4 WHERE location = 'L00003' AND time = '2023-03-04'",
            "UPDATE obs SET value = 1 WHERE location = 'L00003' AND time = '2023-03-04'", "22023")
     expect("INSERT INTO obs SELECT time, location, value FROM obs WHERE location = 'L00003' AND time = '2023-03-04'",
-           "DELETE FROM obs WHERE ctid IN (SELECT max(ctid) FROM obs WHERE location = 'L00003' AND time = '2023-03-04')", "23505")
+           "DELETE FROM obs WHERE (tableoid, ctid) IN (SELECT tableoid, max(ctid) FROM obs WHERE location = 'L00003' AND time = '2023-03-04' GROUP BY 1)", "23505")
     expect("UPDATE locs SET population = NULL WHERE location = 'L00002'",
            "UPDATE locs SET population = 1e6 WHERE location = 'L00002'", "22004")
     expect("UPDATE locs SET population = 0 WHERE location = 'L00002'",
            "UPDATE locs SET population = 1e6 WHERE location = 'L00002'", "22023")
     expect("UPDATE locs SET population = 1.1e10 WHERE location = 'L00002'",
            "UPDATE locs SET population = 1e6 WHERE location = 'L00002'", "22023")
-    expect("INSERT INTO obs VALUES ('-infinity', 'L00001', 3)", "DELETE FROM obs WHERE time = '-infinity'", "22023")
+    if on_hypertable:  # a hypertable itself refuses -infinity (it takes 'infinity')
+        assert sqlstate(conn, "INSERT INTO obs VALUES ('-infinity', 'L00001', 3)")[0] == "22008"
+    else:
+        expect("INSERT INTO obs VALUES ('-infinity', 'L00001', 3)", "DELETE FROM obs WHERE time = '-infinity'", "22023")
     expect("INSERT INTO obs VALUES ('2023-03-04', 'ZZZ', 3)", "DELETE FROM obs WHERE location = 'ZZZ'", "23503")
     expect("INSERT INTO obs VALUES ('2023-03-04', NULL, 3)", "DELETE FROM obs WHERE location IS NULL", "22004")
     expect("ALTER TABLE obs RENAME COLUMN value TO v", "ALTER TABLE obs RENAME COLUMN v TO value", "42703")
