@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod location;
+pub mod models;
 pub mod synthetic;
 
 pub use config::TwinConfig;

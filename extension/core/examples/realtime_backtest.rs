@@ -1,0 +1,434 @@
+//! Real-time backtest: every reference date R of a season is forecast from the data as they were
+//! published one week before R (the vintage with as_of = R - 7, or the latest earlier one when
+//! the hub archived none that week), exactly as the product would: the twin assimilates each
+//! vintage incrementally, re-assimilating from the earliest revised week, and forecasts
+//! horizons 0..3 (horizon h targets the week ending R + 7h). Final counts are used only to score
+//! (and, for 2022-23, which has no archived vintages, as the data: training only).
+//!
+//!     cargo run --release -p enkf-core --example realtime_backtest -- \
+//!         --data /work/shared/data/flusight --seasons 2023-24,2024-25 --out /tmp/rt [--config JSON]
+//!
+//! Writes `forecasts-<season>.csv` (hubverse rows, one model_id per component and the
+//! combination) and prints, per season, model and horizon, the WIS relative to the FluSight-style
+//! baseline computed here on the same data, and 50% / 95% coverage (`SUMMARY` lines, read by
+//! scripts/tune_realtime.py). Environment: MEMBERS (default 300), THREADS (default 1).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::sync::Mutex;
+
+use nalgebra::DMatrix;
+
+use enkf_core::dates::{from_civil, iso};
+use enkf_core::scoring::{covered, wis, FLUSIGHT_LEVELS};
+use enkf_core::twin::location::location_seed;
+use enkf_core::twin::models::{self, Component, History, PastForecast};
+use enkf_core::twin::{LocationModel, TwinConfig};
+
+fn parse_date(s: &str) -> i32 {
+    let p: Vec<u32> = s.split('-').map(|x| x.parse().unwrap()).collect();
+    from_civil(p[0] as i64, p[1], p[2])
+}
+
+fn read_text(path: &str) -> String {
+    if path.ends_with(".gz") {
+        let out = std::process::Command::new("gzip")
+            .args(["-dc", path])
+            .output()
+            .expect("gzip");
+        String::from_utf8(out.stdout).unwrap()
+    } else {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+}
+
+/// A location's weekly series: week end -> count (None = not reported).
+type Series = BTreeMap<i32, Option<f64>>;
+
+struct Data {
+    populations: BTreeMap<String, f64>,
+    /// Final counts, per location.
+    truth: BTreeMap<String, Series>,
+    /// Archived releases: as_of -> location -> series.
+    vintages: BTreeMap<i32, BTreeMap<String, Series>>,
+    /// The hub's reference dates, and its tasks (reference date, location, horizon).
+    hub_refs: Vec<i32>,
+    hub_tasks: std::collections::HashSet<(i32, String, usize)>,
+}
+
+fn load(dir: &str) -> Data {
+    let mut populations = BTreeMap::new();
+    for line in read_text(&format!("{dir}/locations.csv")).lines().skip(1) {
+        let f: Vec<String> = line
+            .split(',')
+            .map(|x| x.trim_matches('"').to_string())
+            .collect();
+        populations.insert(f[1].clone(), f[3].parse::<f64>().unwrap());
+    }
+    let mut truth: BTreeMap<String, Series> = BTreeMap::new();
+    for line in read_text(&format!("{dir}/target-hospital-admissions.csv"))
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        let v = f[f.len() - 2].parse::<f64>().ok();
+        truth
+            .entry(f[1].to_string())
+            .or_default()
+            .insert(parse_date(f[0]), v);
+    }
+    let mut vintages: BTreeMap<i32, BTreeMap<String, Series>> = BTreeMap::new();
+    for line in read_text(&format!("{dir}/vintages-hospital-admissions.csv.gz"))
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        vintages
+            .entry(parse_date(f[0]))
+            .or_default()
+            .entry(f[2].to_string())
+            .or_default()
+            .insert(parse_date(f[1]), f[3].parse::<f64>().ok());
+    }
+    let mut refs = std::collections::BTreeSet::new();
+    let mut tasks = std::collections::HashSet::new();
+    let text = read_text(&format!("{dir}/reference-forecasts.csv.gz"));
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let r = parse_date(f[1]);
+        refs.insert(r);
+        tasks.insert((r, f[4].to_string(), f[2].parse::<usize>().unwrap()));
+    }
+    Data {
+        populations,
+        truth,
+        vintages,
+        hub_refs: refs.into_iter().collect(),
+        hub_tasks: tasks,
+    }
+}
+
+struct Season {
+    name: String,
+    refs: Vec<i32>,
+    /// Data from the final counts (2022-23 has no archived vintage): training only.
+    from_final: bool,
+}
+
+fn seasons(data: &Data, names: &[String]) -> Vec<Season> {
+    names
+        .iter()
+        .map(|name| {
+            let start: i64 = name[..4].parse().unwrap();
+            let (from, to) = (from_civil(start, 8, 1), from_civil(start + 1, 7, 31));
+            if name == "2022-23" {
+                // FluSight 2022-23 ran from mid-October to mid-May; Saturdays.
+                let first = parse_date("2022-10-15");
+                Season {
+                    name: name.clone(),
+                    refs: (0..31).map(|k| first + 7 * k).collect(),
+                    from_final: true,
+                }
+            } else {
+                Season {
+                    name: name.clone(),
+                    refs: data
+                        .hub_refs
+                        .iter()
+                        .copied()
+                        .filter(|r| *r >= from && *r <= to)
+                        .collect(),
+                    from_final: false,
+                }
+            }
+        })
+        .collect()
+}
+
+/// The data as known at `as_of` for one location: the latest release published by then
+/// (or the final counts truncated there, for a season without vintages).
+fn known(
+    data: &Data,
+    loc: &str,
+    as_of: i32,
+    from_final: bool,
+) -> Option<(i32, Vec<(i32, Option<f64>)>)> {
+    let series = if from_final {
+        data.truth.get(loc)?
+    } else {
+        let (_, release) = data.vintages.range(..=as_of).next_back()?;
+        release.get(loc)?
+    };
+    let rows: Vec<(i32, Option<f64>)> = series.range(..=as_of).map(|(w, v)| (*w, *v)).collect();
+    let last = rows.iter().rev().find(|r| r.1.is_some())?.0;
+    Some((last, rows))
+}
+
+/// Per task: (season, model, horizon) -> [model WIS, baseline WIS, n, hits50, hits95].
+type Tally = BTreeMap<(String, String, usize), [f64; 5]>;
+
+struct Twin<'a> {
+    model: LocationModel<'a>,
+    members: usize,
+    /// Weeks assimilated (contiguous), their counts, and the analysis after each.
+    weeks: Vec<(i32, Option<f64>)>,
+    analyses: Vec<DMatrix<f64>>,
+}
+
+impl<'a> Twin<'a> {
+    /// Brings the analyses up to `rows` (contiguous weeks filled with None), re-assimilating
+    /// from the earliest week that differs from what was assimilated (revisions).
+    fn assimilate(&mut self, rows: &[(i32, Option<f64>)]) {
+        let first = rows[0].0;
+        let last = rows[rows.len() - 1].0;
+        let by_week: BTreeMap<i32, Option<f64>> = rows.iter().copied().collect();
+        let series: Vec<(i32, Option<f64>)> = (0..=(last - first) / 7)
+            .map(|k| {
+                let w = first + 7 * k;
+                (w, by_week.get(&w).copied().flatten())
+            })
+            .collect();
+        let same_start = self.weeks.first().map(|w| w.0) == Some(first);
+        let mut keep = 0;
+        if same_start {
+            while keep < self.weeks.len() && keep < series.len() && self.weeks[keep] == series[keep]
+            {
+                keep += 1;
+            }
+        }
+        self.weeks.truncate(keep);
+        self.analyses.truncate(keep);
+        let mut ens = match self.analyses.last() {
+            Some(a) => a.clone(),
+            None => self.model.prior(self.members),
+        };
+        for &(week, value) in &series[keep..] {
+            self.model.step(&mut ens, week);
+            if let Some(y) = value {
+                let window = self.model.cfg.observation_error.window;
+                let recent: Vec<f64> = self
+                    .weeks
+                    .iter()
+                    .rev()
+                    .filter_map(|w| w.1)
+                    .take(window - 1)
+                    .chain(std::iter::once(y))
+                    .collect();
+                let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+                self.model.update(&mut ens, y, mean, week).unwrap();
+            }
+            self.weeks.push((week, value));
+            self.analyses.push(ens.clone());
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let dir = arg("--data").unwrap_or_else(|| "/work/shared/data/flusight".into());
+    let out_dir = arg("--out");
+    let cfg = TwinConfig::from_json(&arg("--config").unwrap_or_else(|| "{}".into())).unwrap();
+    let season_names: Vec<String> = arg("--seasons")
+        .unwrap_or_else(|| "2023-24,2024-25".into())
+        .split(',')
+        .map(String::from)
+        .collect();
+    let members: usize = std::env::var("MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let only: Option<String> = std::env::var("LOCATION").ok();
+    let t0 = std::time::Instant::now();
+    let data = load(&dir);
+    eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f64());
+    let seasons = seasons(&data, &season_names);
+    let levels = FLUSIGHT_LEVELS.to_vec();
+    let horizons = 4usize;
+
+    let locations: Vec<String> = data
+        .populations
+        .keys()
+        .filter(|l| only.as_ref().is_none_or(|o| o == *l))
+        .cloned()
+        .collect();
+    let tally: Mutex<Tally> = Mutex::new(BTreeMap::new());
+    // (season, csv lines)
+    let rows: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+    let next = Mutex::new(0usize);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = {
+                    let mut n = next.lock().unwrap();
+                    *n += 1;
+                    *n - 1
+                };
+                let Some(loc) = locations.get(i) else { break };
+                let (t, r) = run_location(&data, &cfg, loc, &seasons, members, &levels, horizons);
+                let mut tally = tally.lock().unwrap();
+                for (k, v) in t {
+                    let e = tally.entry(k).or_insert([0.0; 5]);
+                    for j in 0..5 {
+                        e[j] += v[j];
+                    }
+                }
+                let mut rows = rows.lock().unwrap();
+                for (s, lines) in r {
+                    rows.entry(s).or_default().extend(lines);
+                }
+            });
+        }
+    });
+    eprintln!("ran in {:.1} s", t0.elapsed().as_secs_f64());
+    if let Some(out) = out_dir {
+        std::fs::create_dir_all(&out).unwrap();
+        for (s, lines) in rows.into_inner().unwrap() {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(format!("{out}/forecasts-{s}.csv")).unwrap(),
+            );
+            writeln!(f, "model_id,reference_date,target,horizon,target_end_date,location,output_type,output_type_id,value").unwrap();
+            for l in lines {
+                writeln!(f, "{l}").unwrap();
+            }
+        }
+    }
+    let tally = tally.into_inner().unwrap();
+    for ((season, model, h), [w, b, n, c50, c95]) in &tally {
+        println!(
+            "SUMMARY {season} {model} {} rel {:.4} wis {:.2} n {} cov50 {:.3} cov95 {:.3}",
+            if *h == usize::MAX {
+                "all".to_string()
+            } else {
+                h.to_string()
+            },
+            w / b,
+            w / n,
+            n,
+            c50 / n,
+            c95 / n
+        );
+    }
+    let _ = std::io::stdin().lock().lines();
+}
+
+/// Weeks between the data's as_of and the reference date: 1 in real time (LAG env var: a
+/// diagnostic of stale data).
+fn lag_weeks() -> i32 {
+    std::env::var("LAG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Runs one location through every reference date of the seasons, in time order.
+fn run_location(
+    data: &Data,
+    cfg: &TwinConfig,
+    loc: &str,
+    seasons: &[Season],
+    members: usize,
+    levels: &[f64],
+    horizons: usize,
+) -> (Tally, BTreeMap<String, Vec<String>>) {
+    let pop = data.populations[loc];
+    let mut tally: Tally = BTreeMap::new();
+    let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let loc_seed = location_seed(cfg.seed, loc);
+    let empty = Series::new();
+    let truth = data.truth.get(loc).unwrap_or(&empty);
+    for season in seasons {
+        // A fresh twin per season, as a product twin created before the season would be: it
+        // assimilates everything published so far at its first run.
+        let mut twin = Twin {
+            model: LocationModel::new(cfg, loc, pop),
+            members,
+            weeks: Vec::new(),
+            analyses: Vec::new(),
+        };
+        let mut past: Vec<PastForecast> = Vec::new();
+        for &r in &season.refs {
+            let as_of = r - 7 * lag_weeks();
+            let Some((last, rows)) = known(data, loc, as_of, season.from_final) else {
+                continue;
+            };
+            twin.assimilate(&rows);
+            let ens = twin.analyses[twin.weeks.iter().position(|w| w.0 == last).unwrap()].clone();
+            let history = History {
+                weeks: rows.iter().map(|r| r.0).collect(),
+                values: rows.iter().map(|r| r.1).collect(),
+            };
+            // Steps from the last week with data to each target R + 7h.
+            let steps: Vec<usize> = (0..horizons)
+                .map(|h| ((r + 7 * h as i32 - last) / 7) as usize)
+                .collect();
+            let out = models::forecast_all(
+                cfg,
+                &twin.model,
+                &ens,
+                &history,
+                last,
+                &steps,
+                levels,
+                &past,
+                loc_seed,
+            )
+            .unwrap();
+            for comp in &out {
+                for (h, q) in comp.quantiles.iter().enumerate() {
+                    let target = r + 7 * h as i32;
+                    past.push(PastForecast {
+                        model: comp.component,
+                        reference_date: r,
+                        target_end_date: target,
+                        horizon: h,
+                        levels: levels.to_vec(),
+                        values: q.clone(),
+                    });
+                    if !season.from_final && !data.hub_tasks.contains(&(r, loc.to_string(), h)) {
+                        continue;
+                    }
+                    for (l, v) in levels.iter().zip(q) {
+                        lines.entry(season.name.clone()).or_default().push(format!(
+                            "{},{},wk inc flu hosp,{h},{},{loc},quantile,{l},{v:.3}",
+                            comp.component.name(),
+                            iso(r),
+                            iso(target)
+                        ));
+                    }
+                    let Some(Some(y)) = truth.get(&target) else {
+                        continue;
+                    };
+                    let base = &out
+                        .iter()
+                        .find(|c| c.component == Component::Baseline)
+                        .unwrap()
+                        .quantiles[h];
+                    let bw = wis(levels, base, *y);
+                    let w = wis(levels, q, *y);
+                    let c50 = covered(levels, q, *y, 0.5).unwrap_or(false) as u8 as f64;
+                    let c95 = covered(levels, q, *y, 0.95).unwrap_or(false) as u8 as f64;
+                    for hk in [h, usize::MAX] {
+                        let e = tally
+                            .entry((season.name.clone(), comp.component.name().to_string(), hk))
+                            .or_insert([0.0; 5]);
+                        e[0] += w;
+                        e[1] += bw;
+                        e[2] += 1.0;
+                        e[3] += c50;
+                        e[4] += c95;
+                    }
+                }
+            }
+        }
+    }
+    (tally, lines)
+}
