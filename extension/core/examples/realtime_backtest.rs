@@ -14,15 +14,15 @@
 //! scripts/tune_realtime.py). Environment: MEMBERS (default 300), THREADS (default 1).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
-use std::sync::Mutex;
+use std::io::Write;
 
 use nalgebra::DMatrix;
 
 use enkf_core::dates::{from_civil, iso};
 use enkf_core::scoring::{covered, wis, FLUSIGHT_LEVELS};
+use enkf_core::twin::combine::{calibrate, Scored};
 use enkf_core::twin::location::location_seed;
-use enkf_core::twin::models::{self, Component, History, PastForecast};
+use enkf_core::twin::models::{self, Component, History};
 use enkf_core::twin::{LocationModel, TwinConfig};
 
 fn parse_date(s: &str) -> i32 {
@@ -138,7 +138,8 @@ fn seasons(data: &Data, names: &[String]) -> Vec<Season> {
                         .copied()
                         .filter(|r| *r >= from && *r <= to)
                         .collect(),
-                    from_final: false,
+                    // FINAL=1: final counts instead of vintages (a diagnostic of what backfill costs).
+                    from_final: std::env::var("FINAL").is_ok(),
                 }
             }
         })
@@ -234,18 +235,18 @@ fn main() {
     let out_dir = arg("--out");
     let cfg = TwinConfig::from_json(&arg("--config").unwrap_or_else(|| "{}".into())).unwrap();
     let season_names: Vec<String> = arg("--seasons")
-        .unwrap_or_else(|| "2023-24,2024-25".into())
+        .unwrap_or_else(|| "2022-23,2023-24,2024-25".into())
         .split(',')
         .map(String::from)
         .collect();
-    let members: usize = std::env::var("MEMBERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let threads: usize = std::env::var("THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let members = env("MEMBERS", 300);
+    let threads = env("THREADS", 1).max(1);
     let only: Option<String> = std::env::var("LOCATION").ok();
     let t0 = std::time::Instant::now();
     let data = load(&dir);
@@ -254,54 +255,131 @@ fn main() {
     let levels = FLUSIGHT_LEVELS.to_vec();
     let horizons = 4usize;
 
-    let locations: Vec<String> = data
+    let mut states: Vec<State> = data
         .populations
-        .keys()
-        .filter(|l| only.as_ref().is_none_or(|o| o == *l))
-        .cloned()
+        .iter()
+        .filter(|(l, _)| only.as_ref().is_none_or(|o| o == *l))
+        .map(|(loc, pop)| State {
+            loc: loc.clone(),
+            twin: Twin {
+                model: LocationModel::new(&cfg, loc, *pop),
+                members,
+                weeks: Vec::new(),
+                analyses: Vec::new(),
+            },
+            known: BTreeMap::new(),
+            past: Vec::new(),
+            current: Vec::new(),
+        })
         .collect();
-    let tally: Mutex<Tally> = Mutex::new(BTreeMap::new());
-    // (season, csv lines)
-    let rows: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
-    let next = Mutex::new(0usize);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap();
-                    *n += 1;
-                    *n - 1
-                };
-                let Some(loc) = locations.get(i) else { break };
-                let (t, r) = run_location(&data, &cfg, loc, &seasons, members, &levels, horizons);
-                let mut tally = tally.lock().unwrap();
-                for (k, v) in t {
-                    let e = tally.entry(k).or_insert([0.0; 5]);
-                    for j in 0..5 {
-                        e[j] += v[j];
-                    }
-                }
-                let mut rows = rows.lock().unwrap();
-                for (s, lines) in r {
-                    rows.entry(s).or_default().extend(lines);
+    let mut tally: Tally = BTreeMap::new();
+    let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for season in &seasons {
+        for &r in &season.refs {
+            let as_of = r - 7 * lag_weeks();
+            // Every location's components, from the data known at as_of (two threads at most).
+            let chunk = states.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                for part in states.chunks_mut(chunk.max(1)) {
+                    let data = &data;
+                    let levels = &levels;
+                    scope.spawn(move || {
+                        for st in part {
+                            st.components(data, season, r, as_of, levels, horizons);
+                        }
+                    });
                 }
             });
+            // What the past says, pooled over locations: forecasts whose targets are observed
+            // in the data known now, scored against those counts.
+            let mut scored: Vec<Scored> = Vec::new();
+            for st in &states {
+                for p in &st.past {
+                    if let Some(Some(y)) = st.known.get(&p.target) {
+                        if p.target >= as_of - 7 * 60 {
+                            scored.push(Scored {
+                                component: p.component,
+                                horizon: p.horizon,
+                                target_end_date: p.target,
+                                values: &p.values,
+                                observed: *y,
+                            });
+                        }
+                    }
+                }
+            }
+            let calibration = calibrate(&levels, &scored, &cfg.combination);
+            drop(scored);
+            for st in states.iter_mut() {
+                let Some(out) = st.finish(&cfg, r, &levels, &calibration) else {
+                    continue;
+                };
+                for comp in &out {
+                    for (h, q) in comp.quantiles.iter().enumerate() {
+                        let target = r + 7 * h as i32;
+                        st.past.push(Past {
+                            component: comp.component,
+                            horizon: h,
+                            target,
+                            values: q.clone(),
+                        });
+                        if !season.from_final && !data.hub_tasks.contains(&(r, st.loc.clone(), h)) {
+                            continue;
+                        }
+                        let name = comp.component.name();
+                        let rows = lines.entry(season.name.clone()).or_default();
+                        for (l, v) in levels.iter().zip(q) {
+                            rows.push(format!(
+                                "{name},{},wk inc flu hosp,{h},{},{},quantile,{l},{v:.3}",
+                                iso(r),
+                                iso(target),
+                                st.loc
+                            ));
+                        }
+                        let Some(Some(y)) = data.truth.get(&st.loc).and_then(|t| t.get(&target))
+                        else {
+                            continue;
+                        };
+                        let base = &out
+                            .iter()
+                            .find(|c| c.component == Component::Baseline)
+                            .unwrap()
+                            .quantiles[h];
+                        let bw = wis(&levels, base, *y);
+                        let w = wis(&levels, q, *y);
+                        let c50 = covered(&levels, q, *y, 0.5).unwrap_or(false) as u8 as f64;
+                        let c95 = covered(&levels, q, *y, 0.95).unwrap_or(false) as u8 as f64;
+                        for hk in [h, usize::MAX] {
+                            let e = tally
+                                .entry((season.name.clone(), name.to_string(), hk))
+                                .or_insert([0.0; 5]);
+                            e[0] += w;
+                            e[1] += bw;
+                            e[2] += 1.0;
+                            e[3] += c50;
+                            e[4] += c95;
+                        }
+                    }
+                }
+            }
+            if std::env::var("VERBOSE").is_ok() {
+                eprintln!("{} {:?}", iso(r), calibration.entries);
+            }
         }
-    });
+    }
     eprintln!("ran in {:.1} s", t0.elapsed().as_secs_f64());
     if let Some(out) = out_dir {
         std::fs::create_dir_all(&out).unwrap();
-        for (s, lines) in rows.into_inner().unwrap() {
+        for (s, rows) in lines {
             let mut f = std::io::BufWriter::new(
                 std::fs::File::create(format!("{out}/forecasts-{s}.csv")).unwrap(),
             );
             writeln!(f, "model_id,reference_date,target,horizon,target_end_date,location,output_type,output_type_id,value").unwrap();
-            for l in lines {
+            for l in rows {
                 writeln!(f, "{l}").unwrap();
             }
         }
     }
-    let tally = tally.into_inner().unwrap();
     for ((season, model, h), [w, b, n, c50, c95]) in &tally {
         println!(
             "SUMMARY {season} {model} {} rel {:.4} wis {:.2} n {} cov50 {:.3} cov95 {:.3}",
@@ -317,7 +395,6 @@ fn main() {
             c95 / n
         );
     }
-    let _ = std::io::stdin().lock().lines();
 }
 
 /// Weeks between the data's as_of and the reference date: 1 in real time (LAG env var: a
@@ -329,106 +406,98 @@ fn lag_weeks() -> i32 {
         .unwrap_or(1)
 }
 
-/// Runs one location through every reference date of the seasons, in time order.
-fn run_location(
-    data: &Data,
-    cfg: &TwinConfig,
-    loc: &str,
-    seasons: &[Season],
-    members: usize,
-    levels: &[f64],
-    horizons: usize,
-) -> (Tally, BTreeMap<String, Vec<String>>) {
-    let pop = data.populations[loc];
-    let mut tally: Tally = BTreeMap::new();
-    let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let loc_seed = location_seed(cfg.seed, loc);
-    let empty = Series::new();
-    let truth = data.truth.get(loc).unwrap_or(&empty);
-    for season in seasons {
-        // A fresh twin per season, as a product twin created before the season would be: it
-        // assimilates everything published so far at its first run.
-        let mut twin = Twin {
-            model: LocationModel::new(cfg, loc, pop),
-            members,
-            weeks: Vec::new(),
-            analyses: Vec::new(),
+/// A forecast made earlier, kept for the combination's weights (as the product stores them).
+struct Past {
+    component: Component,
+    horizon: usize,
+    target: i32,
+    values: Vec<f64>,
+}
+
+/// One location's twin, its past forecasts and the components of the current reference date.
+struct State<'a> {
+    loc: String,
+    twin: Twin<'a>,
+    /// The counts known at the current as_of.
+    known: BTreeMap<i32, Option<f64>>,
+    past: Vec<Past>,
+    /// This reference date's inputs and components (empty: no data).
+    current: Vec<(History, i32, Vec<usize>)>,
+}
+
+impl<'a> State<'a> {
+    fn components(
+        &mut self,
+        data: &Data,
+        season: &Season,
+        r: i32,
+        as_of: i32,
+        _levels: &[f64],
+        horizons: usize,
+    ) {
+        self.current.clear();
+        self.known.clear();
+        let Some((last, rows)) = known(data, &self.loc, as_of, season.from_final) else {
+            return;
         };
-        let mut past: Vec<PastForecast> = Vec::new();
-        for &r in &season.refs {
-            let as_of = r - 7 * lag_weeks();
-            let Some((last, rows)) = known(data, loc, as_of, season.from_final) else {
-                continue;
-            };
-            twin.assimilate(&rows);
-            let ens = twin.analyses[twin.weeks.iter().position(|w| w.0 == last).unwrap()].clone();
-            let history = History {
-                weeks: rows.iter().map(|r| r.0).collect(),
-                values: rows.iter().map(|r| r.1).collect(),
-            };
-            // Steps from the last week with data to each target R + 7h.
-            let steps: Vec<usize> = (0..horizons)
-                .map(|h| ((r + 7 * h as i32 - last) / 7) as usize)
-                .collect();
-            let out = models::forecast_all(
+        self.known = rows.iter().copied().collect();
+        self.twin.assimilate(&rows);
+        let history = History {
+            weeks: rows.iter().map(|r| r.0).collect(),
+            values: rows.iter().map(|r| r.1).collect(),
+        };
+        // Steps from the last week with data to each target R + 7h.
+        let steps: Vec<usize> = (0..horizons)
+            .map(|h| ((r + 7 * h as i32 - last) / 7) as usize)
+            .collect();
+        self.current.push((history, last, steps));
+    }
+
+    fn finish(
+        &mut self,
+        cfg: &TwinConfig,
+        _r: i32,
+        levels: &[f64],
+        calibration: &enkf_core::twin::combine::Calibration,
+    ) -> Option<Vec<models::ComponentForecast>> {
+        let (history, last, steps) = self.current.pop()?;
+        let idx = self.twin.weeks.iter().position(|w| w.0 == last)?;
+        let ens = &self.twin.analyses[idx];
+        if std::env::var("DIAG").ok().as_deref() == Some(self.loc.as_str()) {
+            let m = ens.column_mean();
+            let pop = self.twin.model.population;
+            let sd = |r: usize| ens.row(r).variance().sqrt();
+            let d = cfg.dynamics.infectious_days;
+            let reff: Vec<f64> = ens.column_iter().map(|c| c[5] * d * c[0] / pop).collect();
+            let rm = reff.iter().sum::<f64>() / reff.len() as f64;
+            eprintln!(
+                "DIAG {} last {} y {:?} H {:.0} S {:.3} I {:.2e} beta {:.3}±{:.3} ihr {:.5}±{:.5} Reff {:.3}",
+                iso(_r),
+                iso(last),
+                history.values.last(),
+                m[4],
+                m[0] / pop,
+                m[2] / pop,
+                m[5],
+                sd(5),
+                m[6],
+                sd(6),
+                rm
+            );
+        }
+        Some(
+            models::forecast_all(
                 cfg,
-                &twin.model,
-                &ens,
+                &self.twin.model,
+                ens,
                 &history,
                 last,
                 &steps,
                 levels,
-                &past,
-                loc_seed,
+                calibration,
+                location_seed(cfg.seed, &self.loc),
             )
-            .unwrap();
-            for comp in &out {
-                for (h, q) in comp.quantiles.iter().enumerate() {
-                    let target = r + 7 * h as i32;
-                    past.push(PastForecast {
-                        model: comp.component,
-                        reference_date: r,
-                        target_end_date: target,
-                        horizon: h,
-                        levels: levels.to_vec(),
-                        values: q.clone(),
-                    });
-                    if !season.from_final && !data.hub_tasks.contains(&(r, loc.to_string(), h)) {
-                        continue;
-                    }
-                    for (l, v) in levels.iter().zip(q) {
-                        lines.entry(season.name.clone()).or_default().push(format!(
-                            "{},{},wk inc flu hosp,{h},{},{loc},quantile,{l},{v:.3}",
-                            comp.component.name(),
-                            iso(r),
-                            iso(target)
-                        ));
-                    }
-                    let Some(Some(y)) = truth.get(&target) else {
-                        continue;
-                    };
-                    let base = &out
-                        .iter()
-                        .find(|c| c.component == Component::Baseline)
-                        .unwrap()
-                        .quantiles[h];
-                    let bw = wis(levels, base, *y);
-                    let w = wis(levels, q, *y);
-                    let c50 = covered(levels, q, *y, 0.5).unwrap_or(false) as u8 as f64;
-                    let c95 = covered(levels, q, *y, 0.95).unwrap_or(false) as u8 as f64;
-                    for hk in [h, usize::MAX] {
-                        let e = tally
-                            .entry((season.name.clone(), comp.component.name().to_string(), hk))
-                            .or_insert([0.0; 5]);
-                        e[0] += w;
-                        e[1] += bw;
-                        e[2] += 1.0;
-                        e[3] += c50;
-                        e[4] += c95;
-                    }
-                }
-            }
-        }
+            .unwrap(),
+        )
     }
-    (tally, lines)
 }

@@ -4,7 +4,7 @@
 
 use nalgebra::DMatrix;
 
-use super::config::TwinConfig;
+use super::config::{ProcessNoise, TwinConfig};
 use crate::dates::day_of_year;
 use crate::error::Result;
 use crate::filter::{analyze, Observations};
@@ -87,8 +87,16 @@ impl<'a> LocationModel<'a> {
     /// Forecast step: every member advances through the week ending on `week_end`, and its
     /// parameters take a step of their random walk.
     pub fn step(&self, ens: &mut DMatrix<f64>, week_end: i32) {
+        self.step_scaled(ens, week_end, 1.0);
+    }
+
+    /// As `step`, with the random walk's standard deviations multiplied by `noise_scale`.
+    pub fn step_scaled(&self, ens: &mut DMatrix<f64>, week_end: i32, noise_scale: f64) {
         let forcing = self.dynamics.forcing(day_of_year(week_end - 6), 7);
-        let noise = &self.cfg.process_noise;
+        let noise = ProcessNoise {
+            beta: self.cfg.process_noise.beta * noise_scale,
+            ihr: self.cfg.process_noise.ihr * noise_scale,
+        };
         let mut rng = seeded(week_seed(self.seed, week_end, PURPOSE_PROCESS));
         self.dynamics
             .advance_members(ens.as_mut_slice(), self.population, &forcing);
@@ -130,7 +138,16 @@ impl<'a> LocationModel<'a> {
             variance: &[variance],
             index: &[H],
         };
+        // Susceptibles left to the dynamics: otherwise the filter explains a turn in the counts
+        // (a holiday peak) by depleting S, and the forecasts after it crash (2023-24).
+        let susceptible: Option<Vec<f64>> =
+            (!self.cfg.filter.update_susceptible).then(|| ens.row(S).iter().copied().collect());
         let result = analyze(ens, &obs, &opts, &|| {});
+        if let Some(row) = susceptible {
+            for (j, v) in row.into_iter().enumerate() {
+                ens[(S, j)] = v;
+            }
+        }
         if log_space {
             from_log(ens);
         }
@@ -157,7 +174,11 @@ impl<'a> LocationModel<'a> {
         let mut out = Vec::with_capacity(horizons);
         let mut samples = Vec::with_capacity(x.ncols() * draws);
         for h in 0..horizons {
-            self.step(&mut x, last_week_end + 7 * (h as i32 + 1));
+            self.step_scaled(
+                &mut x,
+                last_week_end + 7 * (h as i32 + 1),
+                self.cfg.forecast.process_noise_scale,
+            );
             samples.clear();
             for col in x.column_iter() {
                 let mean = col[H];

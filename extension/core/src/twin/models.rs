@@ -1,12 +1,19 @@
 //! Every model the product forecasts with, for one location: the twin, the FluSight-style
-//! baseline, statistical components and their combination. Plain data in, quantiles out, so the
-//! SQL layer calls it per location with what it reads from its tables.
+//! baseline, the local trend model and their combination. Plain data in, quantiles out, so the
+//! SQL layer calls it per location with what it reads from its tables:
+//!
+//! 1. `combine::calibrate` once per forecast run, with the stored past forecasts (of every
+//!    location, or of this one) whose targets are already observed, and those counts;
+//! 2. `forecast_all` per location, with its latest analysis ensemble, its assimilated counts
+//!    and that calibration: one `ComponentForecast` per model, each stored under its name.
 
 use nalgebra::DMatrix;
 
+use super::combine::{combine, Calibration};
 use super::config::TwinConfig;
 use super::location::{week_seed, LocationModel};
-use crate::error::Result;
+use super::trend::trend_quantiles;
+use crate::error::{EnkfError, Result};
 use crate::scoring::baseline_quantiles_all;
 
 /// Seed purpose of the baseline's bootstrap (the same as the SQL layer's).
@@ -17,14 +24,29 @@ pub const PURPOSE_BASELINE: u64 = 7;
 pub enum Component {
     Twin,
     Baseline,
+    Trend,
+    Combined,
 }
 
 impl Component {
+    pub const ALL: [Component; 4] = [
+        Component::Twin,
+        Component::Baseline,
+        Component::Trend,
+        Component::Combined,
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
             Component::Twin => "enkf",
             Component::Baseline => "baseline",
+            Component::Trend => "trend",
+            Component::Combined => "combined",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Component> {
+        Component::ALL.into_iter().find(|c| c.name() == name)
     }
 }
 
@@ -35,15 +57,11 @@ pub struct History {
     pub values: Vec<Option<f64>>,
 }
 
-/// A forecast made earlier for the same location (stored by the product), for weighting.
-#[derive(Debug, Clone)]
-pub struct PastForecast {
-    pub model: Component,
-    pub reference_date: i32,
-    pub target_end_date: i32,
-    pub horizon: usize,
-    pub levels: Vec<f64>,
-    pub values: Vec<f64>,
+impl History {
+    /// The reported counts, oldest first, without the gaps.
+    pub fn observed(&self) -> Vec<f64> {
+        self.values.iter().flatten().copied().collect()
+    }
 }
 
 /// One model's quantiles: `quantiles[h][k]` at horizon h and level k.
@@ -55,31 +73,50 @@ pub struct ComponentForecast {
 
 /// Forecasts of every model for one location. `steps[h]` is how many weeks after `last_week`
 /// (the last week with data) horizon h's target ends: h + 1 when the data are current.
+/// `levels` are any increasing quantile levels in (0, 1) (the 23 FluSight levels by default).
 #[allow(clippy::too_many_arguments)]
 pub fn forecast_all(
-    _cfg: &TwinConfig,
+    cfg: &TwinConfig,
     model: &LocationModel<'_>,
     ensemble: &DMatrix<f64>,
     history: &History,
     last_week: i32,
     steps: &[usize],
     levels: &[f64],
-    _past: &[PastForecast],
+    calibration: &Calibration,
     location_seed: u64,
 ) -> Result<Vec<ComponentForecast>> {
-    let max_steps = steps.iter().copied().max().unwrap_or(1).max(1);
+    if steps.is_empty() || steps.contains(&0) {
+        return Err(EnkfError::InvalidValue {
+            arg: "horizons",
+            detail: "every horizon must target a week after the last data".into(),
+            hint: "steps[h] = h + 1 when the data are current".into(),
+        });
+    }
+    if levels.is_empty()
+        || !levels.windows(2).all(|w| w[0] < w[1])
+        || levels[0] <= 0.0
+        || levels[levels.len() - 1] >= 1.0
+    {
+        return Err(EnkfError::InvalidValue {
+            arg: "quantile_levels",
+            detail: "levels must increase strictly within (0, 1)".into(),
+            hint: "e.g. the 23 FluSight levels 0.01, 0.025, 0.05, ..., 0.975, 0.99".into(),
+        });
+    }
+    let max_steps = steps.iter().copied().max().unwrap_or(1);
+    let pick =
+        |all: &[Vec<f64>]| -> Vec<Vec<f64>> { steps.iter().map(|s| all[s - 1].clone()).collect() };
+    let observed = history.observed();
     let twin = model.forecast(ensemble, last_week, max_steps, levels);
-    let observed: Vec<f64> = history.values.iter().flatten().copied().collect();
     let base = baseline_quantiles_all(
         &observed,
         max_steps,
         levels,
         week_seed(location_seed, last_week, PURPOSE_BASELINE),
     );
-    let pick = |all: &Vec<Vec<f64>>| -> Vec<Vec<f64>> {
-        steps.iter().map(|s| all[s.max(&1) - 1].clone()).collect()
-    };
-    Ok(vec![
+    let trend = trend_quantiles(&observed, steps, levels, &cfg.trend);
+    let mut out = vec![
         ComponentForecast {
             component: Component::Twin,
             quantiles: pick(&twin),
@@ -88,5 +125,30 @@ pub fn forecast_all(
             component: Component::Baseline,
             quantiles: pick(&base),
         },
-    ])
+        ComponentForecast {
+            component: Component::Trend,
+            quantiles: trend,
+        },
+    ];
+    let members: Vec<Component> = cfg
+        .combination
+        .components
+        .iter()
+        .filter_map(|n| Component::from_name(n))
+        .collect();
+    let combined = (0..steps.len())
+        .map(|h| {
+            let parts: Vec<(Component, &[f64])> = out
+                .iter()
+                .filter(|c| members.contains(&c.component))
+                .map(|c| (c.component, c.quantiles[h].as_slice()))
+                .collect();
+            combine(levels, h, &parts, calibration)
+        })
+        .collect();
+    out.push(ComponentForecast {
+        component: Component::Combined,
+        quantiles: combined,
+    });
+    Ok(out)
 }
