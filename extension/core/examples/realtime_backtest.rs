@@ -20,6 +20,7 @@ use nalgebra::DMatrix;
 
 use enkf_core::dates::{from_civil, iso};
 use enkf_core::scoring::{covered, wis, FLUSIGHT_LEVELS};
+use enkf_core::twin::backfill::{self, Report};
 use enkf_core::twin::combine::{calibrate, Scored};
 use enkf_core::twin::location::location_seed;
 use enkf_core::twin::models::{self, Component, History};
@@ -44,6 +45,8 @@ fn read_text(path: &str) -> String {
 
 /// A location's weekly series: week end -> count (None = not reported).
 type Series = BTreeMap<i32, Option<f64>>;
+/// The same as (week end, count) rows, oldest first.
+type Rows = Vec<(i32, Option<f64>)>;
 
 struct Data {
     populations: BTreeMap<String, f64>,
@@ -148,12 +151,7 @@ fn seasons(data: &Data, names: &[String]) -> Vec<Season> {
 
 /// The data as known at `as_of` for one location: the latest release published by then
 /// (or the final counts truncated there, for a season without vintages).
-fn known(
-    data: &Data,
-    loc: &str,
-    as_of: i32,
-    from_final: bool,
-) -> Option<(i32, Vec<(i32, Option<f64>)>)> {
+fn known(data: &Data, loc: &str, as_of: i32, from_final: bool) -> Option<(i32, Rows)> {
     let series = if from_final {
         data.truth.get(loc)?
     } else {
@@ -268,6 +266,10 @@ fn main() {
                 analyses: Vec::new(),
             },
             known: BTreeMap::new(),
+            rows: Vec::new(),
+            last: 0,
+            reports: Vec::new(),
+            factors: Vec::new(),
             past: Vec::new(),
             current: Vec::new(),
         })
@@ -277,15 +279,41 @@ fn main() {
     for season in &seasons {
         for &r in &season.refs {
             let as_of = r - 7 * lag_weeks();
-            // Every location's components, from the data known at as_of (two threads at most).
+            // The data known at as_of, and what past releases say about its newest weeks.
+            for st in states.iter_mut() {
+                st.load(
+                    &data,
+                    season,
+                    as_of,
+                    cfg.backfill.lags,
+                    cfg.backfill.window_weeks,
+                );
+            }
+            let pooled: Vec<Report> = states
+                .iter()
+                .flat_map(|s| s.reports.iter().copied())
+                .collect();
+            for st in states.iter_mut() {
+                st.factors = backfill::factors(&st.reports, &pooled, cfg.backfill.lags);
+            }
+            if std::env::var("VERBOSE").is_ok() {
+                if let Some(st) = states.first() {
+                    eprintln!(
+                        "{} backfill pooled {:?}",
+                        iso(r),
+                        backfill::factors(&[], &pooled, cfg.backfill.lags)
+                    );
+                    let _ = st;
+                }
+            }
+            // Every location's twin, from the data known at as_of (two threads at most).
             let chunk = states.len().div_ceil(threads);
             std::thread::scope(|scope| {
                 for part in states.chunks_mut(chunk.max(1)) {
-                    let data = &data;
                     let levels = &levels;
                     scope.spawn(move || {
                         for st in part {
-                            st.components(data, season, r, as_of, levels, horizons);
+                            st.components(r, levels, horizons);
                         }
                     });
                 }
@@ -418,34 +446,78 @@ struct Past {
 struct State<'a> {
     loc: String,
     twin: Twin<'a>,
-    /// The counts known at the current as_of.
+    /// The counts known at the current as_of, as rows, and the last week with a count.
     known: BTreeMap<i32, Option<f64>>,
+    rows: Vec<(i32, Option<f64>)>,
+    last: i32,
+    /// Past releases' first counts of their newest weeks beside the counts known now, and
+    /// the backfill factors learned from them (this location's with every location's).
+    reports: Vec<Report>,
+    factors: Vec<f64>,
     past: Vec<Past>,
     /// This reference date's inputs and components (empty: no data).
     current: Vec<(History, i32, Vec<usize>)>,
 }
 
 impl<'a> State<'a> {
-    fn components(
-        &mut self,
-        data: &Data,
-        season: &Season,
-        r: i32,
-        as_of: i32,
-        _levels: &[f64],
-        horizons: usize,
-    ) {
-        self.current.clear();
+    /// Reads the data known at `as_of`, and the reports of releases published before it.
+    fn load(&mut self, data: &Data, season: &Season, as_of: i32, lags: usize, window: usize) {
         self.known.clear();
+        self.rows.clear();
+        self.reports.clear();
+        self.factors.clear();
         let Some((last, rows)) = known(data, &self.loc, as_of, season.from_final) else {
             return;
         };
         self.known = rows.iter().copied().collect();
-        self.twin.assimilate(&rows);
+        self.rows = rows;
+        self.last = last;
+        if season.from_final {
+            return;
+        }
+        let from = as_of - 7 * window as i32;
+        for (&release, locs) in data.vintages.range(from..as_of) {
+            let Some(series) = locs.get(&self.loc) else {
+                continue;
+            };
+            for lag in 0..lags {
+                let week = release - 7 * lag as i32;
+                if let (Some(Some(rep)), Some(Some(cur))) =
+                    (series.get(&week), self.known.get(&week))
+                {
+                    self.reports.push(Report {
+                        lag,
+                        reported: *rep,
+                        current: *cur,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Assimilates the known data (newest weeks corrected for backfill) and prepares the
+    /// inputs of this reference date's forecasts.
+    fn components(&mut self, r: i32, _levels: &[f64], horizons: usize) {
+        self.current.clear();
+        if self.rows.is_empty() {
+            return;
+        }
         let history = History {
-            weeks: rows.iter().map(|r| r.0).collect(),
-            values: rows.iter().map(|r| r.1).collect(),
+            weeks: self.rows.iter().map(|r| r.0).collect(),
+            values: self.rows.iter().map(|r| r.1).collect(),
         };
+        // The newest weeks are those up to the last week with a count.
+        let upto = self
+            .rows
+            .iter()
+            .position(|w| w.0 == self.last)
+            .map_or(self.rows.len(), |i| i + 1);
+        let mut fixed = backfill::corrected(&history.values[..upto], &self.factors);
+        fixed.extend_from_slice(&history.values[upto..]);
+        let assimilated: Vec<(i32, Option<f64>)> =
+            history.weeks.iter().copied().zip(fixed).collect();
+        self.twin.assimilate(&assimilated);
+        let last = self.last;
         // Steps from the last week with data to each target R + 7h.
         let steps: Vec<usize> = (0..horizons)
             .map(|h| ((r + 7 * h as i32 - last) / 7) as usize)
@@ -494,6 +566,7 @@ impl<'a> State<'a> {
                 last,
                 &steps,
                 levels,
+                &self.factors,
                 calibration,
                 location_seed(cfg.seed, &self.loc),
             )

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::backfill::BackfillConfig;
 use super::combine::CombinationConfig;
 use super::models::Component;
 use super::trend::TrendConfig;
@@ -28,6 +29,8 @@ pub struct TwinConfig {
     pub trend: TrendConfig,
     /// The combined forecast of the components (twin/combine.rs).
     pub combination: CombinationConfig,
+    /// Correction of the newest weeks for late reports (twin/backfill.rs).
+    pub backfill: BackfillConfig,
     /// The weekday weeks end on ("saturday" for MMWR epidemiological weeks): daily or
     /// irregular rows are summed into the week that ends on or after their date.
     pub week_ends_on: String,
@@ -50,6 +53,7 @@ impl Default for TwinConfig {
             revisions: RevisionConfig::default(),
             trend: TrendConfig::default(),
             combination: CombinationConfig::default(),
+            backfill: BackfillConfig::default(),
             week_ends_on: "saturday".into(),
             schedule: None,
         }
@@ -81,7 +85,8 @@ impl Default for FilterConfig {
             inflation: 1.01,
             rtps: 0.0,
             space: "log".into(),
-            update_susceptible: true,
+            // Chosen by the leave-one-season-out tuning on all three seasons (docs/backtest.md).
+            update_susceptible: false,
         }
     }
 }
@@ -292,7 +297,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -498,6 +503,20 @@ impl TwinConfig {
                 "past origins whose errors make the spread; 104 is the default",
             ));
         }
+        if self.backfill.lags > 8 {
+            return Err(invalid(
+                "backfill.lags",
+                format!("{} must lie in 0..8", self.backfill.lags),
+                "0 = no correction; 1 corrects the newest week",
+            ));
+        }
+        if !(1..=104).contains(&self.backfill.window_weeks) {
+            return Err(invalid(
+                "backfill.window_weeks",
+                format!("{} must lie in 1..104", self.backfill.window_weeks),
+                "releases of the last this many weeks teach the factors; 10 is the default",
+            ));
+        }
         let c = &self.combination;
         if c.components.is_empty() {
             return Err(invalid(
@@ -633,6 +652,18 @@ mod tests {
             r#"{"observation_error": {"floor": 0}}"#,
             r#"{"forecast": {"horizons": 0}}"#,
             r#"{"schedule": {"cron": "every monday"}}"#,
+            r#"{"trend": {"window": 1}}"#,
+            r#"{"trend": {"damping": 1.5}}"#,
+            r#"{"trend": {"windwo": 3}}"#,
+            r#"{"combination": {"components": ["enkf", "magic"]}}"#,
+            r#"{"combination": {"components": ["combined"]}}"#,
+            r#"{"combination": {"components": []}}"#,
+            r#"{"combination": {"power": -1}}"#,
+            r#"{"combination": {"scoring": "cubic"}}"#,
+            r#"{"combination": {"window_weeks": 0}}"#,
+            r#"{"backfill": {"lags": 9}}"#,
+            r#"{"forecast": {"process_noise_scale": -1}}"#,
+            r#"{"filter": {"update_susceptible": "no"}}"#,
             r#"[1, 2]"#,
         ] {
             let err = TwinConfig::from_json(bad).unwrap_err();

@@ -9,6 +9,7 @@
 
 use nalgebra::DMatrix;
 
+use super::backfill::corrected;
 use super::combine::{combine, Calibration};
 use super::config::TwinConfig;
 use super::location::{week_seed, LocationModel};
@@ -74,6 +75,9 @@ pub struct ComponentForecast {
 /// Forecasts of every model for one location. `steps[h]` is how many weeks after `last_week`
 /// (the last week with data) horizon h's target ends: h + 1 when the data are current.
 /// `levels` are any increasing quantile levels in (0, 1) (the 23 FluSight levels by default).
+/// `history` holds the counts as published; `backfill_factors` (from `backfill::factors`, empty
+/// for none) correct its newest weeks for the trend model, and must have been applied to the
+/// counts the ensemble assimilated. The baseline sees the counts as published, as the hub's.
 #[allow(clippy::too_many_arguments)]
 pub fn forecast_all(
     cfg: &TwinConfig,
@@ -83,6 +87,7 @@ pub fn forecast_all(
     last_week: i32,
     steps: &[usize],
     levels: &[f64],
+    backfill_factors: &[f64],
     calibration: &Calibration,
     location_seed: u64,
 ) -> Result<Vec<ComponentForecast>> {
@@ -115,7 +120,11 @@ pub fn forecast_all(
         levels,
         week_seed(location_seed, last_week, PURPOSE_BASELINE),
     );
-    let trend = trend_quantiles(&observed, steps, levels, &cfg.trend);
+    let corrected: Vec<f64> = corrected(&history.values, backfill_factors)
+        .into_iter()
+        .flatten()
+        .collect();
+    let trend = trend_quantiles(&corrected, steps, levels, &cfg.trend);
     let mut out = vec![
         ComponentForecast {
             component: Component::Twin,
@@ -151,4 +160,121 @@ pub fn forecast_all(
         quantiles: combined,
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scoring::FLUSIGHT_LEVELS;
+    use crate::twin::location::location_seed;
+
+    fn setup(cfg: &TwinConfig) -> (LocationModel<'_>, DMatrix<f64>, History, i32) {
+        let model = LocationModel::new(cfg, "06", 3.9e7);
+        let mut ens = model.prior(40);
+        let weeks: Vec<i32> = (0..30).map(|k| 7 * k).collect();
+        let values: Vec<Option<f64>> = (0..30)
+            .map(|k| {
+                if k == 12 {
+                    None
+                } else {
+                    Some(50.0 + 10.0 * k as f64)
+                }
+            })
+            .collect();
+        for (w, v) in weeks.iter().zip(&values) {
+            model.step(&mut ens, *w);
+            if let Some(y) = v {
+                model.update(&mut ens, *y, *y, *w).unwrap();
+            }
+        }
+        (model, ens, History { weeks, values }, 7 * 29)
+    }
+
+    #[test]
+    fn every_model_at_every_horizon_ordered_and_reproducible() {
+        let cfg = TwinConfig::default();
+        let (model, ens, history, last) = setup(&cfg);
+        let seed = location_seed(cfg.seed, "06");
+        let run = || {
+            forecast_all(
+                &cfg,
+                &model,
+                &ens,
+                &history,
+                last,
+                &[1, 2, 3, 4],
+                &FLUSIGHT_LEVELS,
+                &[],
+                &Calibration::neutral(),
+                seed,
+            )
+            .unwrap()
+        };
+        let out = run();
+        let names: Vec<&str> = out.iter().map(|c| c.component.name()).collect();
+        assert_eq!(names, ["enkf", "baseline", "trend", "combined"]);
+        for c in &out {
+            assert_eq!(c.quantiles.len(), 4);
+            for q in &c.quantiles {
+                assert_eq!(q.len(), FLUSIGHT_LEVELS.len());
+                assert!(q.windows(2).all(|w| w[0] <= w[1]), "{}", c.component.name());
+                assert!(q.iter().all(|v| v.is_finite() && *v >= 0.0));
+            }
+        }
+        let again = run();
+        for (a, b) in out.iter().zip(&again) {
+            assert_eq!(a.quantiles, b.quantiles);
+        }
+    }
+
+    #[test]
+    fn a_combination_of_one_component_is_that_component() {
+        let mut cfg = TwinConfig::default();
+        cfg.combination.components = vec!["trend".into()];
+        let (model, ens, history, last) = setup(&cfg);
+        let levels = [0.05, 0.25, 0.5, 0.75, 0.95];
+        let out = forecast_all(
+            &cfg,
+            &model,
+            &ens,
+            &history,
+            last,
+            &[1, 2],
+            &levels,
+            &[],
+            &Calibration::neutral(),
+            3,
+        )
+        .unwrap();
+        assert_eq!(out[2].quantiles, out[3].quantiles);
+    }
+
+    #[test]
+    fn bad_horizons_and_levels_are_refused() {
+        let cfg = TwinConfig::default();
+        let (model, ens, history, last) = setup(&cfg);
+        let cal = Calibration::neutral();
+        for (steps, levels) in [
+            (vec![0usize, 1], vec![0.5]),
+            (vec![], vec![0.5]),
+            (vec![1], vec![0.5, 0.25]),
+            (vec![1], vec![0.0, 0.5]),
+            (vec![1], vec![]),
+        ] {
+            let err = forecast_all(
+                &cfg,
+                &model,
+                &ens,
+                &history,
+                last,
+                &steps,
+                &levels,
+                &[],
+                &cal,
+                1,
+            )
+            .unwrap_err();
+            assert!(err.argument().is_some());
+        }
+    }
 }
