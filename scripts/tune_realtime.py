@@ -5,10 +5,10 @@ Every candidate configuration of a small grid runs through the three seasons in 
 (2022-23 from the final counts, training only; 2023-24 and 2024-25 from the vintages as
 published one week before each reference date), with the example `realtime_backtest`. For each
 season S scored out of sample, the candidate with the lowest mean relative WIS of the combined
-forecast on the *other* seasons is chosen; its forecasts of S are then written and scored with
+forecast on the *other* seasons (among those whose 95% intervals covered 90-98% there) is chosen; its forecasts of S are then written and scored with
 the hub's scorer. The shipped defaults are the candidate that is best over all three seasons.
 
-usage: scripts/tune_realtime.py [--data DIR] [--out DIR] [--model combined] [--quick]
+usage: scripts/tune_realtime.py [--data DIR] [--out DIR] [--quick]
 Standard library only. Needs `cargo build --release -p enkf-core --examples` first.
 """
 import argparse
@@ -25,34 +25,41 @@ SEASONS = ["2022-23", "2023-24", "2024-25"]
 SCORED = ["2023-24", "2024-25"]
 
 
-def grid(quick):
-    """The candidates: a few knobs, each with a reason to be there (docs/backtest.md)."""
+def twin_grid(quick):
+    """Knobs of the twin and the trend model: each needs its own run of the backtest."""
     knobs = {
         # The filter may deplete susceptibles to explain a turn, or leave S to the dynamics.
         "update_susceptible": [True, False],
-        # Weekly random walk of transmission (log sd).
-        "beta_noise": [0.05, 0.1],
+        # Each forecast week log(R_eff) is multiplied by this (1 = the model's own dynamics).
+        "growth_damping": [1.0, 0.85, 0.7, 0.55],
         # Trend model: weeks in the slope fit and damping per week ahead.
-        "trend": [(2, 0.5), (3, 0.5), (4, 0.8)],
-        # Which components the combination averages.
-        "components": [("enkf", "trend"), ("enkf", "trend", "baseline")],
-        # Weight = (recent WIS)^-power; 0 = equal weights.
-        "power": [0.0, 2.0],
+        "trend": [(2, 0.5), (4, 0.8)],
     }
     if quick:
-        knobs = {k: v[:1] if k != "update_susceptible" else v for k, v in knobs.items()}
+        knobs = {"update_susceptible": [False], "growth_damping": [1.0, 0.7], "trend": [(2, 0.5)]}
     for values in itertools.product(*knobs.values()):
         k = dict(zip(knobs.keys(), values))
         yield {
             "filter": {"update_susceptible": k["update_susceptible"]},
-            "process_noise": {"beta": k["beta_noise"]},
+            "forecast": {"growth_damping": k["growth_damping"]},
             "trend": {"window": k["trend"][0], "damping": k["trend"][1]},
-            "combination": {"components": list(k["components"]), "power": k["power"]},
         }
 
 
-def run(config, data, out=None):
+def combination_grid(quick):
+    """Combination settings: all scored within each run of the backtest (`--variants`)."""
+    out = []
+    for components in (["enkf"], ["enkf", "trend"], ["enkf", "trend", "baseline"]):
+        for recalibrate in (False, True):
+            for power in (0.0, 2.0) if len(components) > 1 else (0.0,):
+                out.append({"components": components, "recalibrate": recalibrate, "power": power})
+    return out[:3] if quick else out
+
+
+def run(config, data, variants=(), out=None):
     cmd = [EXAMPLE, "--data", data, "--seasons", ",".join(SEASONS), "--config", json.dumps(config)]
+    if variants:
+        cmd += ["--variants", json.dumps(list(variants))]
     if out:
         cmd += ["--out", out]
     env = dict(os.environ, THREADS=os.environ.get("THREADS", "2"))
@@ -70,20 +77,27 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "flusight"))
     ap.add_argument("--out", default="/tmp/pg_enkf-loso")
-    ap.add_argument("--model", default="combined", help="the model whose WIS is minimised")
     ap.add_argument("--quick", action="store_true", help="a 2-candidate grid (smoke test)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     results = []
-    cands = list(grid(a.quick))
-    for i, cfg in enumerate(cands):
-        s = run(cfg, a.data)
-        rel = {se: s[(se, a.model, "all")]["rel"] for se in SEASONS}
-        results.append((cfg, rel))
-        print(f"[{i + 1}/{len(cands)}] " + " ".join(f"{se} {rel[se]:.3f}" for se in SEASONS) + f"  {json.dumps(cfg)}", flush=True)
+    twins = list(twin_grid(a.quick))
+    combos = combination_grid(a.quick)
+    for i, cfg in enumerate(twins):
+        s = run(cfg, a.data, variants=combos)
+        for k, combo in enumerate(combos):
+            full = dict(cfg, combination=combo)
+            rel = {se: s[(se, f"variant{k}", "all")]["rel"] for se in SEASONS}
+            cov = {se: s[(se, f"variant{k}", "all")]["cov95"] for se in SEASONS}
+            results.append((full, rel, cov))
+            print(f"[{i + 1}/{len(twins)}.{k}] " + " ".join(f"{se} {rel[se]:.3f}" for se in SEASONS) + f"  {json.dumps(full)}", flush=True)
 
     def best(train):
-        return min(results, key=lambda r: sum(r[1][t] for t in train) / len(train))
+        # Lowest mean relative WIS on the training seasons, among the candidates whose 95%
+        # intervals covered 90% to 98% there (the acceptance range), if any did.
+        ok = [r for r in results if all(0.90 <= r[2][t] <= 0.98 for t in train)] or results
+        cfg, rel, _ = min(ok, key=lambda r: sum(r[1][t] for t in train) / len(train))
+        return cfg, rel
 
     chosen = {}
     for held in SCORED:
@@ -91,14 +105,18 @@ def main():
         cfg, rel = best(train)
         chosen[held] = {"config": cfg, "train": train, "train_rel": {t: rel[t] for t in train}}
         d = os.path.join(a.out, held)
-        run(cfg, a.data, out=d)
+        s = run(cfg, a.data, out=d)
         chosen[held]["forecasts"] = os.path.join(d, f"forecasts-{held}.csv")
+        # Coverage and WIS relative to the baseline computed here, on the hub's tasks.
+        chosen[held]["held_out"] = {f"{m} h{h}": s[(held, m, h)] for (se, m, h) in s if se == held}
     cfg, rel = best(SEASONS)
     chosen["shipped"] = {"config": cfg, "train": SEASONS, "train_rel": rel}
     with open(os.path.join(a.out, "loso.json"), "w") as f:
-        json.dump({"model": a.model, "candidates": [{"config": c, "rel": r} for c, r in results], "chosen": chosen}, f, indent=1)
+        json.dump({"model": "combined", "candidates": [{"config": c, "rel": r, "cov95": v} for c, r, v in results], "chosen": chosen}, f, indent=1)
     for k, v in chosen.items():
         print(f"{k}: chosen on {','.join(v['train'])} " + json.dumps(v["config"]))
+        for name, x in sorted(v.get("held_out", {}).items()):
+            print(f"  {k} {name:14} rel(own baseline) {x['rel']:.3f} cov50 {x['cov50']:.3f} cov95 {x['cov95']:.3f}")
     files = [chosen[h]["forecasts"] for h in SCORED]
     print("score: python3 /work/shared/tools/score-vs-hub.py " + " ".join(files))
     subprocess.run([sys.executable, os.path.join(a.data, "..", "..", "tools", "score-vs-hub.py"), *files], check=False)

@@ -21,7 +21,7 @@ use nalgebra::DMatrix;
 use enkf_core::dates::{from_civil, iso};
 use enkf_core::scoring::{covered, wis, FLUSIGHT_LEVELS};
 use enkf_core::twin::backfill::{self, Report};
-use enkf_core::twin::combine::{calibrate, Scored};
+use enkf_core::twin::combine::{calibrate, combine, CombinationConfig, Scored};
 use enkf_core::twin::location::location_seed;
 use enkf_core::twin::models::{self, Component, History};
 use enkf_core::twin::{LocationModel, TwinConfig};
@@ -246,6 +246,11 @@ fn main() {
     let members = env("MEMBERS", 300);
     let threads = env("THREADS", 1).max(1);
     let only: Option<String> = std::env::var("LOCATION").ok();
+    // Further combinations of the same components, scored beside (model "variant<k>"): one
+    // run of the twin serves every combination setting the tuning tries.
+    let variants: Vec<CombinationConfig> = arg("--variants")
+        .map(|v| serde_json::from_str(&v).unwrap())
+        .unwrap_or_default();
     let t0 = std::time::Instant::now();
     let data = load(&dir);
     eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f64());
@@ -337,32 +342,64 @@ fn main() {
                 }
             }
             let calibration = calibrate(&levels, &scored, &cfg.combination);
+            let variant_calibrations: Vec<_> = variants
+                .iter()
+                .map(|v| calibrate(&levels, &scored, v))
+                .collect();
             drop(scored);
             for st in states.iter_mut() {
                 let Some(out) = st.finish(&cfg, r, &levels, &calibration) else {
                     continue;
                 };
-                for comp in &out {
-                    for (h, q) in comp.quantiles.iter().enumerate() {
+                // Other combinations of the same components, scored only (tuning).
+                let mut extra: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
+                for (k, (v, cal)) in variants.iter().zip(&variant_calibrations).enumerate() {
+                    let q = (0..horizons)
+                        .map(|h| {
+                            let parts: Vec<(Component, &[f64])> = out
+                                .iter()
+                                .filter(|c| v.components.iter().any(|n| n == c.component.name()))
+                                .map(|c| (c.component, c.quantiles[h].as_slice()))
+                                .collect();
+                            combine(&levels, h, &parts, cal)
+                        })
+                        .collect();
+                    extra.push((format!("variant{k}"), q));
+                }
+                let all = out
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.component.name().to_string(),
+                            &c.quantiles,
+                            Some(c.component),
+                        )
+                    })
+                    .chain(extra.iter().map(|(n, q)| (n.clone(), q, None)));
+                for (name, quantiles, component) in all {
+                    for (h, q) in quantiles.iter().enumerate() {
                         let target = r + 7 * h as i32;
-                        st.past.push(Past {
-                            component: comp.component,
-                            horizon: h,
-                            target,
-                            values: q.clone(),
-                        });
+                        if let Some(component) = component {
+                            st.past.push(Past {
+                                component,
+                                horizon: h,
+                                target,
+                                values: q.clone(),
+                            });
+                        }
                         if !season.from_final && !data.hub_tasks.contains(&(r, st.loc.clone(), h)) {
                             continue;
                         }
-                        let name = comp.component.name();
-                        let rows = lines.entry(season.name.clone()).or_default();
-                        for (l, v) in levels.iter().zip(q) {
-                            rows.push(format!(
-                                "{name},{},wk inc flu hosp,{h},{},{},quantile,{l},{v:.3}",
-                                iso(r),
-                                iso(target),
-                                st.loc
-                            ));
+                        if component.is_some() {
+                            let rows = lines.entry(season.name.clone()).or_default();
+                            for (l, v) in levels.iter().zip(q) {
+                                rows.push(format!(
+                                    "{name},{},wk inc flu hosp,{h},{},{},quantile,{l},{v:.3}",
+                                    iso(r),
+                                    iso(target),
+                                    st.loc
+                                ));
+                            }
                         }
                         let Some(Some(y)) = data.truth.get(&st.loc).and_then(|t| t.get(&target))
                         else {

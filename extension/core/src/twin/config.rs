@@ -199,6 +199,10 @@ pub struct ForecastConfig {
     /// filter needs a fast walk to follow changes in transmission, but compounded over the
     /// forecast weeks the same walk spreads exponential growth far too wide.
     pub process_noise_scale: f64,
+    /// Each forecast week, every member's log(R_eff) is multiplied by this (through beta):
+    /// 1 = the model's own dynamics; below 1, growth and decline slow towards flat, as in a
+    /// damped trend.
+    pub growth_damping: f64,
 }
 
 impl Default for ForecastConfig {
@@ -209,6 +213,8 @@ impl Default for ForecastConfig {
             noise_scale: 1.0,
             target: "wk inc flu hosp".into(),
             process_noise_scale: 1.0,
+            // Chosen by the leave-one-season-out tuning (docs/backtest.md).
+            growth_damping: 0.85,
         }
     }
 }
@@ -297,7 +303,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -435,6 +441,15 @@ impl TwinConfig {
                 "forecast.process_noise_scale",
                 format!("{} must lie in [0, 10]", self.forecast.process_noise_scale),
                 "1 = the filter's random walk; 0 = parameters held while forecasting",
+            ));
+        }
+        if !(self.forecast.growth_damping.is_finite()
+            && (0.0..=1.0).contains(&self.forecast.growth_damping))
+        {
+            return Err(invalid(
+                "forecast.growth_damping",
+                format!("{} must lie in [0, 1]", self.forecast.growth_damping),
+                "1 = no damping; 0 = R_eff held at 1 while forecasting",
             ));
         }
         if let Some(k) = self.checkpoints.keep_weeks {
