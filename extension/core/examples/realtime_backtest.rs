@@ -281,7 +281,14 @@ fn main() {
         .collect();
     let mut tally: Tally = BTreeMap::new();
     let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for season in &seasons {
+    for (k, season) in seasons.iter().enumerate() {
+        // Forecasts made from final counts (2022-23) are not carried into a season forecast
+        // from vintages: they used data published after its reference dates.
+        if k > 0 && seasons[k - 1].from_final && !season.from_final {
+            for st in states.iter_mut() {
+                st.past.clear();
+            }
+        }
         for &r in &season.refs {
             let as_of = r - 7 * lag_weeks();
             // The data known at as_of, and what past releases say about its newest weeks.

@@ -214,7 +214,7 @@ impl Default for ForecastConfig {
             target: "wk inc flu hosp".into(),
             process_noise_scale: 1.0,
             // Chosen by the leave-one-season-out tuning (docs/backtest.md).
-            growth_damping: 0.85,
+            growth_damping: 0.7,
         }
     }
 }
