@@ -25,13 +25,15 @@ SCORED = ["2023-24", "2024-25"]
 OLD = {
     "filter": {"update_susceptible": True},
     "forecast": {"growth_damping": 1.0},
+    "dynamics": {"seasonal_amplitude": 0.15},
     "trend": {"window": 4, "damping": 0.8},
     "combination": {"components": ["enkf", "baseline", "trend"], "power": 2.0, "recalibrate": True},
 }
 STEPS = [
     ("A-old-defaults", OLD, ["enkf", "baseline"]),
     ("B-S-left-to-dynamics", {**OLD, "filter": {"update_susceptible": False}}, ["enkf"]),
-    ("C-growth-damping", {**OLD, "filter": {"update_susceptible": False}, "forecast": {"growth_damping": 0.85}}, ["enkf"]),
+    ("C-growth-damping", {**OLD, "filter": {"update_susceptible": False}, "forecast": {"growth_damping": 0.7}}, ["enkf"]),
+    ("D0-forcing-0.3", {**OLD, "filter": {"update_susceptible": False}, "forecast": {"growth_damping": 0.7}, "dynamics": {"seasonal_amplitude": 0.3}}, ["enkf"]),
     ("D-shipped", {}, ["enkf", "trend", "combined"]),
     ("E-with-recalibration", {"combination": {"recalibrate": True}}, ["combined"]),
     ("F-with-baseline-component", {"combination": {"components": ["enkf", "trend", "baseline"]}}, ["combined"]),
