@@ -22,10 +22,12 @@ fn spec(cfg: &TwinConfig, locations: usize, weeks: usize) -> SyntheticSpec {
     }
 }
 
-/// Constant true parameters: the twin is told they do not drift.
+/// Constant true parameters: the twin is told they do not drift. The seasonal forcing is
+/// pinned at 0.15, the default this test's thresholds were set with: at the default of 0.3
+/// the largest beta error is 22% (the unforced rate and the forcing trade off more).
 fn static_config() -> TwinConfig {
     TwinConfig::from_json(
-        r#"{"process_noise": {"beta": 0.0, "ihr": 0.0}, "filter": {"inflation": 1.0}}"#,
+        r#"{"process_noise": {"beta": 0.0, "ihr": 0.0}, "filter": {"inflation": 1.0}, "dynamics": {"seasonal_amplitude": 0.15}}"#,
     )
     .unwrap()
 }
@@ -97,10 +99,11 @@ fn recovers_transmission_and_admission_fraction() {
 
 /// With the default configuration (drifting parameters), the 95% intervals of the weekly
 /// forecasts cover the synthetic counts at close to the nominal rate, and the 50% intervals at
-/// close to theirs.
+/// close to theirs. The data come from the twin's own model, so the forecasts follow it: no
+/// growth damping (a correction for real epidemics, which the model's would overshoot).
 #[test]
 fn forecast_intervals_are_calibrated() {
-    let cfg = TwinConfig::default();
+    let cfg = TwinConfig::from_json(r#"{"forecast": {"growth_damping": 1.0}}"#).unwrap();
     let data = generate(&spec(&cfg, 16, 156));
     let (mut n, mut c50, mut c95) = (0usize, 0usize, 0usize);
     for loc in &data {

@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::backfill::BackfillConfig;
+use super::combine::CombinationConfig;
+use super::models::Component;
+use super::trend::TrendConfig;
 use crate::error::{EnkfError, Result};
 use crate::filter::{Method, Options};
 use crate::model::seirh::{Bounds, Dynamics};
@@ -21,6 +25,12 @@ pub struct TwinConfig {
     pub process_noise: ProcessNoise,
     pub checkpoints: CheckpointConfig,
     pub revisions: RevisionConfig,
+    /// The local trend model, a component of the combination (twin/trend.rs).
+    pub trend: TrendConfig,
+    /// The combined forecast of the components (twin/combine.rs).
+    pub combination: CombinationConfig,
+    /// Correction of the newest weeks for late reports (twin/backfill.rs).
+    pub backfill: BackfillConfig,
     /// The weekday weeks end on ("saturday" for MMWR epidemiological weeks): daily or
     /// irregular rows are summed into the week that ends on or after their date.
     pub week_ends_on: String,
@@ -41,6 +51,9 @@ impl Default for TwinConfig {
             process_noise: ProcessNoise::default(),
             checkpoints: CheckpointConfig::default(),
             revisions: RevisionConfig::default(),
+            trend: TrendConfig::default(),
+            combination: CombinationConfig::default(),
+            backfill: BackfillConfig::default(),
             week_ends_on: "saturday".into(),
             schedule: None,
         }
@@ -59,6 +72,10 @@ pub struct FilterConfig {
     /// multiplicative and keeps every quantity positive without clipping skewed ensembles;
     /// "linear": on the counts themselves, as in Shaman and Karspeck (2012).
     pub space: String,
+    /// Whether the observation updates the susceptibles. `false` leaves S to the dynamics, so
+    /// that the filter follows a turn in the counts with transmission and prevalence rather
+    /// than by depleting S, which made the forecasts crash after a peak.
+    pub update_susceptible: bool,
 }
 
 impl Default for FilterConfig {
@@ -68,6 +85,8 @@ impl Default for FilterConfig {
             inflation: 1.01,
             rtps: 0.0,
             space: "log".into(),
+            // Chosen by the leave-one-season-out tuning on all three seasons (docs/backtest.md).
+            update_susceptible: false,
         }
     }
 }
@@ -176,6 +195,14 @@ pub struct ForecastConfig {
     pub noise_scale: f64,
     /// The hubverse target name of the forecasts.
     pub target: String,
+    /// The parameters' random walk while forecasting, as a multiple of `process_noise`: the
+    /// filter needs a fast walk to follow changes in transmission, but compounded over the
+    /// forecast weeks the same walk spreads exponential growth far too wide.
+    pub process_noise_scale: f64,
+    /// Each forecast week, every member's log(R_eff) is multiplied by this (through beta):
+    /// 1 = the model's own dynamics; below 1, growth and decline slow towards flat, as in a
+    /// damped trend.
+    pub growth_damping: f64,
 }
 
 impl Default for ForecastConfig {
@@ -185,6 +212,9 @@ impl Default for ForecastConfig {
             draws_per_member: 10,
             noise_scale: 1.0,
             target: "wk inc flu hosp".into(),
+            process_noise_scale: 1.0,
+            // Chosen by the leave-one-season-out tuning (docs/backtest.md).
+            growth_damping: 0.7,
         }
     }
 }
@@ -273,7 +303,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps, space}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target}, checkpoints{keep_weeks}, revisions{lookback_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -404,6 +434,24 @@ impl TwinConfig {
                 "1 = the observation error of the filter",
             ));
         }
+        if !(self.forecast.process_noise_scale.is_finite()
+            && (0.0..=10.0).contains(&self.forecast.process_noise_scale))
+        {
+            return Err(invalid(
+                "forecast.process_noise_scale",
+                format!("{} must lie in [0, 10]", self.forecast.process_noise_scale),
+                "1 = the filter's random walk; 0 = parameters held while forecasting",
+            ));
+        }
+        if !(self.forecast.growth_damping.is_finite()
+            && (0.0..=1.0).contains(&self.forecast.growth_damping))
+        {
+            return Err(invalid(
+                "forecast.growth_damping",
+                format!("{} must lie in [0, 1]", self.forecast.growth_damping),
+                "1 = no damping; 0 = R_eff held at 1 while forecasting",
+            ));
+        }
         if let Some(k) = self.checkpoints.keep_weeks {
             if k == 0 {
                 return Err(invalid(
@@ -434,6 +482,7 @@ impl TwinConfig {
                 "the default is \"wk inc flu hosp\"",
             ));
         }
+        self.validate_components()?;
         if let Some(s) = &self.schedule {
             if s.cron.split_whitespace().count() != 5 {
                 return Err(invalid(
@@ -442,6 +491,94 @@ impl TwinConfig {
                     "minute hour day-of-month month day-of-week, e.g. \"0 6 * * 4\"",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_components(&self) -> Result<()> {
+        let t = &self.trend;
+        if !(2..=52).contains(&t.window) {
+            return Err(invalid(
+                "trend.window",
+                format!("{} must lie in 2..52", t.window),
+                "weeks in the fit of the recent slope; 4 is the default",
+            ));
+        }
+        if !(t.damping.is_finite() && (0.0..=1.0).contains(&t.damping)) {
+            return Err(invalid(
+                "trend.damping",
+                format!("{} must lie in [0, 1]", t.damping),
+                "1 = straight line, 0 = flat",
+            ));
+        }
+        if !(4..=520).contains(&t.error_weeks) {
+            return Err(invalid(
+                "trend.error_weeks",
+                format!("{} must lie in 4..520", t.error_weeks),
+                "past origins whose errors make the spread; 104 is the default",
+            ));
+        }
+        if self.backfill.lags > 8 {
+            return Err(invalid(
+                "backfill.lags",
+                format!("{} must lie in 0..8", self.backfill.lags),
+                "0 = no correction; 1 corrects the newest week",
+            ));
+        }
+        if !(1..=104).contains(&self.backfill.window_weeks) {
+            return Err(invalid(
+                "backfill.window_weeks",
+                format!("{} must lie in 1..104", self.backfill.window_weeks),
+                "releases of the last this many weeks teach the factors; 10 is the default",
+            ));
+        }
+        let c = &self.combination;
+        if c.components.is_empty() {
+            return Err(invalid(
+                "combination.components",
+                "must name at least one component".into(),
+                "e.g. [\"enkf\", \"baseline\", \"trend\"]",
+            ));
+        }
+        for name in &c.components {
+            match Component::from_name(name) {
+                Some(Component::Combined) | None => {
+                    return Err(invalid(
+                        "combination.components",
+                        format!("\"{name}\" is not a component"),
+                        "any of \"enkf\", \"baseline\", \"trend\"",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if !(1..=104).contains(&c.window_weeks) {
+            return Err(invalid(
+                "combination.window_weeks",
+                format!("{} must lie in 1..104", c.window_weeks),
+                "recent target weeks whose scores set the weights; 8 is the default",
+            ));
+        }
+        if !(c.power.is_finite() && (0.0..=20.0).contains(&c.power)) {
+            return Err(invalid(
+                "combination.power",
+                format!("{} must lie in [0, 20]", c.power),
+                "0 = equal weights",
+            ));
+        }
+        if c.scoring != "natural" && c.scoring != "log" {
+            return Err(invalid(
+                "combination.scoring",
+                format!("\"{}\" is unknown", c.scoring),
+                "\"natural\" (counts, as the hub scores) or \"log\"",
+            ));
+        }
+        if c.min_scored == 0 {
+            return Err(invalid(
+                "combination.min_scored",
+                "0 would trust a single score".into(),
+                "at least 1; 20 is the default",
+            ));
         }
         Ok(())
     }
@@ -530,6 +667,18 @@ mod tests {
             r#"{"observation_error": {"floor": 0}}"#,
             r#"{"forecast": {"horizons": 0}}"#,
             r#"{"schedule": {"cron": "every monday"}}"#,
+            r#"{"trend": {"window": 1}}"#,
+            r#"{"trend": {"damping": 1.5}}"#,
+            r#"{"trend": {"windwo": 3}}"#,
+            r#"{"combination": {"components": ["enkf", "magic"]}}"#,
+            r#"{"combination": {"components": ["combined"]}}"#,
+            r#"{"combination": {"components": []}}"#,
+            r#"{"combination": {"power": -1}}"#,
+            r#"{"combination": {"scoring": "cubic"}}"#,
+            r#"{"combination": {"window_weeks": 0}}"#,
+            r#"{"backfill": {"lags": 9}}"#,
+            r#"{"forecast": {"process_noise_scale": -1}}"#,
+            r#"{"filter": {"update_susceptible": "no"}}"#,
             r#"[1, 2]"#,
         ] {
             let err = TwinConfig::from_json(bad).unwrap_err();

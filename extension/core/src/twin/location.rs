@@ -4,7 +4,7 @@
 
 use nalgebra::DMatrix;
 
-use super::config::TwinConfig;
+use super::config::{ProcessNoise, TwinConfig};
 use crate::dates::day_of_year;
 use crate::error::Result;
 use crate::filter::{analyze, Observations};
@@ -87,8 +87,16 @@ impl<'a> LocationModel<'a> {
     /// Forecast step: every member advances through the week ending on `week_end`, and its
     /// parameters take a step of their random walk.
     pub fn step(&self, ens: &mut DMatrix<f64>, week_end: i32) {
+        self.step_scaled(ens, week_end, 1.0);
+    }
+
+    /// As `step`, with the random walk's standard deviations multiplied by `noise_scale`.
+    pub fn step_scaled(&self, ens: &mut DMatrix<f64>, week_end: i32, noise_scale: f64) {
         let forcing = self.dynamics.forcing(day_of_year(week_end - 6), 7);
-        let noise = &self.cfg.process_noise;
+        let noise = ProcessNoise {
+            beta: self.cfg.process_noise.beta * noise_scale,
+            ihr: self.cfg.process_noise.ihr * noise_scale,
+        };
         let mut rng = seeded(week_seed(self.seed, week_end, PURPOSE_PROCESS));
         self.dynamics
             .advance_members(ens.as_mut_slice(), self.population, &forcing);
@@ -130,7 +138,16 @@ impl<'a> LocationModel<'a> {
             variance: &[variance],
             index: &[H],
         };
+        // Susceptibles left to the dynamics: otherwise the filter explains a turn in the counts
+        // (a holiday peak) by depleting S, and the forecasts after it crash (2023-24).
+        let susceptible: Option<Vec<f64>> =
+            (!self.cfg.filter.update_susceptible).then(|| ens.row(S).iter().copied().collect());
         let result = analyze(ens, &obs, &opts, &|| {});
+        if let Some(row) = susceptible {
+            for (j, v) in row.into_iter().enumerate() {
+                ens[(S, j)] = v;
+            }
+        }
         if log_space {
             from_log(ens);
         }
@@ -139,6 +156,23 @@ impl<'a> LocationModel<'a> {
             seirh::constrain(col.as_mut_slice(), self.population, &self.bounds);
         }
         Ok(())
+    }
+
+    /// Pulls each member's effective reproduction number towards 1 before the week ending
+    /// `week_end`: log(R_eff) becomes `damping` * log(R_eff), through beta. Growth and decline
+    /// both slow, as a damped trend's do: a member's growth rate persisting for weeks is what
+    /// made the forecasts overshoot at a peak (2022-23) and crash after one (2023-24).
+    fn damp_growth(&self, ens: &mut DMatrix<f64>, week_end: i32, damping: f64) {
+        let d = &self.dynamics;
+        let forcing = d.seasonal_factor(day_of_year(week_end - 3));
+        for mut col in ens.column_iter_mut() {
+            let x = col.as_mut_slice();
+            let reff = x[BETA] * forcing * d.infectious_days * x[S] / self.population;
+            if reff > 0.0 && reff.is_finite() {
+                x[BETA] *= reff.powf(damping - 1.0);
+                seirh::constrain(x, self.population, &self.bounds);
+            }
+        }
     }
 
     /// Quantiles of the weekly admissions for each of `horizons` weeks after `last_week_end`
@@ -156,8 +190,13 @@ impl<'a> LocationModel<'a> {
         let mut x = ens.clone();
         let mut out = Vec::with_capacity(horizons);
         let mut samples = Vec::with_capacity(x.ncols() * draws);
+        let damping = self.cfg.forecast.growth_damping;
         for h in 0..horizons {
-            self.step(&mut x, last_week_end + 7 * (h as i32 + 1));
+            let week_end = last_week_end + 7 * (h as i32 + 1);
+            if damping < 1.0 {
+                self.damp_growth(&mut x, week_end, damping);
+            }
+            self.step_scaled(&mut x, week_end, self.cfg.forecast.process_noise_scale);
             samples.clear();
             for col in x.column_iter() {
                 let mean = col[H];
@@ -217,5 +256,41 @@ mod tests {
         }
         let other = LocationModel::new(&cfg, "48", 3.9e7).prior(50);
         assert_ne!(a, other, "locations get different draws");
+    }
+
+    #[test]
+    fn growth_damping_pulls_reff_towards_one() {
+        let cfg = TwinConfig::default();
+        let m = LocationModel::new(&cfg, "06", 3.9e7);
+        let ens = m.prior(20);
+        let week = 7 * 1000;
+        let reff = |e: &DMatrix<f64>| -> Vec<f64> {
+            let f = m.dynamics.seasonal_factor(day_of_year(week - 3));
+            e.column_iter()
+                .map(|c| c[BETA] * f * m.dynamics.infectious_days * c[S] / m.population)
+                .collect()
+        };
+        let before = reff(&ens);
+        let mut held = ens.clone();
+        m.damp_growth(&mut held, week, 0.0);
+        let mut half = ens.clone();
+        m.damp_growth(&mut half, week, 0.5);
+        for ((b, h), z) in before.iter().zip(reff(&half)).zip(reff(&held)) {
+            // Within the beta bounds, log(R_eff) is exactly scaled.
+            let clamped = |e: &DMatrix<f64>| {
+                e.row(BETA)
+                    .iter()
+                    .any(|v| *v <= cfg.bounds.beta.0 || *v >= cfg.bounds.beta.1)
+            };
+            if !clamped(&held) {
+                assert!((z - 1.0).abs() < 1e-9, "{z}");
+            }
+            if !clamped(&half) {
+                assert!((h.ln() - 0.5 * b.ln()).abs() < 1e-9);
+            }
+        }
+        let mut same = ens.clone();
+        m.damp_growth(&mut same, week, 1.0);
+        assert_eq!(same, ens);
     }
 }

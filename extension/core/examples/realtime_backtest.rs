@@ -1,0 +1,620 @@
+//! Real-time backtest: every reference date R of a season is forecast from the data as they were
+//! published one week before R (the vintage with as_of = R - 7, or the latest earlier one when
+//! the hub archived none that week), exactly as the product would: the twin assimilates each
+//! vintage incrementally, re-assimilating from the earliest revised week, and forecasts
+//! horizons 0..3 (horizon h targets the week ending R + 7h). Final counts are used only to score
+//! (and, for 2022-23, which has no archived vintages, as the data: training only).
+//!
+//!     cargo run --release -p enkf-core --example realtime_backtest -- \
+//!         --data /work/shared/data/flusight --seasons 2023-24,2024-25 --out /tmp/rt [--config JSON]
+//!
+//! Writes `forecasts-<season>.csv` (hubverse rows, one model_id per component and the
+//! combination) and prints, per season, model and horizon, the WIS relative to the FluSight-style
+//! baseline computed here on the same data, and 50% / 95% coverage (`SUMMARY` lines, read by
+//! scripts/tune_realtime.py). Environment: MEMBERS (default 300), THREADS (default 1).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use nalgebra::DMatrix;
+
+use enkf_core::dates::{from_civil, iso};
+use enkf_core::scoring::{covered, wis, FLUSIGHT_LEVELS};
+use enkf_core::twin::backfill::{self, Report};
+use enkf_core::twin::combine::{calibrate, combine, CombinationConfig, Scored};
+use enkf_core::twin::location::location_seed;
+use enkf_core::twin::models::{self, Component, History};
+use enkf_core::twin::{LocationModel, TwinConfig};
+
+fn parse_date(s: &str) -> i32 {
+    let p: Vec<u32> = s.split('-').map(|x| x.parse().unwrap()).collect();
+    from_civil(p[0] as i64, p[1], p[2])
+}
+
+fn read_text(path: &str) -> String {
+    if path.ends_with(".gz") {
+        let out = std::process::Command::new("gzip")
+            .args(["-dc", path])
+            .output()
+            .expect("gzip");
+        String::from_utf8(out.stdout).unwrap()
+    } else {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+}
+
+/// A location's weekly series: week end -> count (None = not reported).
+type Series = BTreeMap<i32, Option<f64>>;
+/// The same as (week end, count) rows, oldest first.
+type Rows = Vec<(i32, Option<f64>)>;
+
+struct Data {
+    populations: BTreeMap<String, f64>,
+    /// Final counts, per location.
+    truth: BTreeMap<String, Series>,
+    /// Archived releases: as_of -> location -> series.
+    vintages: BTreeMap<i32, BTreeMap<String, Series>>,
+    /// The hub's reference dates, and its tasks (reference date, location, horizon).
+    hub_refs: Vec<i32>,
+    hub_tasks: std::collections::HashSet<(i32, String, usize)>,
+}
+
+fn load(dir: &str) -> Data {
+    let mut populations = BTreeMap::new();
+    for line in read_text(&format!("{dir}/locations.csv")).lines().skip(1) {
+        let f: Vec<String> = line
+            .split(',')
+            .map(|x| x.trim_matches('"').to_string())
+            .collect();
+        populations.insert(f[1].clone(), f[3].parse::<f64>().unwrap());
+    }
+    let mut truth: BTreeMap<String, Series> = BTreeMap::new();
+    for line in read_text(&format!("{dir}/target-hospital-admissions.csv"))
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        let v = f[f.len() - 2].parse::<f64>().ok();
+        truth
+            .entry(f[1].to_string())
+            .or_default()
+            .insert(parse_date(f[0]), v);
+    }
+    let mut vintages: BTreeMap<i32, BTreeMap<String, Series>> = BTreeMap::new();
+    for line in read_text(&format!("{dir}/vintages-hospital-admissions.csv.gz"))
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        vintages
+            .entry(parse_date(f[0]))
+            .or_default()
+            .entry(f[2].to_string())
+            .or_default()
+            .insert(parse_date(f[1]), f[3].parse::<f64>().ok());
+    }
+    let mut refs = std::collections::BTreeSet::new();
+    let mut tasks = std::collections::HashSet::new();
+    let text = read_text(&format!("{dir}/reference-forecasts.csv.gz"));
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let r = parse_date(f[1]);
+        refs.insert(r);
+        tasks.insert((r, f[4].to_string(), f[2].parse::<usize>().unwrap()));
+    }
+    Data {
+        populations,
+        truth,
+        vintages,
+        hub_refs: refs.into_iter().collect(),
+        hub_tasks: tasks,
+    }
+}
+
+struct Season {
+    name: String,
+    refs: Vec<i32>,
+    /// Data from the final counts (2022-23 has no archived vintage): training only.
+    from_final: bool,
+}
+
+fn seasons(data: &Data, names: &[String]) -> Vec<Season> {
+    names
+        .iter()
+        .map(|name| {
+            let start: i64 = name[..4].parse().unwrap();
+            let (from, to) = (from_civil(start, 8, 1), from_civil(start + 1, 7, 31));
+            if name == "2022-23" {
+                // FluSight 2022-23 ran from mid-October to mid-May; Saturdays.
+                let first = parse_date("2022-10-15");
+                Season {
+                    name: name.clone(),
+                    refs: (0..31).map(|k| first + 7 * k).collect(),
+                    from_final: true,
+                }
+            } else {
+                Season {
+                    name: name.clone(),
+                    refs: data
+                        .hub_refs
+                        .iter()
+                        .copied()
+                        .filter(|r| *r >= from && *r <= to)
+                        .collect(),
+                    // FINAL=1: final counts instead of vintages (a diagnostic of what backfill costs).
+                    from_final: std::env::var("FINAL").is_ok(),
+                }
+            }
+        })
+        .collect()
+}
+
+/// The data as known at `as_of` for one location: the latest release published by then
+/// (or the final counts truncated there, for a season without vintages).
+fn known(data: &Data, loc: &str, as_of: i32, from_final: bool) -> Option<(i32, Rows)> {
+    let series = if from_final {
+        data.truth.get(loc)?
+    } else {
+        let (_, release) = data.vintages.range(..=as_of).next_back()?;
+        release.get(loc)?
+    };
+    let rows: Vec<(i32, Option<f64>)> = series.range(..=as_of).map(|(w, v)| (*w, *v)).collect();
+    let last = rows.iter().rev().find(|r| r.1.is_some())?.0;
+    Some((last, rows))
+}
+
+/// Per task: (season, model, horizon) -> [model WIS, baseline WIS, n, hits50, hits95].
+type Tally = BTreeMap<(String, String, usize), [f64; 5]>;
+
+struct Twin<'a> {
+    model: LocationModel<'a>,
+    members: usize,
+    /// Weeks assimilated (contiguous), their counts, and the analysis after each.
+    weeks: Vec<(i32, Option<f64>)>,
+    analyses: Vec<DMatrix<f64>>,
+}
+
+impl<'a> Twin<'a> {
+    /// Brings the analyses up to `rows` (contiguous weeks filled with None), re-assimilating
+    /// from the earliest week that differs from what was assimilated (revisions).
+    fn assimilate(&mut self, rows: &[(i32, Option<f64>)]) {
+        let first = rows[0].0;
+        let last = rows[rows.len() - 1].0;
+        let by_week: BTreeMap<i32, Option<f64>> = rows.iter().copied().collect();
+        let series: Vec<(i32, Option<f64>)> = (0..=(last - first) / 7)
+            .map(|k| {
+                let w = first + 7 * k;
+                (w, by_week.get(&w).copied().flatten())
+            })
+            .collect();
+        let same_start = self.weeks.first().map(|w| w.0) == Some(first);
+        let mut keep = 0;
+        if same_start {
+            while keep < self.weeks.len() && keep < series.len() && self.weeks[keep] == series[keep]
+            {
+                keep += 1;
+            }
+        }
+        self.weeks.truncate(keep);
+        self.analyses.truncate(keep);
+        let mut ens = match self.analyses.last() {
+            Some(a) => a.clone(),
+            None => self.model.prior(self.members),
+        };
+        for &(week, value) in &series[keep..] {
+            self.model.step(&mut ens, week);
+            if let Some(y) = value {
+                let window = self.model.cfg.observation_error.window;
+                let recent: Vec<f64> = self
+                    .weeks
+                    .iter()
+                    .rev()
+                    .filter_map(|w| w.1)
+                    .take(window - 1)
+                    .chain(std::iter::once(y))
+                    .collect();
+                let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+                self.model.update(&mut ens, y, mean, week).unwrap();
+            }
+            self.weeks.push((week, value));
+            self.analyses.push(ens.clone());
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let dir = arg("--data").unwrap_or_else(|| "/work/shared/data/flusight".into());
+    let out_dir = arg("--out");
+    let cfg = TwinConfig::from_json(&arg("--config").unwrap_or_else(|| "{}".into())).unwrap();
+    let season_names: Vec<String> = arg("--seasons")
+        .unwrap_or_else(|| "2022-23,2023-24,2024-25".into())
+        .split(',')
+        .map(String::from)
+        .collect();
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let members = env("MEMBERS", 300);
+    let threads = env("THREADS", 1).max(1);
+    let only: Option<String> = std::env::var("LOCATION").ok();
+    // Further combinations of the same components, scored beside (model "variant<k>"): one
+    // run of the twin serves every combination setting the tuning tries.
+    let variants: Vec<CombinationConfig> = arg("--variants")
+        .map(|v| serde_json::from_str(&v).unwrap())
+        .unwrap_or_default();
+    let t0 = std::time::Instant::now();
+    let data = load(&dir);
+    eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f64());
+    let seasons = seasons(&data, &season_names);
+    let levels = FLUSIGHT_LEVELS.to_vec();
+    let horizons = 4usize;
+
+    let mut states: Vec<State> = data
+        .populations
+        .iter()
+        .filter(|(l, _)| only.as_ref().is_none_or(|o| o == *l))
+        .map(|(loc, pop)| State {
+            loc: loc.clone(),
+            twin: Twin {
+                model: LocationModel::new(&cfg, loc, *pop),
+                members,
+                weeks: Vec::new(),
+                analyses: Vec::new(),
+            },
+            known: BTreeMap::new(),
+            rows: Vec::new(),
+            last: 0,
+            reports: Vec::new(),
+            factors: Vec::new(),
+            past: Vec::new(),
+            current: Vec::new(),
+        })
+        .collect();
+    let mut tally: Tally = BTreeMap::new();
+    let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, season) in seasons.iter().enumerate() {
+        // Forecasts made from final counts (2022-23) are not carried into a season forecast
+        // from vintages: they used data published after its reference dates.
+        if k > 0 && seasons[k - 1].from_final && !season.from_final {
+            for st in states.iter_mut() {
+                st.past.clear();
+            }
+        }
+        for &r in &season.refs {
+            let as_of = r - 7 * lag_weeks();
+            // The data known at as_of, and what past releases say about its newest weeks.
+            for st in states.iter_mut() {
+                st.load(
+                    &data,
+                    season,
+                    as_of,
+                    cfg.backfill.lags,
+                    cfg.backfill.window_weeks,
+                );
+            }
+            let pooled: Vec<Report> = states
+                .iter()
+                .flat_map(|s| s.reports.iter().copied())
+                .collect();
+            for st in states.iter_mut() {
+                st.factors = backfill::factors(&st.reports, &pooled, cfg.backfill.lags);
+            }
+            if std::env::var("VERBOSE").is_ok() {
+                if let Some(st) = states.first() {
+                    eprintln!(
+                        "{} backfill pooled {:?}",
+                        iso(r),
+                        backfill::factors(&[], &pooled, cfg.backfill.lags)
+                    );
+                    let _ = st;
+                }
+            }
+            // Every location's twin, from the data known at as_of (two threads at most).
+            let chunk = states.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                for part in states.chunks_mut(chunk.max(1)) {
+                    let levels = &levels;
+                    scope.spawn(move || {
+                        for st in part {
+                            st.components(r, levels, horizons);
+                        }
+                    });
+                }
+            });
+            // What the past says, pooled over locations: forecasts whose targets are observed
+            // in the data known now, scored against those counts.
+            let mut scored: Vec<Scored> = Vec::new();
+            for st in &states {
+                for p in &st.past {
+                    if let Some(Some(y)) = st.known.get(&p.target) {
+                        if p.target >= as_of - 7 * 60 {
+                            scored.push(Scored {
+                                component: p.component,
+                                horizon: p.horizon,
+                                target_end_date: p.target,
+                                values: &p.values,
+                                observed: *y,
+                            });
+                        }
+                    }
+                }
+            }
+            let calibration = calibrate(&levels, &scored, &cfg.combination);
+            let variant_calibrations: Vec<_> = variants
+                .iter()
+                .map(|v| calibrate(&levels, &scored, v))
+                .collect();
+            drop(scored);
+            for st in states.iter_mut() {
+                let Some(out) = st.finish(&cfg, r, &levels, &calibration) else {
+                    continue;
+                };
+                // Other combinations of the same components, scored only (tuning).
+                let mut extra: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
+                for (k, (v, cal)) in variants.iter().zip(&variant_calibrations).enumerate() {
+                    let q = (0..horizons)
+                        .map(|h| {
+                            let parts: Vec<(Component, &[f64])> = out
+                                .iter()
+                                .filter(|c| v.components.iter().any(|n| n == c.component.name()))
+                                .map(|c| (c.component, c.quantiles[h].as_slice()))
+                                .collect();
+                            combine(&levels, h, &parts, cal)
+                        })
+                        .collect();
+                    extra.push((format!("variant{k}"), q));
+                }
+                let all = out
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.component.name().to_string(),
+                            &c.quantiles,
+                            Some(c.component),
+                        )
+                    })
+                    .chain(extra.iter().map(|(n, q)| (n.clone(), q, None)));
+                for (name, quantiles, component) in all {
+                    for (h, q) in quantiles.iter().enumerate() {
+                        let target = r + 7 * h as i32;
+                        if let Some(component) = component {
+                            st.past.push(Past {
+                                component,
+                                horizon: h,
+                                target,
+                                values: q.clone(),
+                            });
+                        }
+                        if !season.from_final && !data.hub_tasks.contains(&(r, st.loc.clone(), h)) {
+                            continue;
+                        }
+                        if component.is_some() {
+                            let rows = lines.entry(season.name.clone()).or_default();
+                            for (l, v) in levels.iter().zip(q) {
+                                rows.push(format!(
+                                    "{name},{},wk inc flu hosp,{h},{},{},quantile,{l},{v:.3}",
+                                    iso(r),
+                                    iso(target),
+                                    st.loc
+                                ));
+                            }
+                        }
+                        let Some(Some(y)) = data.truth.get(&st.loc).and_then(|t| t.get(&target))
+                        else {
+                            continue;
+                        };
+                        let base = &out
+                            .iter()
+                            .find(|c| c.component == Component::Baseline)
+                            .unwrap()
+                            .quantiles[h];
+                        let bw = wis(&levels, base, *y);
+                        let w = wis(&levels, q, *y);
+                        let c50 = covered(&levels, q, *y, 0.5).unwrap_or(false) as u8 as f64;
+                        let c95 = covered(&levels, q, *y, 0.95).unwrap_or(false) as u8 as f64;
+                        for hk in [h, usize::MAX] {
+                            let e = tally
+                                .entry((season.name.clone(), name.to_string(), hk))
+                                .or_insert([0.0; 5]);
+                            e[0] += w;
+                            e[1] += bw;
+                            e[2] += 1.0;
+                            e[3] += c50;
+                            e[4] += c95;
+                        }
+                    }
+                }
+            }
+            if std::env::var("VERBOSE").is_ok() {
+                eprintln!("{} {:?}", iso(r), calibration.entries);
+            }
+        }
+    }
+    eprintln!("ran in {:.1} s", t0.elapsed().as_secs_f64());
+    if let Some(out) = out_dir {
+        std::fs::create_dir_all(&out).unwrap();
+        for (s, rows) in lines {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(format!("{out}/forecasts-{s}.csv")).unwrap(),
+            );
+            writeln!(f, "model_id,reference_date,target,horizon,target_end_date,location,output_type,output_type_id,value").unwrap();
+            for l in rows {
+                writeln!(f, "{l}").unwrap();
+            }
+        }
+    }
+    for ((season, model, h), [w, b, n, c50, c95]) in &tally {
+        println!(
+            "SUMMARY {season} {model} {} rel {:.4} wis {:.2} n {} cov50 {:.3} cov95 {:.3}",
+            if *h == usize::MAX {
+                "all".to_string()
+            } else {
+                h.to_string()
+            },
+            w / b,
+            w / n,
+            n,
+            c50 / n,
+            c95 / n
+        );
+    }
+}
+
+/// Weeks between the data's as_of and the reference date: 1 in real time (LAG env var: a
+/// diagnostic of stale data).
+fn lag_weeks() -> i32 {
+    std::env::var("LAG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// A forecast made earlier, kept for the combination's weights (as the product stores them).
+struct Past {
+    component: Component,
+    horizon: usize,
+    target: i32,
+    values: Vec<f64>,
+}
+
+/// One location's twin, its past forecasts and the components of the current reference date.
+struct State<'a> {
+    loc: String,
+    twin: Twin<'a>,
+    /// The counts known at the current as_of, as rows, and the last week with a count.
+    known: BTreeMap<i32, Option<f64>>,
+    rows: Vec<(i32, Option<f64>)>,
+    last: i32,
+    /// Past releases' first counts of their newest weeks beside the counts known now, and
+    /// the backfill factors learned from them (this location's with every location's).
+    reports: Vec<Report>,
+    factors: Vec<f64>,
+    past: Vec<Past>,
+    /// This reference date's inputs and components (empty: no data).
+    current: Vec<(History, i32, Vec<usize>)>,
+}
+
+impl<'a> State<'a> {
+    /// Reads the data known at `as_of`, and the reports of releases published before it.
+    fn load(&mut self, data: &Data, season: &Season, as_of: i32, lags: usize, window: usize) {
+        self.known.clear();
+        self.rows.clear();
+        self.reports.clear();
+        self.factors.clear();
+        let Some((last, rows)) = known(data, &self.loc, as_of, season.from_final) else {
+            return;
+        };
+        self.known = rows.iter().copied().collect();
+        self.rows = rows;
+        self.last = last;
+        if season.from_final {
+            return;
+        }
+        let from = as_of - 7 * window as i32;
+        for (&release, locs) in data.vintages.range(from..as_of) {
+            let Some(series) = locs.get(&self.loc) else {
+                continue;
+            };
+            for lag in 0..lags {
+                let week = release - 7 * lag as i32;
+                if let (Some(Some(rep)), Some(Some(cur))) =
+                    (series.get(&week), self.known.get(&week))
+                {
+                    self.reports.push(Report {
+                        lag,
+                        reported: *rep,
+                        current: *cur,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Assimilates the known data (newest weeks corrected for backfill) and prepares the
+    /// inputs of this reference date's forecasts.
+    fn components(&mut self, r: i32, _levels: &[f64], horizons: usize) {
+        self.current.clear();
+        if self.rows.is_empty() {
+            return;
+        }
+        let history = History {
+            weeks: self.rows.iter().map(|r| r.0).collect(),
+            values: self.rows.iter().map(|r| r.1).collect(),
+        };
+        // The newest weeks are those up to the last week with a count.
+        let upto = self
+            .rows
+            .iter()
+            .position(|w| w.0 == self.last)
+            .map_or(self.rows.len(), |i| i + 1);
+        let mut fixed = backfill::corrected(&history.values[..upto], &self.factors);
+        fixed.extend_from_slice(&history.values[upto..]);
+        let assimilated: Vec<(i32, Option<f64>)> =
+            history.weeks.iter().copied().zip(fixed).collect();
+        self.twin.assimilate(&assimilated);
+        let last = self.last;
+        // Steps from the last week with data to each target R + 7h.
+        let steps: Vec<usize> = (0..horizons)
+            .map(|h| ((r + 7 * h as i32 - last) / 7) as usize)
+            .collect();
+        self.current.push((history, last, steps));
+    }
+
+    fn finish(
+        &mut self,
+        cfg: &TwinConfig,
+        _r: i32,
+        levels: &[f64],
+        calibration: &enkf_core::twin::combine::Calibration,
+    ) -> Option<Vec<models::ComponentForecast>> {
+        let (history, last, steps) = self.current.pop()?;
+        let idx = self.twin.weeks.iter().position(|w| w.0 == last)?;
+        let ens = &self.twin.analyses[idx];
+        if std::env::var("DIAG").ok().as_deref() == Some(self.loc.as_str()) {
+            let m = ens.column_mean();
+            let pop = self.twin.model.population;
+            let sd = |r: usize| ens.row(r).variance().sqrt();
+            let d = cfg.dynamics.infectious_days;
+            let reff: Vec<f64> = ens.column_iter().map(|c| c[5] * d * c[0] / pop).collect();
+            let rm = reff.iter().sum::<f64>() / reff.len() as f64;
+            eprintln!(
+                "DIAG {} last {} y {:?} H {:.0} S {:.3} I {:.2e} beta {:.3}±{:.3} ihr {:.5}±{:.5} Reff {:.3}",
+                iso(_r),
+                iso(last),
+                history.values.last(),
+                m[4],
+                m[0] / pop,
+                m[2] / pop,
+                m[5],
+                sd(5),
+                m[6],
+                sd(6),
+                rm
+            );
+        }
+        Some(
+            models::forecast_all(
+                cfg,
+                &self.twin.model,
+                ens,
+                &history,
+                last,
+                &steps,
+                levels,
+                &self.factors,
+                calibration,
+                location_seed(cfg.seed, &self.loc),
+            )
+            .unwrap(),
+        )
+    }
+}
