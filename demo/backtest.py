@@ -1,22 +1,27 @@
-"""The demo: a real-time backtest of the epidemic twin on the bundled FluSight data, run inside an
-embedded PostgreSQL 15 with pg_enkf.
+"""The demo: the real-time backtest of the epidemic twin on the bundled FluSight data, run inside
+an embedded PostgreSQL 15 with pg_enkf, scored the way the CDC FluSight hub scores its models.
 
-For every Saturday of the 2023-24 and 2024-25 seasons the twin assimilates the weekly counts
-through that Saturday only, then forecasts 0..3 weeks after the next Saturday (the FluSight
-reference date). Forecasts are scored against the counts with the FluSight-style baseline beside
-them; a table of WIS relative to the baseline is printed and a fan chart written.
+For every reference date R of the hub's 2023-24 and 2024-25 seasons, enkf.backtest assimilates
+only the data as published one week before R (the hub's archived releases, with their
+revisions), forecasts horizons 0..3 with every model of the product (the twin, the trend model,
+their combination, the built-in baseline), and keeps the forecasts. Each season is forecast
+with the configuration chosen without looking at it (leave one season out, docs/backtest.md).
+The forecasts are then scored by WIS against the final counts on exactly the hub's tasks,
+beside the hub's own FluSight-baseline and FluSight-ensemble, and a fan chart of the real-time
+forecasts is written.
 
-    scripts/demo.sh                  (installs what it needs, then runs this)
-    scripts/demo.sh --timescaledb    (the counts in a TimescaleDB hypertable, when installed)
+    scripts/demo.sh [--timescaledb]     (installs what it needs, then runs this)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
+import json
+import shutil
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import psycopg
@@ -26,54 +31,27 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fanchart import write_fan_chart  # noqa: E402
+from flusight import SEASONS, hub_scores, load  # noqa: E402
 from pgcluster import TIMESCALEDB_INSTALLER, Cluster, preload, timescaledb_version  # noqa: E402
 
-DATA = ROOT / "data" / "flusight"
-SEASONS = [  # name, first and last reference date of the scored forecasts
-    ("2023-24", dt.date(2023, 10, 7), dt.date(2024, 5, 25)),
-    ("2024-25", dt.date(2024, 10, 5), dt.date(2025, 5, 31)),
-]
 CHART_LOCATIONS = ["US", "06", "48", "36", "12"]  # US, California, Texas, New York, Florida
+# The configuration each season is forecast with: chosen by the leave-one-season-out tuning
+# (scripts/tune_realtime.py) on the other seasons only; docs/backtest.md has the grid and the
+# choice. Every key not named here takes its default.
+CONFIGS = json.loads((Path(__file__).resolve().parent / "loso-configs.json").read_text())
+MODELS = [("combined", "twin + trend (pg_enkf's combination)"), ("enkf", "twin alone"),
+          ("trend", "trend model alone"), ("baseline", "pg_enkf's baseline")]
 
 
-def load(conn: psycopg.Connection, timescaledb: bool) -> None:
-    """The bundled CSV files into flu.locations and flu.admissions (a hypertable on date with
-    TimescaleDB). The counts go through a staging table and INSERT ... SELECT, never COPY into
-    the table itself: COPY into a hypertable kills the backend when pgaudit is loaded
-    (docs/operations.md, "TimescaleDB"), and this is the load a DBA should copy."""
-    conn.execute("CREATE SCHEMA flu")
-    conn.execute(
-        """CREATE TABLE flu.locations (abbreviation text, location text PRIMARY KEY, location_name text,
-                                       population numeric NOT NULL)"""
-    )
-    conn.execute(
-        """CREATE TABLE flu.admissions (date date NOT NULL, location text NOT NULL REFERENCES flu.locations,
-                                        location_name text, value numeric, weekly_rate float8,
-                                        PRIMARY KEY (date, location))"""
-    )
-    if timescaledb:
-        conn.execute("SELECT create_hypertable('flu.admissions', 'date', chunk_time_interval => interval '52 weeks')")
-    conn.execute("CREATE TEMP TABLE admissions_staging (LIKE flu.admissions)")
-    with conn.cursor() as cur:
-        with cur.copy("COPY flu.locations FROM STDIN") as copy:
-            with open(DATA / "locations.csv", newline="") as f:
-                for row in csv.DictReader(f):
-                    copy.write_row([row["abbreviation"], row["location"], row["location_name"], row["population"]])
-        with cur.copy("COPY admissions_staging FROM STDIN") as copy:
-            with open(DATA / "target-hospital-admissions.csv", newline="") as f:
-                for row in csv.DictReader(f):
-                    na = lambda v: None if v in ("NA", "") else v  # noqa: E731
-                    copy.write_row([row["date"], row["location"], row["location_name"], na(row["value"]), na(row["weekly_rate"])])
-    conn.execute("INSERT INTO flu.admissions SELECT * FROM admissions_staging")
-    conn.execute("DROP TABLE admissions_staging")
-    conn.execute("COMMENT ON TABLE flu.admissions IS 'Weekly laboratory-confirmed influenza admissions (NHSN via the CDC FluSight hub), public aggregate data'")
-
-
-def saturdays(first: dt.date, last: dt.date):
-    d = first
-    while d <= last:
-        yield d
-        d += dt.timedelta(days=7)
+def stored(conn, twin: str) -> dict[str, dict]:
+    """A twin's stored quantiles, as {model: {(reference_date, location, horizon): {level: value}}}
+    (from the analysts' view: raw values, no small-cell suppression)."""
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
+    for model, ref, loc, h, level, value in conn.execute(
+            "SELECT model, reference_date, location, horizon, quantile, value FROM enkf.forecast_quantiles WHERE twin = %s",
+            (twin,)):
+        out[model][(ref, loc, h)][round(level, 3)] = value
+    return out
 
 
 def main() -> int:
@@ -81,7 +59,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "demo-output"), help="directory for the cluster, the chart and the tables")
     ap.add_argument("--members", type=int, default=300)
     ap.add_argument("--port", type=int, default=0, help="port of the demo cluster (default: a free one)")
-    ap.add_argument("--timescaledb", action="store_true", help="keep the counts in a TimescaleDB hypertable (TimescaleDB must be installed)")
+    ap.add_argument("--timescaledb", action="store_true",
+                    help="keep the counts in TimescaleDB hypertables (TimescaleDB must be installed)")
     args = ap.parse_args()
     if args.timescaledb and not timescaledb_version():
         print(f"--timescaledb: TimescaleDB is not installed in this PostgreSQL; install it (as root: {TIMESCALEDB_INSTALLER},"
@@ -91,10 +70,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     datadir = out / "pgdata"
     if datadir.exists():
-        import shutil
-
-        old = Cluster(datadir=datadir, keep=True)
-        old.stop()
+        Cluster(datadir=datadir, keep=True).stop()
         shutil.rmtree(out / "pgdata", ignore_errors=True)
         shutil.rmtree(out / "sock", ignore_errors=True)
     cluster = Cluster(datadir=datadir, port=args.port or None, keep=True,
@@ -103,68 +79,89 @@ def main() -> int:
     print(f"PostgreSQL 15 started: data directory {datadir}, port {cluster.port}")
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE flu_demo")
-    dsn = cluster.dsn("flu_demo")
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(cluster.dsn("flu_demo"), autocommit=True) as conn:
         if args.timescaledb:
             conn.execute("CREATE EXTENSION timescaledb")
         conn.execute("CREATE EXTENSION pg_enkf")
-        load(conn, args.timescaledb)
-        n = conn.execute("SELECT count(*), count(DISTINCT location) FROM flu.admissions").fetchone()
-        print(f"loaded {n[0]} weekly counts for {n[1]} locations from {DATA.relative_to(ROOT)}"
-              + (" into the hypertable flu.admissions (TimescaleDB)" if args.timescaledb else ""))
-        conn.execute(
-            "SELECT enkf.create_twin('flusight', 'flu.admissions', 'flu.locations', time_column => 'date', members => %s)",
-            (args.members,),
-        )
-        weeks = list(saturdays(SEASONS[0][1] - dt.timedelta(days=7), SEASONS[-1][2] - dt.timedelta(days=7)))
-        t_start = time.monotonic()
-        for i, through in enumerate(weeks, 1):
-            t0 = time.monotonic()
-            run = conn.execute("SELECT * FROM enkf.assimilate('flusight', %s::date)", (through,)).fetchone()
-            t1 = time.monotonic()
-            conn.execute("SELECT count(*) FROM enkf.forecast('flusight')").fetchone()
-            t2 = time.monotonic()
-            bar = "#" * (30 * i // len(weeks))
-            print(
-                f"\r[{bar:<30}] {i:3}/{len(weeks)} data through {through}: assimilated {run[2]:5} counts "
-                f"in {t1 - t0:5.2f} s, forecast in {t2 - t1:4.2f} s",
-                end="",
-                flush=True,
-            )
-        print(f"\nbacktest done in {time.monotonic() - t_start:.1f} s")
+        load(conn, hypertables=args.timescaledb)
+        n = conn.execute("SELECT count(*), count(DISTINCT as_of) FROM flu.admissions_versions").fetchone()
+        print(f"loaded {n[0]} versions of weekly counts from {n[1]} releases ({'hypertable' if args.timescaledb else 'table'} flu.admissions_versions)")
 
+        models: dict[str, dict] = {}
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        for season, (first, last) in SEASONS.items():
+            twin = "realtime_" + season.replace("-", "_")
+            print(f"\n{season}: enkf.backtest('{twin}', ...) from {first} to {last}, data as published a week "
+                  f"before each reference date, configuration {json.dumps(CONFIGS[season])}")
+            t0 = time.monotonic()
+            cur = conn.cursor()
+            seen = 0
+            # The NOTICEs arrive as the function runs; shown as they come.
+            for _ in cur.execute(
+                    """SELECT * FROM enkf.backtest(%s, 'flu.admissions_versions', 'flu.locations', %s, %s,
+                                                    time_column => 'date', members => %s, config => %s::jsonb)""",
+                    (twin, first, last, args.members, json.dumps(CONFIGS[season]))):
+                pass
+            for line in notices[seen:]:
+                print("  " + line.replace("enkf.backtest: ", ""))
+            seen = len(notices)
+            notices.clear()
+            print(f"  {season} done in {time.monotonic() - t0:.1f} s")
+            for model, fc in stored(conn, twin).items():
+                models.setdefault(model, {}).update(fc)
+
+        scores = hub_scores(conn, {name: models[name] for name, _ in MODELS})
         rows = []
-        print()
-        print("WIS relative to the FluSight-style baseline (lower is better; < 1 beats the baseline)")
-        print(f"{'season':<9}{'horizon':>8}{'forecasts':>11}{'WIS':>10}{'baseline':>10}{'relative':>10}{'cov50':>7}{'cov95':>7}")
-        for name, first, last in SEASONS:
-            per_h = conn.execute(
-                """SELECT horizon, sum(forecasts), sum(forecasts * wis), sum(forecasts * baseline_wis),
-                          sum(forecasts * coverage_50), sum(forecasts * coverage_95)
-                     FROM enkf.score('flusight', %s, %s) GROUP BY horizon ORDER BY horizon""",
-                (first, last),
-            ).fetchall()
-            tot = [0, 0.0, 0.0]
-            for h, n, w, b, c50, c95 in per_h:
-                print(f"{name:<9}{h:>8}{n:>11}{w / n:>10.1f}{b / n:>10.1f}{w / b:>10.3f}{c50 / n:>7.2f}{c95 / n:>7.2f}")
-                rows.append((name, h, n, w / n, b / n, w / b, c50 / n, c95 / n))
-                tot[0] += n
-                tot[1] += w
-                tot[2] += b
-            print(f"{name:<9}{'all':>8}{tot[0]:>11}{tot[1] / tot[0]:>10.1f}{tot[2] / tot[0]:>10.1f}{tot[1] / tot[2]:>10.3f}")
-            rows.append((name, "all", tot[0], tot[1] / tot[0], tot[2] / tot[0], tot[1] / tot[2], None, None))
+        print("\nWIS relative to the hub's FluSight-baseline and FluSight-ensemble, on exactly the hub's tasks")
+        print("(real time, each season forecast with a configuration chosen without it; lower is better)")
+        print(f"{'season':<9}{'model':<38}{'horizon':>8}{'tasks':>7}{'WIS':>9}{'/ FluSight-baseline':>21}"
+              f"{'/ FluSight-ensemble':>21}{'95% cov.':>10}")
+        for season in SEASONS:
+            for name, label in MODELS + [("FluSight-ensemble", None), ("FluSight-baseline", None)]:
+                for h in [0, 1, 2, 3, "all"]:
+                    ref = scores["combined"].get((season, h))
+                    if name.startswith("FluSight"):
+                        if ref is None:
+                            continue
+                        n, _, b, e, _ = ref
+                        w = e if name == "FluSight-ensemble" else b
+                        cov = None
+                    else:
+                        s = scores[name].get((season, h))
+                        if s is None:
+                            continue
+                        n, w, b, e, c = s
+                        cov = c / n
+                    rows.append((season, label or name, h, n, w / n, w / b, w / e, cov))
+                    if h == "all" or name == "combined":
+                        covtxt = f"{cov:>10.2f}" if cov is not None else f"{'':>10}"
+                        print(f"{season:<9}{(label or name):<38}{str(h):>8}{n:>7}{w / n:>9.1f}{w / b:>21.3f}{w / e:>21.3f}{covtxt}")
+            print()
         with open(out / "relative_wis.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["season", "horizon", "forecasts", "wis", "baseline_wis", "relative_wis", "coverage_50", "coverage_95"])
+            w.writerow(["season", "model", "horizon", "tasks", "wis", "relative_to_flusight_baseline",
+                        "relative_to_flusight_ensemble", "coverage_95"])
             w.writerows(rows)
-
+        with open(out / "hubverse-combined.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model_id", "reference_date", "target", "horizon", "target_end_date", "location",
+                        "output_type", "output_type_id", "value"])
+            for r in conn.execute(
+                    """SELECT 'pg_enkf-combined', reference_date, 'wk inc flu hosp', horizon, target_end_date, location,
+                              'quantile', quantile, value FROM enkf.forecast_quantiles
+                        WHERE model = 'combined' ORDER BY reference_date, location, horizon, quantile"""):
+                w.writerow(r)
         chart = out / "fan_chart.svg"
-        write_fan_chart(conn, "flusight", CHART_LOCATIONS, SEASONS[0][1], SEASONS[-1][2], chart)
-        print(f"\nfan chart: {chart}")
-        print(f"scores:    {out / 'relative_wis.csv'}")
+        twins = ["realtime_" + s.replace("-", "_") for s in SEASONS]
+        write_fan_chart(conn, twins, "combined", CHART_LOCATIONS, min(f for f, _ in SEASONS.values()),
+                        max(l for _, l in SEASONS.values()), chart)
+        print(f"fan chart:  {chart}")
+        print(f"scores:     {out / 'relative_wis.csv'}")
+        print(f"forecasts:  {out / 'hubverse-combined.csv'} (hubverse format)")
     print("\nThe demo database is still running. Connect with:")
     print(f"    {cluster.psql_command('flu_demo')}")
-    print("for example: SELECT * FROM enkf.hubverse_forecasts WHERE location = 'US' LIMIT 23;")
+    print("for example: SELECT * FROM enkf.hubverse_forecasts WHERE model_id = 'realtime_2024_25-combined' LIMIT 23;")
     print("Stop it with:")
     stop = f"pg_ctl -D {datadir} stop"
     print(f"    {'runuser -u postgres -- ' if cluster_is_root() else ''}/usr/lib/postgresql/15/bin/{stop}")

@@ -1,5 +1,6 @@
-"""A fan chart as a self-contained SVG (no plotting library): observed weekly counts and the
-twin's one-week-ahead forecasts (horizon 0) with their median and 50% / 95% bands."""
+"""A fan chart as a self-contained SVG (no plotting library): observed weekly counts and one
+model's forecasts of the week of each reference date (horizon 0, made with the data of the
+week before) with their median and 50% / 95% bands."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ def nice_ticks(top: float, n: int = 4) -> list[float]:
     return [i * step for i in range(int(top // step) + 1)]
 
 
-def write_fan_chart(conn, twin: str, locations: list[str], first: dt.date, last: dt.date, path: Path) -> None:
+def write_fan_chart(conn, twins: list[str], model: str, locations: list[str], first: dt.date, last: dt.date,
+                    path: Path) -> None:
     names = dict(conn.execute("SELECT location, location_name FROM flu.locations").fetchall())
     height = MARGIN_T + len(locations) * (PANEL_H + MARGIN_B + 14) + 30
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">',
         '<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{MARGIN_L}" y="20" font-size="15" font-weight="bold">'
-        f"pg_enkf twin '{escape(twin)}': weekly influenza admissions, one-week-ahead forecasts (real-time backtest)</text>",
+        f"pg_enkf '{escape(model)}' forecasts of twins {escape(', '.join(twins))}: weekly influenza admissions, "
+        "horizon 0 (real-time backtest)</text>",
     ]
     x0, x1 = MARGIN_L, WIDTH - MARGIN_R
     span = (last - first).days or 1
@@ -46,10 +49,10 @@ def write_fan_chart(conn, twin: str, locations: list[str], first: dt.date, last:
         ).fetchall()
         q = conn.execute(
             """SELECT target_end_date, quantile, value FROM enkf.forecast_quantiles
-                WHERE twin = %s AND model = 'enkf' AND location = %s AND horizon = 0
+                WHERE twin = ANY(%s) AND model = %s AND location = %s AND horizon = 0
                   AND quantile IN (0.025, 0.25, 0.5, 0.75, 0.975) AND target_end_date BETWEEN %s AND %s
                 ORDER BY target_end_date""",
-            (twin, loc, first, last),
+            (twins, model, loc, first, last),
         ).fetchall()
         fc: dict[dt.date, dict[float, float]] = {}
         for d, p, v in q:

@@ -37,9 +37,10 @@ def _copy_rows(conn, staging: str, columns: str, rows) -> None:
                 copy.write_row(row)
 
 
-def load(conn, schema: str = "flu") -> None:
+def load(conn, schema: str = "flu", hypertables: bool = False) -> None:
     """Schema `schema` with tables locations, admissions (final counts), admissions_versions
-    (every archived release, column as_of) and reference_forecasts (the hub's models)."""
+    (every archived release, column as_of) and reference_forecasts (the hub's models); with
+    `hypertables`, the two tables of counts are TimescaleDB hypertables on their date."""
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"""CREATE TABLE {schema}.locations (abbreviation text, location text PRIMARY KEY,
                                                       location_name text, population numeric NOT NULL)""")
@@ -48,8 +49,13 @@ def load(conn, schema: str = "flu") -> None:
     conn.execute(f"""CREATE TABLE {schema}.admissions_versions (as_of date NOT NULL, date date NOT NULL,
                                                                 location text NOT NULL, value numeric,
                                                                 PRIMARY KEY (location, date, as_of))""")
-    # The twin's span queries read min and max of the time column.
-    conn.execute(f"CREATE INDEX ON {schema}.admissions_versions (date)")
+    if hypertables:
+        for table in ("admissions", "admissions_versions"):
+            conn.execute(f"SELECT create_hypertable('{schema}.{table}', 'date', chunk_time_interval => interval '52 weeks')")
+    else:
+        # The twin's span queries read min and max of the time column (a hypertable has this
+        # index already).
+        conn.execute(f"CREATE INDEX ON {schema}.admissions_versions (date)")
     conn.execute(f"""CREATE TABLE {schema}.reference_forecasts (model_id text, reference_date date, horizon int4,
                                                                 target_end_date date, location text,
                                                                 output_type_id float8, value float8)""")

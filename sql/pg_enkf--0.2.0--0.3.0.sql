@@ -123,7 +123,8 @@ CREATE FUNCTION enkf."forecast"(
 	"twin" TEXT, /* Option < & str > */
 	"horizons" INT DEFAULT 4, /* Option < i32 > */
 	"quantile_levels" double precision[] DEFAULT '{0.01,0.025,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,0.975,0.99}'::float8[], /* :: std :: option :: Option < Array < '_, f64 > > */
-	"reference_date" date DEFAULT NULL /* Option < Date > */
+	"reference_date" date DEFAULT NULL, /* Option < Date > */
+	"model" TEXT DEFAULT 'enkf' /* Option < & str > */
 ) RETURNS TABLE (
 	"location" TEXT,  /* String */
 	"reference_date" date,  /* Date */
@@ -190,6 +191,16 @@ VOLATILE SECURITY INVOKER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backtest_wrapper';
+
+-- Every model of the product stored beside the twin: the trend model and the combination; and
+-- with each forecast the smallest recent count it starts from, for small-cell suppression.
+ALTER TABLE enkf.forecasts DROP CONSTRAINT forecasts_model_check,
+    ADD CONSTRAINT forecasts_model_check CHECK (model IN ('enkf', 'baseline', 'trend', 'combined')),
+    ADD COLUMN recent_min_count float8;
+UPDATE enkf.forecasts f SET recent_min_count = (
+    SELECT pg_catalog.min(c.observed) FROM enkf.checkpoints c
+     WHERE c.twin_id = f.twin_id AND c.location = f.location AND c.observed > 0
+       AND c.week_end < f.reference_date AND c.week_end >= f.reference_date - 28);
 
 -- Stored arrays that every reader relies on: checked by constraints.
 ALTER TABLE enkf.checkpoints ADD CONSTRAINT checkpoints_ensemble_check
@@ -324,28 +335,22 @@ CROSS JOIN LATERAL pg_catalog.unnest(l.ensemble[v.k:v.k][:]) AS x
 GROUP BY t.name, l.location, l.week_end, v.variable, v.k
 ORDER BY 1, 2, v.k;
 
-CREATE FUNCTION enkf.forecast_withheld(model text, levels float8[], vals float8[], value float8)
+CREATE FUNCTION enkf.forecast_withheld(recent_min float8, value float8)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT enkf.suppressed(value)
-        OR (model OPERATOR(pg_catalog.=) 'baseline'
-            AND coalesce(NOT (vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)] OPERATOR(pg_catalog.=) 0
-                              OR vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)]
-                                 OPERATOR(pg_catalog.>=) enkf.suppression_threshold()),
-                         true))
+    SELECT enkf.suppressed(value) OR enkf.suppressed(recent_min)
 $$;
 
-CREATE FUNCTION enkf.published_quantile(model text, levels float8[], vals float8[], level float8)
+CREATE FUNCTION enkf.published_quantile(recent_min float8, levels float8[], vals float8[], level float8)
 RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN enkf.forecast_withheld(model, levels, vals,
-                                            vals[pg_catalog.array_position(levels, level)])
+    SELECT CASE WHEN enkf.forecast_withheld(recent_min, vals[pg_catalog.array_position(levels, level)])
                 THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
 $$;
 
 CREATE OR REPLACE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
 SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
-            ELSE t.name OPERATOR(pg_catalog.||) '-baseline' END AS model_id,
+            ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) f.model END AS model_id,
        f.reference_date,
        (t.config OPERATOR(pg_catalog.#>>) '{forecast,target}'::pg_catalog.text[])::pg_catalog.text AS target,
        f.horizon,
@@ -353,7 +358,7 @@ SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
        f.location,
        'quantile'::pg_catalog.text AS output_type,
        q.quantile AS output_type_id,
-       CASE WHEN enkf.forecast_withheld(f.model, f.quantile_levels, f.quantile_values, q.value)
+       CASE WHEN enkf.forecast_withheld(f.recent_min_count, q.value)
             THEN NULL ELSE q.value END AS value
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
@@ -370,11 +375,11 @@ WHERE enkf.location_visible(c.location);
 
 CREATE OR REPLACE VIEW enkf.forecast_summary WITH (security_barrier) AS
 SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.5) AS median,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.5) AS median,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
        CASE WHEN enkf.suppressed(o.observed) THEN NULL ELSE o.observed END AS observed,
        enkf.suppressed(o.observed) AS observed_suppressed
 FROM enkf.forecasts f
@@ -558,8 +563,8 @@ BEGIN
     GRANT SELECT ON enkf.location_grants TO enkf_reader;
     GRANT EXECUTE ON FUNCTION enkf.location_visible(text), enkf.is_member_of(name),
                               enkf.suppressed(float8), enkf.suppression_threshold(),
-                              enkf.forecast_withheld(text, float8[], float8[], float8),
-                              enkf.published_quantile(text, float8[], float8[], float8),
+                              enkf.forecast_withheld(float8, float8),
+                              enkf.published_quantile(float8, float8[], float8[], float8),
                               enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
@@ -581,7 +586,7 @@ BEGIN
     GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
     GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
     GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz, date),
-                              enkf.forecast(text, int4, float8[], date),
+                              enkf.forecast(text, int4, float8[], date, text),
                               enkf.record_failed_run(text, text, timestamptz, text) TO enkf_operator;
     -- Administrators of twins.
     GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
@@ -829,8 +834,9 @@ END
 $$;
 
 -- Documentation.
-COMMENT ON FUNCTION enkf.forecast(text, int4, float8[], date) IS
-'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the reference date (default: the week after the last assimilated one; a later week end steps the ensemble through the weeks between without data), at the given quantile levels (default the 23 FluSight levels), with the FluSight-style baseline; stores them in enkf.forecasts and returns the twin''s.';
+COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';
+COMMENT ON FUNCTION enkf.forecast(text, int4, float8[], date, text) IS
+'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the reference date (default: the week after the last assimilated one; a later week end steps the ensemble through the weeks between without data), at the given quantile levels (default the 23 FluSight levels), by every model: the twin (enkf), the FluSight-style baseline, the trend model and their combination weighted by their recent scores (combined). Stores them all in enkf.forecasts and returns the quantiles of model (default enkf).';
 COMMENT ON FUNCTION enkf.score(text, date, date) IS
 'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived (the latest version of each count): WIS, absolute error and bias (mean of median - observed) of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
 COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4) IS
@@ -843,8 +849,8 @@ COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb, i
 'Synthetic weekly admissions from the seirh model with known parameters (beta, ihr per location), for tests and demos: never real data. With versions > 1, each week is published as it ends and revised in each of the next versions - 1 weeks (as_of: the publication day), its first releases short of the final count by a known backfill.';
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
 COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
-COMMENT ON FUNCTION enkf.forecast_withheld(text, float8[], float8[], float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a baseline forecast whose median is not known to be 0 or at least the threshold.';
-COMMENT ON FUNCTION enkf.published_quantile(text, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.forecast_withheld(float8, float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a forecast made while its location''s recent counts (recent_min: the smallest above 0 of the 4 weeks it starts from) included a withheld one.';
+COMMENT ON FUNCTION enkf.published_quantile(float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
 COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints and enkf.forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
 COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
 COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';

@@ -85,13 +85,18 @@ CREATE TABLE enkf.checkpoints (
 CREATE TABLE enkf.forecasts (
     twin_id         bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
     reference_date  date NOT NULL,
-    model           text NOT NULL CHECK (model IN ('enkf', 'baseline')),
+    -- enkf (the twin), baseline (FluSight-style), trend (a local trend model) and combined
+    -- (the weighted combination of the components config combination.components names).
+    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'trend', 'combined')),
     location        text NOT NULL,
     horizon         int4 NOT NULL,
     target_end_date date NOT NULL,
     run_id          bigint NOT NULL,
     quantile_levels float8[] NOT NULL,
     quantile_values float8[] NOT NULL,
+    -- The smallest count above 0 the location reported in the 4 weeks the forecast starts
+    -- from (NULL: none): readers see the forecast only when that is not a withheld count.
+    recent_min_count float8,
     PRIMARY KEY (twin_id, reference_date, model, location, horizon),
     -- What every reader of the arrays relies on: one value per level, no NULL.
     CHECK (pg_catalog.array_ndims(quantile_levels) = 1 AND pg_catalog.array_ndims(quantile_values) = 1
@@ -249,7 +254,7 @@ ORDER BY 1, 2, v.k;
 COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
 COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr) with the count assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
-COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf or baseline), location and horizon.';
+COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';
 COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types.';
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';

@@ -42,36 +42,33 @@ $$;
 
 -- Whether a forecast value is withheld from readers. Every number a reader sees that derives
 -- from the counts obeys the threshold: a value strictly between 0 and the threshold is
--- withheld, whatever the model; and a baseline forecast, whose quantiles are its last count
--- shifted by past week-to-week changes (its median is that count), is withheld whole unless
--- its median is known to be 0 or at least the threshold.
-CREATE FUNCTION enkf.forecast_withheld(model text, levels float8[], vals float8[], value float8)
+-- withheld, whatever the model; and every value of a forecast made while the location had
+-- just reported a withheld count (recent_min: the smallest count above 0 of the 4 weeks its
+-- forecasts start from, stored with them) is withheld, since its quantiles can give that
+-- count away: the baseline's median is the last count, the trend model extrapolates the last
+-- two.
+CREATE FUNCTION enkf.forecast_withheld(recent_min float8, value float8)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT enkf.suppressed(value)
-        OR (model OPERATOR(pg_catalog.=) 'baseline'
-            AND coalesce(NOT (vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)] OPERATOR(pg_catalog.=) 0
-                              OR vals[pg_catalog.array_position(levels, 0.5::pg_catalog.float8)]
-                                 OPERATOR(pg_catalog.>=) enkf.suppression_threshold()),
-                         true))
+    SELECT enkf.suppressed(value) OR enkf.suppressed(recent_min)
 $$;
 
 -- A forecast's value at one quantile level as readers may see it (NULL when withheld or
 -- when the forecast has no such level).
-CREATE FUNCTION enkf.published_quantile(model text, levels float8[], vals float8[], level float8)
+CREATE FUNCTION enkf.published_quantile(recent_min float8, levels float8[], vals float8[], level float8)
 RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN enkf.forecast_withheld(model, levels, vals,
-                                            vals[pg_catalog.array_position(levels, level)])
+    SELECT CASE WHEN enkf.forecast_withheld(recent_min, vals[pg_catalog.array_position(levels, level)])
                 THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
 $$;
 
--- The hubverse forecast format of the FluSight hubs (model_id = twin name, or twin name
--- with suffix -baseline for the baseline). A publication view: values a reader may not see
--- under small-cell suppression are NULL (enkf.forecast_withheld, sql/security.sql).
+-- The hubverse forecast format of the FluSight hubs (model_id = twin name for the twin, and
+-- the twin name with the model's as suffix for the others: -baseline, -trend, -combined). A
+-- publication view: values a reader may not see under small-cell suppression are NULL
+-- (enkf.forecast_withheld).
 CREATE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
 SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
-            ELSE t.name OPERATOR(pg_catalog.||) '-baseline' END AS model_id,
+            ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) f.model END AS model_id,
        f.reference_date,
        (t.config OPERATOR(pg_catalog.#>>) '{forecast,target}'::pg_catalog.text[])::pg_catalog.text AS target,
        f.horizon,
@@ -79,7 +76,7 @@ SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
        f.location,
        'quantile'::pg_catalog.text AS output_type,
        q.quantile AS output_type_id,
-       CASE WHEN enkf.forecast_withheld(f.model, f.quantile_levels, f.quantile_values, q.value)
+       CASE WHEN enkf.forecast_withheld(f.recent_min_count, q.value)
             THEN NULL ELSE q.value END AS value
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
@@ -100,11 +97,11 @@ WHERE enkf.location_visible(c.location);
 -- week once it is known, each withheld as the publication rules require (NULL).
 CREATE VIEW enkf.forecast_summary WITH (security_barrier) AS
 SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.5) AS median,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
-       enkf.published_quantile(f.model, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.5) AS median,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
+       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
        CASE WHEN enkf.suppressed(o.observed) THEN NULL ELSE o.observed END AS observed,
        enkf.suppressed(o.observed) AS observed_suppressed
 FROM enkf.forecasts f
@@ -294,8 +291,8 @@ BEGIN
     GRANT SELECT ON enkf.location_grants TO enkf_reader;
     GRANT EXECUTE ON FUNCTION enkf.location_visible(text), enkf.is_member_of(name),
                               enkf.suppressed(float8), enkf.suppression_threshold(),
-                              enkf.forecast_withheld(text, float8[], float8[], float8),
-                              enkf.published_quantile(text, float8[], float8[], float8),
+                              enkf.forecast_withheld(float8, float8),
+                              enkf.published_quantile(float8, float8[], float8[], float8),
                               enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
@@ -317,7 +314,7 @@ BEGIN
     GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
     GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
     GRANT EXECUTE ON FUNCTION enkf.assimilate(text, timestamptz, date),
-                              enkf.forecast(text, int4, float8[], date),
+                              enkf.forecast(text, int4, float8[], date, text),
                               enkf.record_failed_run(text, text, timestamptz, text) TO enkf_operator;
     -- Administrators of twins.
     GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
@@ -574,8 +571,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
       FROM regexp_match(trim(v), '^(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?$') AS m
 $$;
 
-COMMENT ON FUNCTION enkf.forecast_withheld(text, float8[], float8[], float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a baseline forecast whose median is not known to be 0 or at least the threshold.';
-COMMENT ON FUNCTION enkf.published_quantile(text, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.forecast_withheld(float8, float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a forecast made while its location''s recent counts (recent_min: the smallest above 0 of the 4 weeks it starts from) included a withheld one.';
+COMMENT ON FUNCTION enkf.published_quantile(float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
 COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints and enkf.forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
 COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
 COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';

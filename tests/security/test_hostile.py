@@ -193,8 +193,8 @@ def test_every_function_pins_its_search_path(conn):
               -- SQL functions the planner must inline cannot carry SET: they qualify every name.
               AND p.oid NOT IN ('enkf.location_visible(text)'::regprocedure, 'enkf.suppressed(float8)'::regprocedure,
                                 'enkf.is_member_of(name)'::regprocedure,
-                                'enkf.forecast_withheld(text, float8[], float8[], float8)'::regprocedure,
-                                'enkf.published_quantile(text, float8[], float8[], float8)'::regprocedure,
+                                'enkf.forecast_withheld(float8, float8)'::regprocedure,
+                                'enkf.published_quantile(float8, float8[], float8[], float8)'::regprocedure,
                                 'enkf.slot_is_honest(bigint, timestamptz, text, bigint)'::regprocedure)"""
     ).fetchall()
     assert unpinned == []
@@ -255,13 +255,17 @@ def test_dangling_and_mistyped_grants(cluster, conn, dbname, roles):
 
 def test_no_number_a_reader_sees_reveals_a_small_count(cluster, conn, dbname, roles):
     """Counts 0..12, one location each week in turn: every number a reader can see through every
-    view and function is 0, NULL, or at least the threshold (11), and a baseline forecast made
-    from a withheld count shows nothing."""
-    make_data(conn, locations=3, weeks=40)
-    conn.execute("UPDATE obs SET value = ((time - DATE '2022-10-01') / 7 + ascii(right(location, 1))) % 13")
+    view and function is 0, NULL, or at least the threshold (11); a forecast of any model made
+    while one of the location's 4 latest counts was withheld shows nothing (its quantiles could
+    give that count away: the baseline's median is the last count)."""
+    make_data(conn, locations=3, weeks=70)
+    # Every fifth week a count from 0 to 12 (each location in turn), the others at least 30.
+    conn.execute("""UPDATE obs SET value = CASE WHEN (time - DATE '2022-10-01') / 7 % 5 = 0
+                                                 THEN ((time - DATE '2022-10-01') / 35 + ascii(right(location, 1))) % 13
+                                                 ELSE 30 + (time - DATE '2022-10-01') / 7 END""")
     conn.execute("SELECT enkf.create_twin('tw', 'obs', 'locs', members => 16)")
-    # Forecasts from many reference dates, so every last count 0..12 occurs.
-    for week in range(8, 40, 2):
+    # Forecasts from every reference date, so every last count 0..12 occurs.
+    for week in range(8, 70):
         conn.execute("SELECT * FROM enkf.assimilate('tw', DATE '2022-10-01' + %s * 7)", (week,))
         conn.execute("SELECT count(*) FROM enkf.forecast('tw')")
     last = dict(((r[0], r[1]), r[2]) for r in conn.execute(
@@ -270,6 +274,13 @@ def test_no_number_a_reader_sees_reveals_a_small_count(cluster, conn, dbname, ro
                       AND c.week_end < f.reference_date AND c.observed IS NOT NULL ORDER BY c.week_end DESC LIMIT 1)
              FROM enkf.forecasts f WHERE f.model = 'baseline' GROUP BY 1, 2, f.twin_id""").fetchall())
     assert {v for v in last.values()} >= set(range(0, 13)), sorted(set(last.values()))
+    recent = dict(((r[0], r[1]), r[2]) for r in conn.execute(
+        """SELECT f.location, f.reference_date,
+                  (SELECT min(c.observed) FROM enkf.checkpoints c WHERE c.twin_id = f.twin_id AND c.location = f.location
+                      AND c.week_end < f.reference_date AND c.week_end >= f.reference_date - 28 AND c.observed > 0)
+             FROM enkf.forecasts f GROUP BY 1, 2, f.twin_id""").fetchall())
+    # Some forecasts are shown: made while the 4 latest counts were 0 or at least 11.
+    assert any(v is None or v >= 11 for v in recent.values())
     conn.execute(f"INSERT INTO enkf.location_grants (role, location) VALUES ('{roles['reader']}', '*')")
 
     def small(v):
@@ -279,8 +290,9 @@ def test_no_number_a_reader_sees_reveals_a_small_count(cluster, conn, dbname, ro
         rows = r.execute("SELECT model_id, location, reference_date, value FROM enkf.hubverse_forecasts").fetchall()
         assert rows and not [row for row in rows if small(row[3])]
         for model_id, loc, ref, value in rows:
-            if model_id.endswith("-baseline") and 0 < last[(loc, ref)] < 11:
-                assert value is None, (loc, ref, last[(loc, ref)])
+            if 0 < last[(loc, ref)] < 11 or small(recent[(loc, ref)]):
+                assert value is None, (model_id, loc, ref, last[(loc, ref)], recent[(loc, ref)])
+        assert {m.split("-")[-1] for m, _, _, v in rows if v is not None} >= {"tw", "baseline", "trend", "combined"}
         summary = r.execute(
             "SELECT model, location, reference_date, median, lower_50, upper_50, lower_95, upper_95, observed FROM enkf.forecast_summary"
         ).fetchall()

@@ -94,15 +94,17 @@ def test_backtest_equals_assimilate_and_forecast_by_hand(conn):
                      " as_of => DATE '2023-02-25' + %s * 7)", (k, k))
         conn.execute("SELECT count(*) FROM enkf.forecast('hand', reference_date => DATE '2023-03-04' + %s * 7)", (k,))
     assert forecasts(conn, "bt") == forecasts(conn, "hand")
-    assert len(forecasts(conn, "bt")) == 2 * 4 * 9 * 4
+    # Every model: the twin, the baseline, the trend model and their combination.
+    assert len(forecasts(conn, "bt")) == 4 * 4 * 9 * 4
     # The returned scores are those of enkf.score on the same forecasts.
     by_hand = {(r[0], r[1]): r for r in conn.execute("SELECT * FROM enkf.score('hand')").fetchall()}
     for model, location, horizon, n, wis, rel, c50, c95, bias in result:
         if model == "enkf" and location is not None:
             s = by_hand[(location, horizon)]
             assert (n, wis, rel, c95, bias) == (s[2], s[3], s[5], s[9], s[12])
-    overall = [r for r in result if r[1] is None and r[2] is None]
-    assert [r[0] for r in overall] == ["enkf", "baseline"] and overall[0][3] == 4 * 9 * 4
+    overall = {r[0]: r for r in result if r[1] is None and r[2] is None}
+    assert set(overall) == {"enkf", "baseline", "trend", "combined"}
+    assert all(r[3] == 4 * 9 * 4 for r in overall.values()) and overall["baseline"][5] == 1.0
 
 
 def test_a_poisoned_future_version_changes_nothing(conn):
@@ -112,8 +114,8 @@ def test_a_poisoned_future_version_changes_nothing(conn):
     # Absurd versions of every week so far, published the day after the as-of of the reference
     # date 2023-03-25 (2023-03-18): they may change the forecasts from 2023-04-01 on, and no
     # earlier one; a backtest that read a version before its publication would differ.
-    conn.execute("""INSERT INTO obs SELECT time, location, value * 50 + 1000, DATE '2023-03-19'
-                      FROM obs WHERE time <= '2023-03-18'""")
+    conn.execute("""INSERT INTO obs SELECT DISTINCT ON (time, location) time, location, value * 50 + 1000, DATE '2023-03-19'
+                      FROM obs WHERE time <= '2023-03-18' ORDER BY time, location, as_of DESC""")
     conn.execute("SELECT count(*) FROM enkf.backtest('poisoned', 'obs', 'locs', '2023-03-04', '2023-04-29', members => 20)")
     poisoned = forecasts(conn, "poisoned")
     early = [f for f in clean if f[2].isoformat() <= "2023-03-25"]

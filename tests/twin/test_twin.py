@@ -198,7 +198,8 @@ def test_every_kind_of_change_matches_a_fresh_twin(conn):
     conn.execute(
         "UPDATE obs SET value = 40 WHERE location = 'L00004' AND time = '2023-05-06'"
     )
-    conn.execute("UPDATE obs SET value = 0 WHERE location = 'L00002' AND time = '2023-07-01'")
+    conn.execute("""UPDATE obs SET value = 0 WHERE location = 'L00002' AND time = (
+                      SELECT max(time) FROM obs WHERE location = 'L00002' AND value > 0 AND time <= '2023-07-01')""")
     run = conn.execute("SELECT * FROM enkf.assimilate('live', '2023-08-26')").fetchone()
     log = conn.execute(
         "SELECT reassimilated, first_week::text FROM enkf.run_log WHERE run_id = %s", (run[0],)
@@ -350,7 +351,9 @@ def test_forecast_rows_and_hubverse_view(conn):
     hub = conn.execute(
         "SELECT model_id, target, output_type, count(*) FROM enkf.hubverse_forecasts GROUP BY 1, 2, 3 ORDER BY 1"
     ).fetchall()
-    assert hub == [("f", "wk inc flu hosp", "quantile", 276), ("f-baseline", "wk inc flu hosp", "quantile", 276)]
+    # Every model of the product, each under its own model_id: the twin, the baseline, the
+    # trend model and their combination.
+    assert hub == [(m, "wk inc flu hosp", "quantile", 276) for m in ("f", "f-baseline", "f-combined", "f-trend")]
     types = conn.execute(
         """SELECT string_agg(format_type(a.atttypid, NULL), ',' ORDER BY a.attnum) FROM pg_attribute a
             WHERE a.attrelid = 'enkf.hubverse_forecasts'::regclass AND a.attnum > 0"""

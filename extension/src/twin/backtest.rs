@@ -119,25 +119,22 @@ fn backtest(
     let sums = Spi::connect_mut(|client| {
         prepare_twin(client, &replay, &args);
         run(client, &replay);
-        score::accumulate(client, name, date_opt(first), date_opt(last), true)
+        score::accumulate(
+            client,
+            name,
+            &["enkf", "trend", "combined"],
+            date_opt(first),
+            date_opt(last),
+            true,
+        )
     });
-    TableIterator::new(sums.into_iter().flat_map(|(location, horizon, a)| {
+    // Each model's rows, and the baseline's once (from its pairing with the twin's).
+    TableIterator::new(sums.into_iter().flat_map(|(model, location, horizon, a)| {
         let relative = a.relative_wis();
-        [
-            (
-                "enkf".to_string(),
-                location.clone(),
-                horizon,
-                a.n,
-                a.mean(a.wis[0]),
-                relative,
-                a.mean(a.cov50[0] as f64),
-                a.mean(a.cov95[0] as f64),
-                a.mean(a.err[0]),
-            ),
+        let baseline = (model == "enkf").then(|| {
             (
                 "baseline".to_string(),
-                location,
+                location.clone(),
                 horizon,
                 a.n,
                 a.mean(a.wis[1]),
@@ -145,8 +142,20 @@ fn backtest(
                 a.mean(a.cov50[1] as f64),
                 a.mean(a.cov95[1] as f64),
                 a.mean(a.err[1]),
-            ),
-        ]
+            )
+        });
+        std::iter::once((
+            model,
+            location,
+            horizon,
+            a.n,
+            a.mean(a.wis[0]),
+            relative,
+            a.mean(a.cov50[0] as f64),
+            a.mean(a.cov95[0] as f64),
+            a.mean(a.err[0]),
+        ))
+        .chain(baseline)
     }))
 }
 
@@ -306,6 +315,7 @@ fn run(client: &mut SpiClient<'_>, replay: &Replay) {
             replay.horizons,
             &FLUSIGHT_LEVELS,
             Some(reference),
+            enkf_core::twin::models::Component::Twin,
         );
         pgrx::notice!(
             "enkf.backtest: reference date {} ({} of {}): {} locations assimilated as published by {}, {} forecasts, {:.2} s",

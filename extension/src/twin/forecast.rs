@@ -1,11 +1,15 @@
 //! `enkf.forecast`: quantiles of weekly admissions for every location of a twin, from its
-//! latest analysis, with the FluSight-style baseline beside them; both stored in
-//! `enkf.forecasts`, the twin's returned.
+//! latest analysis, by every model of the product (enkf-core's `twin::models`): the twin, the
+//! FluSight-style baseline, the local trend model and their combination weighted by their
+//! recent scores. All are stored in `enkf.forecasts`, each under its own model name; one
+//! (the twin's by default) is returned.
 
-use enkf_core::model::seirh::STATE_DIM;
-use enkf_core::scoring::baseline_quantiles_all;
-use enkf_core::twin::location::{location_seed, week_seed};
+use enkf_core::model::seirh::{E, I, R, S, STATE_DIM};
+use enkf_core::twin::combine::{calibrate, Calibration, Scored};
+use enkf_core::twin::location::location_seed;
+use enkf_core::twin::models::{forecast_all, Component, ComponentForecast, History};
 use enkf_core::twin::LocationModel;
+use enkf_core::EnkfError;
 use nalgebra::DMatrix;
 use pgrx::datum::{Array, Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
@@ -42,11 +46,6 @@ fn levels_arg(arr: Option<Array<'_, f64>>) -> Vec<f64> {
     levels
 }
 
-const PURPOSE_BASELINE: u64 = 7;
-
-/// Forecast rows written per statement (2,048 rows of 23 quantiles: under 1 MB of parameters).
-const WRITE_BATCH: usize = 2048;
-
 #[pg_extern(
     volatile,
     parallel_unsafe,
@@ -63,6 +62,7 @@ fn forecast(
         "'{0.01,0.025,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,0.975,0.99}'::float8[]"
     ),
     reference_date: default!(Option<Date>, "NULL"),
+    model: default!(Option<&str>, "'enkf'"),
 ) -> TableIterator<
     'static,
     (
@@ -96,8 +96,25 @@ fn forecast(
         }
         d.to_pg_epoch_days()
     });
-    let blocks =
-        Spi::connect_mut(|client| run(client, name, horizons as usize, &levels, reference));
+    let model = model.unwrap_or_else(|| null_option("model"));
+    let returned = Component::from_name(model).unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("model \"{model}\" is unknown"),
+            None,
+            "model is the one whose forecasts are returned: 'enkf' (the twin), 'baseline', 'trend' or 'combined'; all are stored",
+        )
+    });
+    let blocks = Spi::connect_mut(|client| {
+        run(
+            client,
+            name,
+            horizons as usize,
+            &levels,
+            reference,
+            returned,
+        )
+    });
     // One row per quantile, made as PostgreSQL asks for them: memory holds one value a row.
     TableIterator::new(blocks.into_iter().flat_map(move |b| {
         let (reference, target) = (date(b.reference), date(b.target));
@@ -124,11 +141,11 @@ pub(super) fn run(
     horizons: usize,
     levels: &[f64],
     reference: Option<i32>,
+    returned: Component,
 ) -> Vec<Block> {
     let twin = catalog::load_locked(client, name);
     let started = provenance::start(client);
-    let last_week = catalog::last_week(client, twin.id);
-    let Some(last) = last_week else {
+    let Some(last) = catalog::last_week(client, twin.id) else {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("twin \"{name}\" has no analysis to forecast from"),
@@ -139,15 +156,11 @@ pub(super) fn run(
     // Weeks between the last analysis and the reference date's week, stepped through without
     // data (a real-time forecast when the latest release lags).
     let gap = gap_weeks(name, last, reference);
-    // Written once, complete, at the end (provenance::record).
-    let run_id = started.id;
-    let bounds = Bounds::new(
-        client,
-        &twin,
-        last_week.unwrap_or_default(),
-        horizons,
-        levels.len(),
-    );
+    let reference_date = last + 7 * (gap as i32 + 1);
+    let steps: Vec<usize> = (1..=horizons).map(|h| gap + h).collect();
+    let bounds = Bounds::new(client, &twin, last, horizons, levels.len());
+    // Learned before this run replaces anything: from forecasts already scored.
+    let calibration = calibration(client, &twin, last, levels);
     // A forecast replaces whatever an earlier one from the same analysis stored (of the
     // locations the caller may see: row-level security applies to the DELETE as to the rest).
     spi::update(
@@ -155,200 +168,78 @@ pub(super) fn run(
         "DELETE FROM enkf.forecasts WHERE twin_id = $1 AND reference_date = $2",
         &[
             DatumWithOid::from(twin.id),
-            DatumWithOid::from(date(last + 7 * (gap as i32 + 1))),
+            DatumWithOid::from(date(reference_date)),
         ],
     );
-
-    // Each location's latest analysis and the counts it has assimilated (for the baseline).
-    // Two single-table queries merged here by location (byte order): robust to the stale
-    // statistics a twin's first large assimilation leaves behind.
-    // Every location's analysis of the twin's last assimilated week.
-    let query = "SELECT location, week_end, ensemble FROM enkf.checkpoints
-                  WHERE twin_id = $1 AND week_end = $2 ORDER BY location COLLATE \"C\"";
-    // Each location's weeks and counts in any order, put in order here: hashing the rows into
-    // locations and sorting each location's hundred-odd weeks afterwards took half the time of
-    // sorting all of the twin's rows by (location, week) for array_agg(... ORDER BY week_end)
-    // (bench/twin_breakdown.py --explain).
-    let history_query =
-        "SELECT location, pg_catalog.array_agg(week_end - DATE '2000-01-01'), pg_catalog.array_agg(observed)
-           FROM enkf.checkpoints WHERE twin_id = $1 AND observed IS NOT NULL
-          GROUP BY location ORDER BY location COLLATE \"C\"";
-    // At county scale the aggregate holds ~3,000 locations' arrays, more than the default 4 MB.
-    let work_mem = spi::raise_work_mem(client, "64MB");
-    let mut histories =
-        spi::ok(client.try_open_cursor(history_query, &[DatumWithOid::from(twin.id)]));
-    let mut history_buffer: std::collections::VecDeque<(String, Vec<f64>)> =
-        std::collections::VecDeque::new();
-    let mut cursor = spi::ok(client.try_open_cursor(
-        query,
-        &[
-            DatumWithOid::from(twin.id),
-            DatumWithOid::from(date(last_week.unwrap_or_default())),
-        ],
-    ));
-    let mut scratch = PgMemoryContexts::new("pg_enkf forecast");
-    let mut write_scratch = PgMemoryContexts::new("pg_enkf forecast writes");
+    let mut writer = Writer {
+        twin_id: twin.id,
+        run_id: started.id,
+        reference: reference_date,
+        levels,
+        pending: Vec::new(),
+        scratch: PgMemoryContexts::new("pg_enkf forecast writes"),
+    };
+    let mut reader = Reader::open(client, &twin, last, bounds.fetch_locations);
     let mut out = Vec::new();
-    let mut returned = 0usize;
+    let mut returned_values = 0usize;
     let mut locations = 0;
-    let mut reference: Option<i32> = None;
-    let mut pending: Vec<Pending> = Vec::new();
     let clock = std::time::Instant::now();
-    let (mut t_read, mut t_write) = (0.0f64, 0.0f64);
-    // The next batch of locations: latest analysis and assimilated counts (read here).
-    let next = || -> Vec<LocationInput> {
-        let t0 = std::time::Instant::now();
-        let latest: Vec<(String, i32, Vec<f64>)> = unsafe {
-            scratch.switch_to(|_| {
-                let table = spi::ok(cursor.fetch(bounds.fetch_locations));
-                let mut rows = Vec::with_capacity(table.len());
-                for r in table {
-                    rows.push((
-                        spi::ok(r.get::<String>(1)).unwrap_or_default(),
-                        spi::ok(r.get::<Date>(2))
-                            .map(|d| d.to_pg_epoch_days())
-                            .unwrap_or_default(),
-                        spi::ok(r.get::<Vec<f64>>(3)).unwrap_or_default(),
-                    ));
-                }
-                spi::free_tuptable();
-                rows
-            })
-        };
-        unsafe { scratch.reset() };
-        // Each location's assimilated counts, from the second cursor (same order).
-        let mut batch = Vec::with_capacity(latest.len());
-        for (location, week, flat) in latest {
-            let mut history = Vec::new();
-            loop {
-                match history_buffer.front() {
-                    Some((l, _)) if l.as_bytes() < location.as_bytes() => {
-                        history_buffer.pop_front();
-                    }
-                    Some((l, _)) if *l == location => {
-                        history = history_buffer.pop_front().map(|h| h.1).unwrap_or_default();
-                        break;
-                    }
-                    Some(_) => break,
-                    None => {
-                        let table = spi::ok(histories.fetch(500));
-                        if table.is_empty() {
-                            break;
-                        }
-                        for r in table {
-                            let weeks = spi::ok(r.get::<Vec<i32>>(2)).unwrap_or_default();
-                            let counts = spi::ok(r.get::<Vec<f64>>(3)).unwrap_or_default();
-                            let mut pairs: Vec<(i32, f64)> =
-                                weeks.into_iter().zip(counts).collect();
-                            pairs.sort_unstable_by_key(|p| p.0);
-                            history_buffer.push_back((
-                                spi::ok(r.get::<String>(1)).unwrap_or_default(),
-                                pairs.into_iter().map(|p| p.1).collect(),
-                            ));
-                        }
-                        spi::free_tuptable();
-                    }
-                }
-            }
-            if flat.len() != STATE_DIM * twin.members {
-                raise(
-                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                    format!("checkpoint of twin \"{name}\", location \"{location}\" has {} values, expected {}", flat.len(), STATE_DIM * twin.members),
-                    None,
-                    "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
-                );
-            }
-            batch.push((location, week, flat, history));
-        }
-        pgrx::check_for_interrupts!();
-        t_read += t0.elapsed().as_secs_f64();
-        batch
-    };
-    // The twin's and the baseline's quantiles of one location (pure computation, on any thread).
-    let compute = |(location, last_week, flat, history): &LocationInput| {
-        let ens = DMatrix::from_row_slice(STATE_DIM, twin.members, flat);
-        // Population is implied by the compartments, which always sum to it.
-        let population: f64 = (0..4).map(|r| ens[(r, 0)]).sum();
-        let model = LocationModel::new(&twin.config, location, population);
-        let mut twin_q = model.forecast(&ens, *last_week, gap + horizons, levels);
-        let loc_seed = location_seed(twin.config.seed, location);
-        let mut baseline = baseline_quantiles_all(
-            history,
-            gap + horizons,
+    // Every model of one location (pure computation, on any thread).
+    let compute = |input: &LocationInput| -> Result<Vec<ComponentForecast>, EnkfError> {
+        let ens = DMatrix::from_row_slice(STATE_DIM, twin.members, &input.ensemble);
+        let population: f64 = [S, E, I, R].iter().map(|&c| ens[(c, 0)]).sum();
+        let model = LocationModel::new(&twin.config, &input.location, population);
+        forecast_all(
+            &twin.config,
+            &model,
+            &ens,
+            &input.history,
+            input.week,
+            &steps,
             levels,
-            week_seed(loc_seed, *last_week, PURPOSE_BASELINE),
-        );
-        twin_q.drain(..gap);
-        baseline.drain(..gap);
-        (twin_q, baseline)
+            &[],
+            &calibration,
+            location_seed(twin.config.seed, &input.location),
+        )
     };
-    // A computed batch's rows: returned, and stored (written here).
-    let done = |batch: Vec<LocationInput>, computed: Vec<Quantiles>| {
-        let t0 = std::time::Instant::now();
-        for ((location, last_week, _, _), (twin_q, baseline)) in batch.into_iter().zip(computed) {
-            let reference_date = last_week + 7 * (gap as i32 + 1);
-            reference = Some(reference.map_or(reference_date, |r: i32| r.max(reference_date)));
-            returned += horizons * levels.len();
-            bounds.check_rows(returned);
-            for ((h, q), base) in twin_q.into_iter().enumerate().zip(baseline) {
-                let target = reference_date + 7 * h as i32;
-                // Checked now: the rows are made after this function has returned.
-                date(target);
-                out.push(Block {
-                    location: location.clone(),
-                    reference: reference_date,
-                    horizon: h as i32,
-                    target,
-                    values: q.clone(),
-                });
-                pending.push((
-                    reference_date,
-                    "enkf",
-                    location.clone(),
-                    h as i32,
-                    target,
-                    q,
-                ));
-                pending.push((
-                    reference_date,
-                    "baseline",
-                    location.clone(),
-                    h as i32,
-                    target,
-                    base,
-                ));
+    // A computed batch: stored, and the returned model's rows kept (database work, on this
+    // thread).
+    let done = |batch: Vec<LocationInput>,
+                computed: Vec<Result<Vec<ComponentForecast>, EnkfError>>| {
+        for (input, forecasts) in batch.into_iter().zip(computed) {
+            let forecasts = forecasts.unwrap_or_else(|e| crate::error::raise_core(e));
+            returned_values += horizons * levels.len();
+            bounds.check_rows(returned_values);
+            let recent = recent_smallest_count(&input.history, input.week);
+            for f in forecasts {
+                for (h, q) in f.quantiles.into_iter().enumerate() {
+                    let target = reference_date + 7 * h as i32;
+                    // Checked now: the rows are made after this function has returned.
+                    date(target);
+                    if f.component == returned {
+                        out.push(Block {
+                            location: input.location.clone(),
+                            reference: reference_date,
+                            horizon: h as i32,
+                            target,
+                            values: q.clone(),
+                        });
+                    }
+                    writer.queue(f.component.name(), &input.location, h as i32, recent, q);
+                }
             }
-            if pending.len() >= WRITE_BATCH {
-                write(
-                    client,
-                    &mut write_scratch,
-                    twin.id,
-                    run_id,
-                    levels,
-                    &mut pending,
-                );
-            }
+            writer.flush_if_full(client);
             locations += 1;
         }
-        t_write += t0.elapsed().as_secs_f64();
     };
     // Reading and writing overlap the computing when enkf.threads > 1.
-    crate::parallel::pipeline(next, compute, done);
+    crate::parallel::pipeline(|| reader.next(), compute, done);
     pgrx::debug1!(
-        "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s (read {t_read:.3} s, write {t_write:.3} s, the rest computing or waiting for it)",
+        "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s",
         clock.elapsed().as_secs_f64()
     );
-    drop(cursor);
-    drop(histories);
-    spi::restore_work_mem(client, work_mem);
-    write(
-        client,
-        &mut write_scratch,
-        twin.id,
-        run_id,
-        levels,
-        &mut pending,
-    );
+    reader.close(client);
+    writer.flush(client);
     provenance::record(
         client,
         &twin,
@@ -356,8 +247,8 @@ pub(super) fn run(
         &started,
         provenance::Outcome {
             locations: Some(locations),
-            first_week: reference,
-            last_week: reference.map(|d| d + 7 * (horizons as i32 - 1)),
+            first_week: (locations > 0).then_some(reference_date),
+            last_week: (locations > 0).then_some(reference_date + 7 * (horizons as i32 - 1)),
             detail: Some(format!(
                 "horizons {horizons}, {} quantile levels",
                 levels.len()
@@ -368,73 +259,335 @@ pub(super) fn run(
     out
 }
 
-/// A location's latest analysis: (location, its week, the flat ensemble, assimilated counts).
-type LocationInput = (String, i32, Vec<f64>, Vec<f64>);
+/// Counts whose smallness a forecast could reveal: those of the weeks it is made from most
+/// directly (the baseline starts from the last count, the trend model from the last two).
+const RECENT_WEEKS: i32 = 4;
 
-/// The twin's and the baseline's quantiles of a location, per horizon.
-type Quantiles = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+/// The smallest count above 0 a location reported in the `RECENT_WEEKS` weeks through
+/// `last_week`: stored with its forecasts, which readers see only when it is not a withheld
+/// small count (`enkf.forecast_withheld`).
+fn recent_smallest_count(history: &History, last_week: i32) -> Option<f64> {
+    history
+        .weeks
+        .iter()
+        .zip(&history.values)
+        .filter(|(w, _)| **w > last_week - 7 * RECENT_WEEKS && **w <= last_week)
+        .filter_map(|(_, v)| *v)
+        .filter(|v| *v > 0.0)
+        .reduce(f64::min)
+}
 
-/// (reference date, model, location, horizon, target end date, quantile values)
-type Pending = (i32, &'static str, String, i32, i32, Vec<f64>);
+/// How each model fared recently, at these quantile levels: its stored forecasts whose targets
+/// are observed (the counts the twin has assimilated, as known now), of the locations the
+/// caller may see, within the weeks the combination's weights look at.
+fn calibration(client: &SpiClient<'_>, twin: &Twin, last: i32, levels: &[f64]) -> Calibration {
+    let cfg = &twin.config.combination;
+    // Twice the window and the horizons: enough target weeks whatever the horizons forecast.
+    let weeks = (2 * cfg.window_weeks + 8) as i32;
+    let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
+    let rows = spi::select(
+        client,
+        "SELECT f.model, f.horizon, f.target_end_date - DATE '2000-01-01', f.quantile_values, c.observed
+           FROM enkf.forecasts f
+           JOIN enkf.checkpoints c ON c.twin_id = f.twin_id AND c.location = f.location
+                                  AND c.week_end = f.target_end_date
+          WHERE f.twin_id = $1 AND f.model = ANY($2::pg_catalog.text[])
+            AND f.quantile_levels = $3::pg_catalog.float8[]
+            AND f.target_end_date <= $4 AND f.target_end_date > $4 - 7 * $5
+            AND c.observed IS NOT NULL",
+        &[
+            DatumWithOid::from(twin.id),
+            DatumWithOid::from(cfg.components.clone()),
+            DatumWithOid::from(levels.to_vec()),
+            DatumWithOid::from(date(last)),
+            DatumWithOid::from(weeks),
+        ],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<i32>(2)?.unwrap_or_default(),
+                r.get::<i32>(3)?.unwrap_or_default(),
+                r.get::<Vec<f64>>(4)?.unwrap_or_default(),
+                r.get::<f64>(5)?.unwrap_or_default(),
+            ))
+        },
+    );
+    if rows.len().saturating_mul(levels.len()) > max {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "config: combination.window_weeks = {} reads {} past forecasts of {} values, more than enkf.max_ensemble_elements = {max}",
+                cfg.window_weeks,
+                rows.len(),
+                levels.len()
+            ),
+            None,
+            "lower combination.window_weeks, or ask a superuser to raise enkf.max_ensemble_elements",
+        );
+    }
+    let past: Vec<Scored<'_>> = rows
+        .iter()
+        .filter_map(|(model, h, target, values, observed)| {
+            Some(Scored {
+                component: Component::from_name(model)?,
+                horizon: usize::try_from(*h).ok()?,
+                target_end_date: *target,
+                values,
+                observed: *observed,
+            })
+        })
+        .collect();
+    calibrate(levels, &past, cfg)
+}
 
-/// Inserts the queued forecasts with one statement: each column one array parameter (the
-/// quantile values one flat array, sliced per row), so a batch costs one small plan whatever
-/// its size. At county scale this took the forecast's writes from 0.35-0.41 s (a multi-row
-/// VALUES upsert, six parameters a row) to about 0.2 s (bench/twin_breakdown.py).
-fn write(
-    client: &mut SpiClient<'_>,
-    scratch: &mut PgMemoryContexts,
+/// A location's latest analysis and the counts it has assimilated.
+pub(super) struct LocationInput {
+    location: String,
+    /// The week of the analysis.
+    week: i32,
+    /// Row-major [state][members].
+    ensemble: Vec<f64>,
+    history: History,
+}
+
+/// The two cursors a forecast reads, merged by location (byte order): every location's
+/// analysis of the twin's last week, and its assimilated counts. Two single-table queries:
+/// robust to the stale statistics a twin's first large assimilation leaves behind.
+struct Reader<'c> {
+    analyses: pgrx::spi::SpiCursor<'c>,
+    histories: pgrx::spi::SpiCursor<'c>,
+    buffered: std::collections::VecDeque<(String, History)>,
+    fetch: i64,
+    members: usize,
+    twin: String,
+    scratch: PgMemoryContexts,
+    work_mem: Option<String>,
+}
+
+impl<'c> Reader<'c> {
+    fn open(client: &SpiClient<'c>, twin: &Twin, last: i32, fetch: i64) -> Reader<'c> {
+        // At county scale the aggregate holds ~3,000 locations' arrays, more than 4 MB.
+        let work_mem = spi::raise_work_mem(client, "64MB");
+        let analyses = spi::ok(client.try_open_cursor(
+            "SELECT location, week_end, ensemble FROM enkf.checkpoints
+              WHERE twin_id = $1 AND week_end = $2 ORDER BY location COLLATE \"C\"",
+            &[DatumWithOid::from(twin.id), DatumWithOid::from(date(last))],
+        ));
+        // Each location's weeks and counts in any order, put in order here: hashing the rows
+        // into locations and sorting each location's weeks afterwards took half the time of
+        // sorting all of the twin's rows (bench/twin_breakdown.py --explain).
+        let histories = spi::ok(client.try_open_cursor(
+            "SELECT location, pg_catalog.array_agg(week_end - DATE '2000-01-01'), pg_catalog.array_agg(observed)
+               FROM enkf.checkpoints WHERE twin_id = $1 AND observed IS NOT NULL
+              GROUP BY location ORDER BY location COLLATE \"C\"",
+            &[DatumWithOid::from(twin.id)],
+        ));
+        Reader {
+            analyses,
+            histories,
+            buffered: Default::default(),
+            fetch,
+            members: twin.members,
+            twin: twin.name.clone(),
+            scratch: PgMemoryContexts::new("pg_enkf forecast"),
+            work_mem,
+        }
+    }
+
+    /// The next batch of locations (empty at the end).
+    fn next(&mut self) -> Vec<LocationInput> {
+        let fetch = self.fetch;
+        let analyses = &mut self.analyses;
+        // SAFETY: the rows are copied into Rust values before the context is reset.
+        let latest: Vec<(String, i32, Vec<f64>)> = unsafe {
+            self.scratch.switch_to(|_| {
+                let table = spi::ok(analyses.fetch(fetch));
+                let rows = table
+                    .map(|r| {
+                        (
+                            spi::ok(r.get::<String>(1)).unwrap_or_default(),
+                            spi::ok(r.get::<Date>(2))
+                                .map(|d| d.to_pg_epoch_days())
+                                .unwrap_or_default(),
+                            spi::ok(r.get::<Vec<f64>>(3)).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                spi::free_tuptable();
+                rows
+            })
+        };
+        unsafe { self.scratch.reset() };
+        let mut batch = Vec::with_capacity(latest.len());
+        for (location, week, ensemble) in latest {
+            if ensemble.len() != STATE_DIM * self.members {
+                raise(
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    format!(
+                        "checkpoint of twin \"{}\", location \"{location}\" has {} values, expected {}",
+                        self.twin,
+                        ensemble.len(),
+                        STATE_DIM * self.members
+                    ),
+                    None,
+                    "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
+                );
+            }
+            let history = self.history_of(&location);
+            batch.push(LocationInput {
+                location,
+                week,
+                ensemble,
+                history,
+            });
+        }
+        pgrx::check_for_interrupts!();
+        batch
+    }
+
+    /// A location's counts, from the second cursor (same order as the first).
+    fn history_of(&mut self, location: &str) -> History {
+        loop {
+            match self.buffered.front() {
+                Some((l, _)) if l.as_bytes() < location.as_bytes() => {
+                    self.buffered.pop_front();
+                }
+                Some((l, _)) if l == location => {
+                    return self.buffered.pop_front().map(|h| h.1).unwrap_or_default();
+                }
+                Some(_) => return History::default(),
+                None => {
+                    let table = spi::ok(self.histories.fetch(500));
+                    if table.is_empty() {
+                        return History::default();
+                    }
+                    for r in table {
+                        let weeks = spi::ok(r.get::<Vec<i32>>(2)).unwrap_or_default();
+                        let counts = spi::ok(r.get::<Vec<f64>>(3)).unwrap_or_default();
+                        let mut pairs: Vec<(i32, f64)> = weeks.into_iter().zip(counts).collect();
+                        pairs.sort_unstable_by_key(|p| p.0);
+                        self.buffered.push_back((
+                            spi::ok(r.get::<String>(1)).unwrap_or_default(),
+                            History {
+                                weeks: pairs.iter().map(|p| p.0).collect(),
+                                values: pairs.iter().map(|p| Some(p.1)).collect(),
+                            },
+                        ));
+                    }
+                    spi::free_tuptable();
+                }
+            }
+        }
+    }
+
+    fn close(self, client: &SpiClient<'_>) {
+        let work_mem = self.work_mem;
+        drop(self.analyses);
+        drop(self.histories);
+        spi::restore_work_mem(client, work_mem);
+    }
+}
+
+/// A stored forecast waiting to be written.
+struct Pending {
+    model: &'static str,
+    location: String,
+    horizon: i32,
+    recent: Option<f64>,
+    values: Vec<f64>,
+}
+
+/// Forecast rows written per statement (2,048 rows of 23 quantiles: under 1 MB of parameters).
+const WRITE_BATCH: usize = 2048;
+
+/// Writes a run's forecasts in batches.
+struct Writer<'a> {
     twin_id: i64,
     run_id: i64,
-    levels: &[f64],
-    pending: &mut Vec<Pending>,
-) {
-    if pending.is_empty() {
-        return;
-    }
-    let rows = std::mem::take(pending);
-    let width = levels.len();
-    let sql = format!(
-        "INSERT INTO enkf.forecasts (twin_id, run_id, quantile_levels, reference_date, model, location,
-                                     horizon, target_end_date, quantile_values)
-         SELECT $1, $2, $3, r.reference_date, r.model, r.location, r.horizon, r.target_end_date,
-                $9[(r.k - 1) * {width} + 1 : r.k * {width}]
-           FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.date[]), pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), pg_catalog.unnest($7::pg_catalog.int4[]), pg_catalog.unnest($8::pg_catalog.date[]))
-                WITH ORDINALITY AS r(reference_date, model, location, horizon, target_end_date, k)"
-    );
-    unsafe {
-        scratch.switch_to(|_| {
-            let mut references = Vec::with_capacity(rows.len());
-            let mut models = Vec::with_capacity(rows.len());
-            let mut locations = Vec::with_capacity(rows.len());
-            let mut horizons = Vec::with_capacity(rows.len());
-            let mut targets = Vec::with_capacity(rows.len());
-            let mut values = Vec::with_capacity(rows.len() * width);
-            for (reference, model, location, horizon, target, q) in rows {
-                references.push(date(reference));
-                models.push(model);
-                locations.push(location);
-                horizons.push(horizon);
-                targets.push(date(target));
-                values.extend_from_slice(&q);
-            }
-            spi::update(
-                client,
-                &sql,
-                &[
-                    DatumWithOid::from(twin_id),
-                    DatumWithOid::from(run_id),
-                    DatumWithOid::from(levels.to_vec()),
-                    DatumWithOid::from(references),
-                    DatumWithOid::from(models),
-                    DatumWithOid::from(locations),
-                    DatumWithOid::from(horizons),
-                    DatumWithOid::from(targets),
-                    DatumWithOid::from(values),
-                ],
-            );
+    reference: i32,
+    levels: &'a [f64],
+    pending: Vec<Pending>,
+    scratch: PgMemoryContexts,
+}
+
+impl Writer<'_> {
+    fn queue(
+        &mut self,
+        model: &'static str,
+        location: &str,
+        horizon: i32,
+        recent: Option<f64>,
+        values: Vec<f64>,
+    ) {
+        self.pending.push(Pending {
+            model,
+            location: location.to_string(),
+            horizon,
+            recent,
+            values,
         });
-        scratch.reset();
+    }
+
+    fn flush_if_full(&mut self, client: &mut SpiClient<'_>) {
+        if self.pending.len() >= WRITE_BATCH {
+            self.flush(client);
+        }
+    }
+
+    /// Inserts the queued forecasts with one statement: each column one array parameter (the
+    /// quantile values one flat array, sliced per row), so a batch costs one small plan
+    /// whatever its size. At county scale this took the forecast's writes from 0.35-0.41 s (a
+    /// multi-row VALUES upsert, six parameters a row) to about 0.2 s (bench/twin_breakdown.py).
+    fn flush(&mut self, client: &mut SpiClient<'_>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let (twin_id, run_id, levels, reference) =
+            (self.twin_id, self.run_id, self.levels, self.reference);
+        let scratch = &mut self.scratch;
+        let width = levels.len();
+        let sql = format!(
+        "INSERT INTO enkf.forecasts (twin_id, run_id, quantile_levels, reference_date, model, location,
+                                     horizon, target_end_date, quantile_values, recent_min_count)
+         SELECT $1, $2, $3, $4, r.model, r.location, r.horizon, $4 + 7 * r.horizon,
+                $8[(r.k - 1) * {width} + 1 : r.k * {width}], r.recent
+           FROM ROWS FROM (pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]),
+                           pg_catalog.unnest($7::pg_catalog.int4[]), pg_catalog.unnest($9::pg_catalog.float8[]))
+                WITH ORDINALITY AS r(model, location, horizon, recent, k)"
+    );
+        unsafe {
+            scratch.switch_to(|_| {
+                let mut models = Vec::with_capacity(rows.len());
+                let mut locations = Vec::with_capacity(rows.len());
+                let mut horizons = Vec::with_capacity(rows.len());
+                let mut recent = Vec::with_capacity(rows.len());
+                let mut values = Vec::with_capacity(rows.len() * width);
+                for row in rows {
+                    models.push(row.model);
+                    locations.push(row.location);
+                    horizons.push(row.horizon);
+                    recent.push(row.recent);
+                    values.extend_from_slice(&row.values);
+                }
+                spi::update(
+                    client,
+                    &sql,
+                    &[
+                        DatumWithOid::from(twin_id),
+                        DatumWithOid::from(run_id),
+                        DatumWithOid::from(levels.to_vec()),
+                        DatumWithOid::from(date(reference)),
+                        DatumWithOid::from(models),
+                        DatumWithOid::from(locations),
+                        DatumWithOid::from(horizons),
+                        DatumWithOid::from(values),
+                        DatumWithOid::from(recent),
+                    ],
+                );
+            });
+            scratch.reset();
+        }
     }
 }
 

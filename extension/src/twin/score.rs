@@ -53,16 +53,18 @@ impl Acc {
     }
 }
 
-/// Every scored forecast of twin `name` with a reference date in the range, summed per
-/// (location, horizon); with `totals`, also per horizon over all locations (location None)
-/// and over everything (location and horizon None).
+/// Every scored forecast of the models `models` of twin `name` with a reference date in the
+/// range, each beside the baseline's of the same task, summed per (model, location, horizon);
+/// with `totals`, also per model and horizon over all locations (location None) and per model
+/// over everything (location and horizon None).
 pub(super) fn accumulate(
     client: &SpiClient<'_>,
     name: &str,
+    models: &[&str],
     reference_from: Option<Date>,
     reference_to: Option<Date>,
     totals: bool,
-) -> Vec<(Option<String>, Option<i32>, Acc)> {
+) -> Vec<(String, Option<String>, Option<i32>, Acc)> {
     let twin = catalog::load(client, name);
     let columns = catalog::check_observations(
         client,
@@ -100,15 +102,15 @@ pub(super) fn accumulate(
     let query = format!(
         "WITH o AS (SELECT loc, week_end, value FROM ({}) w WHERE value IS NOT NULL)
          SELECT f.location, f.horizon, f.reference_date, f.quantile_levels, f.quantile_values,
-                b.quantile_levels, b.quantile_values, o.value
+                b.quantile_levels, b.quantile_values, o.value, f.model
            FROM enkf.forecasts f
            JOIN enkf.forecasts b ON b.twin_id = f.twin_id AND b.reference_date = f.reference_date
                                 AND b.location = f.location AND b.horizon = f.horizon AND b.model = 'baseline'
            JOIN o ON o.loc = f.location AND o.week_end = f.target_end_date
-          WHERE f.twin_id = $1 AND f.model = 'enkf'
+          WHERE f.twin_id = $1 AND f.model = ANY($6::pg_catalog.text[])
             AND ($2::pg_catalog.date IS NULL OR f.reference_date >= $2)
             AND ($3::pg_catalog.date IS NULL OR f.reference_date <= $3)
-          ORDER BY f.location, f.horizon, f.reference_date",
+          ORDER BY f.model, f.location, f.horizon, f.reference_date",
         source.weekly_sql(Some((4, 5)))
     );
     let [a1, a2, a3] = range;
@@ -118,9 +120,15 @@ pub(super) fn accumulate(
         a3,
         DatumWithOid::from(first_target),
         DatumWithOid::from(last_target),
+        DatumWithOid::from(
+            models
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<String>>(),
+        ),
     ];
     let mut cursor = spi::ok(client.try_open_cursor(query.as_str(), &args));
-    let mut acc: BTreeMap<(String, i32), Acc> = BTreeMap::new();
+    let mut acc: BTreeMap<(String, String, i32), Acc> = BTreeMap::new();
     loop {
         let table = spi::ok(cursor.fetch(1000));
         if table.is_empty() {
@@ -142,7 +150,8 @@ pub(super) fn accumulate(
                 ),
             ];
             let y = spi::ok(r.get::<f64>(8)).unwrap_or_default();
-            let a = acc.entry((location, horizon)).or_default();
+            let model = spi::ok(r.get::<String>(9)).unwrap_or_default();
+            let a = acc.entry((model, location, horizon)).or_default();
             a.n += 1;
             for (m, (levels, values)) in forecasts.iter().enumerate() {
                 a.wis[m] += wis(levels, values, y);
@@ -157,18 +166,25 @@ pub(super) fn accumulate(
         spi::free_tuptable();
     }
     drop(cursor);
-    let mut out: Vec<(Option<String>, Option<i32>, Acc)> = Vec::with_capacity(acc.len());
+    let mut out: Vec<(String, Option<String>, Option<i32>, Acc)> = Vec::with_capacity(acc.len());
     if totals {
-        let mut per_horizon: BTreeMap<i32, Acc> = BTreeMap::new();
-        let mut all = Acc::default();
-        for ((_, h), a) in &acc {
-            per_horizon.entry(*h).or_default().add(a);
-            all.add(a);
+        let mut per_horizon: BTreeMap<(String, i32), Acc> = BTreeMap::new();
+        let mut all: BTreeMap<String, Acc> = BTreeMap::new();
+        for ((m, _, h), a) in &acc {
+            per_horizon.entry((m.clone(), *h)).or_default().add(a);
+            all.entry(m.clone()).or_default().add(a);
         }
-        out.extend(per_horizon.into_iter().map(|(h, a)| (None, Some(h), a)));
-        out.push((None, None, all));
+        out.extend(
+            per_horizon
+                .into_iter()
+                .map(|((m, h), a)| (m, None, Some(h), a)),
+        );
+        out.extend(all.into_iter().map(|(m, a)| (m, None, None, a)));
     }
-    out.extend(acc.into_iter().map(|((l, h), a)| (Some(l), Some(h), a)));
+    out.extend(
+        acc.into_iter()
+            .map(|((m, l, h), a)| (m, Some(l), Some(h), a)),
+    );
     out
 }
 
@@ -204,8 +220,10 @@ fn score(
     ),
 > {
     let name = twin.unwrap_or_else(|| null_argument("twin"));
-    let sums = Spi::connect(|client| accumulate(client, name, reference_from, reference_to, false));
-    TableIterator::new(sums.into_iter().map(|(location, horizon, a)| {
+    let sums = Spi::connect(|client| {
+        accumulate(client, name, &["enkf"], reference_from, reference_to, false)
+    });
+    TableIterator::new(sums.into_iter().map(|(_, location, horizon, a)| {
         (
             location.unwrap_or_default(),
             horizon.unwrap_or_default(),
