@@ -266,43 +266,6 @@ fn one_dimensional(arg: &str, dims: &[usize]) {
     }
 }
 
-/// A float8 matrix returned to SQL as a 2-D `float8[]` of shape [rows][cols], row-major.
-pub struct Float8Matrix {
-    rows: usize,
-    cols: usize,
-    data: Vec<f64>,
-}
-
-impl Float8Matrix {
-    /// A members-major ensemble (members x state_dim) as `[state_dim][members]`: its
-    /// column-major storage is already PostgreSQL's order.
-    pub fn from_members_major(m: DMatrix<f64>) -> Self {
-        let (members, n) = m.shape();
-        Float8Matrix {
-            rows: n,
-            cols: members,
-            data: m.data.into(),
-        }
-    }
-
-    /// A conventional ensemble (state_dim x members) as `[state_dim][members]`.
-    pub fn from_state_major(m: &DMatrix<f64>) -> Self {
-        Self::from_members_major(m.transpose())
-    }
-}
-
-impl IntoDatum for Float8Matrix {
-    fn into_datum(self) -> Option<pg_sys::Datum> {
-        let mut out = Float8Array2::new(self.rows, self.cols);
-        out.data_mut().copy_from_slice(&self.data);
-        out.into_datum()
-    }
-
-    fn type_oid() -> pg_sys::Oid {
-        pg_sys::FLOAT8ARRAYOID
-    }
-}
-
 /// A 2-D `float8[]` of shape [rows][cols] allocated in the current memory context, its values
 /// written in place before it is returned.
 pub struct Float8Array2 {

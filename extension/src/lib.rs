@@ -5,12 +5,13 @@
 
 use pgrx::prelude::*;
 
+mod analyze;
 mod arrays;
 mod error;
-mod filter;
 mod guc;
 mod interrupts;
 mod parallel;
+mod spi;
 mod sqltypes;
 mod twin;
 mod writes;

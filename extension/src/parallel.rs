@@ -218,14 +218,7 @@ pub fn pipeline<T: Send + Sync + 'static, R: Send + 'static>(
         Vec::new()
     };
     if senders.is_empty() {
-        loop {
-            let batch = next();
-            if batch.is_empty() {
-                return;
-            }
-            let out = batch.iter().map(&f).collect();
-            done(batch, out);
-        }
+        return sequential(next, f, done);
     }
     let f: &(dyn Fn(&T) -> R + Sync) = &f;
     let mut batch = next();
@@ -269,21 +262,42 @@ pub fn pipeline<T: Send + Sync + 'static, R: Send + 'static>(
         if let Some(panic) = theirs {
             resume_unwind(panic);
         }
-        let shared = match Arc::try_unwrap(shared) {
-            Ok(s) => s,
-            Err(_) => unreachable!("every worker has dropped its handle on the batch"),
-        };
-        let mut parts = shared
-            .results
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
-        parts.sort_unstable_by_key(|p| p.0);
-        finished = Some((shared.items, parts.into_iter().flat_map(|p| p.1).collect()));
+        finished = Some(in_order(shared));
         batch = following;
     }
     if let Some((items, out)) = finished {
         done(items, out);
     }
+}
+
+/// `pipeline` on this thread alone.
+fn sequential<T, R>(
+    mut next: impl FnMut() -> Vec<T>,
+    f: impl Fn(&T) -> R,
+    mut done: impl FnMut(Vec<T>, Vec<R>),
+) {
+    loop {
+        let batch = next();
+        if batch.is_empty() {
+            return;
+        }
+        let out = batch.iter().map(&f).collect();
+        done(batch, out);
+    }
+}
+
+/// A computed batch's items and their results in the items' order.
+fn in_order<T, R>(shared: Arc<Shared<T, R>>) -> (Vec<T>, Vec<R>) {
+    let shared = match Arc::try_unwrap(shared) {
+        Ok(s) => s,
+        Err(_) => unreachable!("every worker has dropped its handle on the batch"),
+    };
+    let mut parts = shared
+        .results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    parts.sort_unstable_by_key(|p| p.0);
+    (shared.items, parts.into_iter().flat_map(|p| p.1).collect())
 }
 
 /// Threads for the dense products inside one large analysis (`enkf.threads` of them).

@@ -7,6 +7,7 @@
 pub mod dates;
 pub mod error;
 pub mod filter;
+pub mod linalg;
 pub mod localization;
 pub mod model;
 pub mod rng;

@@ -14,8 +14,9 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::dates::date;
-use super::{assimilate, catalog, forecast, score, spi};
+use super::{assimilate, catalog, forecast, score};
 use crate::error::{null_argument, null_option, raise};
+use crate::spi;
 use crate::sqltypes::{RegClass, SqlName};
 
 /// What the backtest replays: the twin and the reference dates.
@@ -196,38 +197,48 @@ fn prepare_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
         "SELECT twin_id FROM enkf.twins WHERE name = $1",
         &[DatumWithOid::from(replay.twin.as_str())],
     );
-    if existing.is_none() {
-        spi::select(
-            client,
-            "SELECT enkf.create_twin($1, $2::pg_catalog.oid::pg_catalog.regclass,
-                                     $3::pg_catalog.oid::pg_catalog.regclass, $4::pg_catalog.name,
-                                     $5::pg_catalog.name, $6::pg_catalog.name, 'seirh', $7,
-                                     $8::pg_catalog.jsonb, $9::pg_catalog.name)",
-            &[
-                DatumWithOid::from(replay.twin.as_str()),
-                DatumWithOid::from(args.observations.0),
-                DatumWithOid::from(args.locations.0),
-                DatumWithOid::from(args.time_column.0.as_str()),
-                DatumWithOid::from(args.location_column.0.as_str()),
-                DatumWithOid::from(args.value_column.0.as_str()),
-                DatumWithOid::from(args.members),
-                DatumWithOid::from(args.config.0.to_string().as_str()),
-                args.as_of_column
-                    .as_ref()
-                    .map_or(DatumWithOid::null::<String>(), |c| {
-                        DatumWithOid::from(c.0.as_str())
-                    }),
-            ],
-            |_| Ok(()),
-        );
-        if args.as_of_column.is_none() {
-            pgrx::notice!(
-                "enkf.backtest: twin \"{}\" reads the table without versions: every week is taken as first published in its final form, which is not a real-time backtest",
-                replay.twin
-            );
-        }
-        return;
+    match existing {
+        None => create_twin(client, replay, args),
+        Some(_) => check_continuation(client, replay, args),
     }
+}
+
+/// A new twin for the backtest, created as `enkf.create_twin` would (its checks included).
+fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
+    spi::select(
+        client,
+        "SELECT enkf.create_twin($1, $2::pg_catalog.oid::pg_catalog.regclass,
+                                 $3::pg_catalog.oid::pg_catalog.regclass, $4::pg_catalog.name,
+                                 $5::pg_catalog.name, $6::pg_catalog.name, 'seirh', $7,
+                                 $8::pg_catalog.jsonb, $9::pg_catalog.name)",
+        &[
+            DatumWithOid::from(replay.twin.as_str()),
+            DatumWithOid::from(args.observations.0),
+            DatumWithOid::from(args.locations.0),
+            DatumWithOid::from(args.time_column.0.as_str()),
+            DatumWithOid::from(args.location_column.0.as_str()),
+            DatumWithOid::from(args.value_column.0.as_str()),
+            DatumWithOid::from(args.members),
+            DatumWithOid::from(args.config.0.to_string().as_str()),
+            args.as_of_column
+                .as_ref()
+                .map_or(DatumWithOid::null::<String>(), |c| {
+                    DatumWithOid::from(c.0.as_str())
+                }),
+        ],
+        |_| Ok(()),
+    );
+    if args.as_of_column.is_none() {
+        pgrx::notice!(
+            "enkf.backtest: twin \"{}\" reads the table without versions: every week is taken as first published in its final form, which is not a real-time backtest",
+            replay.twin
+        );
+    }
+}
+
+/// An existing twin continues its backtest: over the same table, from after its last
+/// reference date.
+fn check_continuation(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
     let (same_table, last_reference) = spi::select(
         client,
         "SELECT t.observations::pg_catalog.oid = $2::pg_catalog.oid,
@@ -309,14 +320,13 @@ fn run(client: &mut SpiClient<'_>, replay: &Replay) {
             );
             continue;
         }
-        let rows = forecast::run(
-            client,
-            &replay.twin,
-            replay.horizons,
-            &FLUSIGHT_LEVELS,
-            Some(reference),
-            enkf_core::twin::models::Component::Twin,
-        );
+        let request = forecast::Request {
+            horizons: replay.horizons,
+            levels: &FLUSIGHT_LEVELS,
+            reference: Some(reference),
+            returned: enkf_core::twin::models::Component::Twin,
+        };
+        let rows = forecast::run(client, &replay.twin, &request);
         pgrx::notice!(
             "enkf.backtest: reference date {} ({} of {}): {} locations assimilated as published by {}, {} forecasts, {:.2} s",
             enkf_core::dates::iso(reference),

@@ -7,8 +7,8 @@ use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
-use super::spi;
 use crate::error::raise;
+use crate::spi;
 
 /// Advisory lock key space of pg_enkf (`ENKF`): the sidecar takes the same lock per twin, so
 /// two schedulers or a manual run never work on one twin at once.
@@ -455,4 +455,20 @@ pub fn last_week(client: &SpiClient<'_>, twin_id: i64) -> Option<i32> {
             )
         })
         .map(|d| d.to_pg_epoch_days())
+}
+
+/// 'XX001' for a stored analysis that is not STATE_DIM x members values: the checkpoints table
+/// was written by something other than pg_enkf.
+pub fn corrupt_checkpoint(twin: &Twin, location: &str, week: i32, len: usize) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        format!(
+            "checkpoint of twin \"{}\", location \"{location}\", week {} has {len} values, expected {}",
+            twin.name,
+            enkf_core::dates::iso(week),
+            enkf_core::model::seirh::STATE_DIM * twin.members
+        ),
+        None,
+        "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
+    )
 }

@@ -5,8 +5,8 @@ use pgrx::datum::{DatumWithOid, JsonB};
 use pgrx::prelude::*;
 
 use super::catalog::{check_locations, check_observations};
-use super::spi;
 use crate::error::{null_argument, null_option, raise, OrRaise};
+use crate::spi;
 use crate::sqltypes::{RegClass, SqlName};
 
 /// The qualified, quoted name of a relation (independent of the caller's search_path).

@@ -4,24 +4,24 @@
 //! recent scores. All are stored in `enkf.forecasts`, each under its own model name; one
 //! (the twin's by default) is returned.
 
-use enkf_core::model::seirh::{E, I, R, S, STATE_DIM};
+use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::combine::{calibrate, Calibration, Scored};
-use enkf_core::twin::location::location_seed;
-use enkf_core::twin::models::{forecast_all, Component, ComponentForecast, History};
-use enkf_core::twin::LocationModel;
+use enkf_core::twin::forecast::StoredAnalysis;
+use enkf_core::twin::models::{Component, ComponentForecast, History};
 use enkf_core::EnkfError;
-use nalgebra::DMatrix;
 use pgrx::datum::{Array, Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
 
 use super::catalog::{self, Twin};
 use super::dates::date;
 use super::provenance;
-use super::spi;
 use crate::arrays::vector_arg;
 use crate::error::{null_argument, null_option, raise};
+use crate::spi;
+use crate::spi::bulk::{BulkInsert, Sliced};
+use crate::spi::merge::ByLocation;
 
 /// Quantile levels: strictly increasing, inside (0, 1).
 fn levels_arg(arr: Option<Array<'_, f64>>) -> Vec<f64> {
@@ -105,16 +105,13 @@ fn forecast(
             "model is the one whose forecasts are returned: 'enkf' (the twin), 'baseline', 'trend' or 'combined'; all are stored",
         )
     });
-    let blocks = Spi::connect_mut(|client| {
-        run(
-            client,
-            name,
-            horizons as usize,
-            &levels,
-            reference,
-            returned,
-        )
-    });
+    let request = Request {
+        horizons: horizons as usize,
+        levels: &levels,
+        reference,
+        returned,
+    };
+    let blocks = Spi::connect_mut(|client| run(client, name, &request));
     // One row per quantile, made as PostgreSQL asks for them: memory holds one value a row.
     TableIterator::new(blocks.into_iter().flat_map(move |b| {
         let (reference, target) = (date(b.reference), date(b.target));
@@ -135,14 +132,19 @@ pub(super) struct Block {
     values: Vec<f64>,
 }
 
-pub(super) fn run(
-    client: &mut SpiClient<'_>,
-    name: &str,
-    horizons: usize,
-    levels: &[f64],
-    reference: Option<i32>,
-    returned: Component,
-) -> Vec<Block> {
+/// What one forecast run asks for.
+pub(super) struct Request<'a> {
+    pub horizons: usize,
+    pub levels: &'a [f64],
+    /// The reference date asked for (None: the week after the last analysis).
+    pub reference: Option<i32>,
+    /// The model whose quantiles are returned (all are stored).
+    pub returned: Component,
+}
+
+/// One forecast run: every model of every location the caller may see, stored; the returned
+/// model's quantiles returned.
+pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> Vec<Block> {
     let twin = catalog::load_locked(client, name);
     let started = provenance::start(client);
     let Some(last) = catalog::last_week(client, twin.id) else {
@@ -155,91 +157,40 @@ pub(super) fn run(
     };
     // Weeks between the last analysis and the reference date's week, stepped through without
     // data (a real-time forecast when the latest release lags).
-    let gap = gap_weeks(name, last, reference);
-    let reference_date = last + 7 * (gap as i32 + 1);
-    let steps: Vec<usize> = (1..=horizons).map(|h| gap + h).collect();
-    let bounds = Bounds::new(client, &twin, last, horizons, levels.len());
+    let gap = gap_weeks(name, last, req.reference);
+    let reference = last + 7 * (gap as i32 + 1);
+    let bounds = Bounds::new(client, &twin, last, req.horizons, req.levels.len());
     // Learned before this run replaces anything: from forecasts already scored.
-    let calibration = calibration(client, &twin, last, levels);
-    // A forecast replaces whatever an earlier one from the same analysis stored (of the
-    // locations the caller may see: row-level security applies to the DELETE as to the rest).
-    spi::update(
-        client,
-        "DELETE FROM enkf.forecasts WHERE twin_id = $1 AND reference_date = $2",
-        &[
-            DatumWithOid::from(twin.id),
-            DatumWithOid::from(date(reference_date)),
-        ],
-    );
-    let mut writer = Writer {
-        twin_id: twin.id,
-        run_id: started.id,
-        reference: reference_date,
-        levels,
-        pending: Vec::new(),
-        scratch: PgMemoryContexts::new("pg_enkf forecast writes"),
+    let calibration = calibration(client, &twin, last, req.levels);
+    replace_stored(client, &twin, reference);
+    let mut sink = Sink {
+        req,
+        reference,
+        bounds,
+        writer: Writer::new(&twin, started.id, req.levels, reference),
+        out: Vec::new(),
+        returned_values: 0,
+        locations: 0,
     };
-    let mut reader = Reader::open(client, &twin, last, bounds.fetch_locations);
-    let mut out = Vec::new();
-    let mut returned_values = 0usize;
-    let mut locations = 0;
+    let steps: Vec<usize> = (1..=req.horizons).map(|h| gap + h).collect();
+    let mut reader = Reader::open(client, &twin, last, sink.bounds.fetch_locations);
     let clock = std::time::Instant::now();
-    // Every model of one location (pure computation, on any thread).
-    let compute = |input: &LocationInput| -> Result<Vec<ComponentForecast>, EnkfError> {
-        let ens = DMatrix::from_row_slice(STATE_DIM, twin.members, &input.ensemble);
-        let population: f64 = [S, E, I, R].iter().map(|&c| ens[(c, 0)]).sum();
-        let model = LocationModel::new(&twin.config, &input.location, population);
-        forecast_all(
-            &twin.config,
-            &model,
-            &ens,
-            &input.history,
-            input.week,
-            &steps,
-            levels,
-            &[],
-            &calibration,
-            location_seed(twin.config.seed, &input.location),
-        )
-    };
-    // A computed batch: stored, and the returned model's rows kept (database work, on this
-    // thread).
-    let done = |batch: Vec<LocationInput>,
-                computed: Vec<Result<Vec<ComponentForecast>, EnkfError>>| {
-        for (input, forecasts) in batch.into_iter().zip(computed) {
-            let forecasts = forecasts.unwrap_or_else(|e| crate::error::raise_core(e));
-            returned_values += horizons * levels.len();
-            bounds.check_rows(returned_values);
-            let recent = recent_smallest_count(&input.history, input.week);
-            for f in forecasts {
-                for (h, q) in f.quantiles.into_iter().enumerate() {
-                    let target = reference_date + 7 * h as i32;
-                    // Checked now: the rows are made after this function has returned.
-                    date(target);
-                    if f.component == returned {
-                        out.push(Block {
-                            location: input.location.clone(),
-                            reference: reference_date,
-                            horizon: h as i32,
-                            target,
-                            values: q.clone(),
-                        });
-                    }
-                    writer.queue(f.component.name(), &input.location, h as i32, recent, q);
-                }
-            }
-            writer.flush_if_full(client);
-            locations += 1;
-        }
-    };
     // Reading and writing overlap the computing when enkf.threads > 1.
-    crate::parallel::pipeline(|| reader.next(), compute, done);
+    crate::parallel::pipeline(
+        || reader.next(),
+        |a: &StoredAnalysis| {
+            a.forecast(&twin.config, twin.members, &steps, req.levels, &calibration)
+        },
+        |batch, computed| sink.store(client, batch, computed),
+    );
+    let locations = sink.locations;
     pgrx::debug1!(
         "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s",
         clock.elapsed().as_secs_f64()
     );
     reader.close(client);
-    writer.flush(client);
+    sink.writer.flush(client);
+    let (horizons, levels) = (req.horizons, req.levels.len());
     provenance::record(
         client,
         &twin,
@@ -247,34 +198,74 @@ pub(super) fn run(
         &started,
         provenance::Outcome {
             locations: Some(locations),
-            first_week: (locations > 0).then_some(reference_date),
-            last_week: (locations > 0).then_some(reference_date + 7 * (horizons as i32 - 1)),
-            detail: Some(format!(
-                "horizons {horizons}, {} quantile levels",
-                levels.len()
-            )),
+            first_week: (locations > 0).then_some(reference),
+            last_week: (locations > 0).then_some(reference + 7 * (horizons as i32 - 1)),
+            detail: Some(format!("horizons {horizons}, {levels} quantile levels")),
             ..Default::default()
         },
     );
-    out
+    sink.out
 }
 
-/// Counts whose smallness a forecast could reveal: those of the weeks it is made from most
-/// directly (the baseline starts from the last count, the trend model from the last two).
-const RECENT_WEEKS: i32 = 4;
+/// A forecast replaces whatever an earlier one from the same analysis stored (of the locations
+/// the caller may see: row-level security applies to the DELETE as to the rest).
+fn replace_stored(client: &mut SpiClient<'_>, twin: &Twin, reference: i32) {
+    spi::update(
+        client,
+        "DELETE FROM enkf.forecasts WHERE twin_id = $1 AND reference_date = $2",
+        &[
+            DatumWithOid::from(twin.id),
+            DatumWithOid::from(date(reference)),
+        ],
+    );
+}
 
-/// The smallest count above 0 a location reported in the `RECENT_WEEKS` weeks through
-/// `last_week`: stored with its forecasts, which readers see only when it is not a withheld
-/// small count (`enkf.forecast_withheld`).
-fn recent_smallest_count(history: &History, last_week: i32) -> Option<f64> {
-    history
-        .weeks
-        .iter()
-        .zip(&history.values)
-        .filter(|(w, _)| **w > last_week - 7 * RECENT_WEEKS && **w <= last_week)
-        .filter_map(|(_, v)| *v)
-        .filter(|v| *v > 0.0)
-        .reduce(f64::min)
+/// Where computed forecasts go: stored, and the returned model's kept (database work, on the
+/// backend's thread).
+struct Sink<'a> {
+    req: &'a Request<'a>,
+    reference: i32,
+    bounds: Bounds,
+    writer: Writer,
+    out: Vec<Block>,
+    returned_values: usize,
+    locations: i32,
+}
+
+impl Sink<'_> {
+    fn store(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        batch: Vec<StoredAnalysis>,
+        computed: Vec<Result<Vec<ComponentForecast>, EnkfError>>,
+    ) {
+        for (input, forecasts) in batch.into_iter().zip(computed) {
+            let forecasts = forecasts.unwrap_or_else(|e| crate::error::raise_core(e));
+            self.returned_values += self.req.horizons * self.req.levels.len();
+            self.bounds.check_rows(self.returned_values);
+            let recent = input.recent_smallest_count();
+            for f in forecasts {
+                for (h, q) in f.quantiles.into_iter().enumerate() {
+                    let target = self.reference + 7 * h as i32;
+                    // Checked now: the rows are made after this function has returned.
+                    date(target);
+                    if f.component == self.req.returned {
+                        self.out.push(Block {
+                            location: input.location.clone(),
+                            reference: self.reference,
+                            horizon: h as i32,
+                            target,
+                            values: q.clone(),
+                        });
+                    }
+                    self.writer
+                        .queue(f.component.name(), &input.location, h as i32, recent, q);
+                }
+            }
+            self.writer.flush_if_full(client);
+            self.locations += 1;
+        }
+    }
 }
 
 /// How each model fared recently, at these quantile levels: its stored forecasts whose targets
@@ -340,32 +331,24 @@ fn calibration(client: &SpiClient<'_>, twin: &Twin, last: i32, levels: &[f64]) -
     calibrate(levels, &past, cfg)
 }
 
-/// A location's latest analysis and the counts it has assimilated.
-pub(super) struct LocationInput {
-    location: String,
-    /// The week of the analysis.
-    week: i32,
-    /// Row-major [state][members].
-    ensemble: Vec<f64>,
-    history: History,
-}
-
 /// The two cursors a forecast reads, merged by location (byte order): every location's
 /// analysis of the twin's last week, and its assimilated counts. Two single-table queries:
 /// robust to the stale statistics a twin's first large assimilation leaves behind.
-struct Reader<'c> {
+struct Reader<'c, 't> {
     analyses: pgrx::spi::SpiCursor<'c>,
     histories: pgrx::spi::SpiCursor<'c>,
-    buffered: std::collections::VecDeque<(String, History)>,
+    merged: ByLocation<History>,
     fetch: i64,
-    members: usize,
-    twin: String,
+    twin: &'t Twin,
     scratch: PgMemoryContexts,
     work_mem: Option<String>,
 }
 
-impl<'c> Reader<'c> {
-    fn open(client: &SpiClient<'c>, twin: &Twin, last: i32, fetch: i64) -> Reader<'c> {
+/// Locations' counts fetched from the second cursor at a time.
+const FETCH_HISTORIES: i64 = 500;
+
+impl<'c, 't> Reader<'c, 't> {
+    fn open(client: &SpiClient<'c>, twin: &'t Twin, last: i32, fetch: i64) -> Reader<'c, 't> {
         // At county scale the aggregate holds ~3,000 locations' arrays, more than 4 MB.
         let work_mem = spi::raise_work_mem(client, "64MB");
         let analyses = spi::ok(client.try_open_cursor(
@@ -385,34 +368,23 @@ impl<'c> Reader<'c> {
         Reader {
             analyses,
             histories,
-            buffered: Default::default(),
+            merged: ByLocation::default(),
             fetch,
-            members: twin.members,
-            twin: twin.name.clone(),
+            twin,
             scratch: PgMemoryContexts::new("pg_enkf forecast"),
             work_mem,
         }
     }
 
     /// The next batch of locations (empty at the end).
-    fn next(&mut self) -> Vec<LocationInput> {
+    fn next(&mut self) -> Vec<StoredAnalysis> {
         let fetch = self.fetch;
         let analyses = &mut self.analyses;
         // SAFETY: the rows are copied into Rust values before the context is reset.
         let latest: Vec<(String, i32, Vec<f64>)> = unsafe {
             self.scratch.switch_to(|_| {
                 let table = spi::ok(analyses.fetch(fetch));
-                let rows = table
-                    .map(|r| {
-                        (
-                            spi::ok(r.get::<String>(1)).unwrap_or_default(),
-                            spi::ok(r.get::<Date>(2))
-                                .map(|d| d.to_pg_epoch_days())
-                                .unwrap_or_default(),
-                            spi::ok(r.get::<Vec<f64>>(3)).unwrap_or_default(),
-                        )
-                    })
-                    .collect();
+                let rows = table.map(|r| spi::ok(analysis_of(&r))).collect();
                 spi::free_tuptable();
                 rows
             })
@@ -420,21 +392,21 @@ impl<'c> Reader<'c> {
         unsafe { self.scratch.reset() };
         let mut batch = Vec::with_capacity(latest.len());
         for (location, week, ensemble) in latest {
-            if ensemble.len() != STATE_DIM * self.members {
-                raise(
-                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                    format!(
-                        "checkpoint of twin \"{}\", location \"{location}\" has {} values, expected {}",
-                        self.twin,
-                        ensemble.len(),
-                        STATE_DIM * self.members
-                    ),
-                    None,
-                    "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
-                );
+            if ensemble.len() != STATE_DIM * self.twin.members {
+                catalog::corrupt_checkpoint(self.twin, &location, week, ensemble.len());
             }
-            let history = self.history_of(&location);
-            batch.push(LocationInput {
+            let histories = &mut self.histories;
+            let history = self
+                .merged
+                .take(&location, || {
+                    let table = spi::ok(histories.fetch(FETCH_HISTORIES));
+                    let rows = table.map(|r| spi::ok(history_of(&r))).collect();
+                    spi::free_tuptable();
+                    rows
+                })
+                .pop()
+                .unwrap_or_default();
+            batch.push(StoredAnalysis {
                 location,
                 week,
                 ensemble,
@@ -445,41 +417,6 @@ impl<'c> Reader<'c> {
         batch
     }
 
-    /// A location's counts, from the second cursor (same order as the first).
-    fn history_of(&mut self, location: &str) -> History {
-        loop {
-            match self.buffered.front() {
-                Some((l, _)) if l.as_bytes() < location.as_bytes() => {
-                    self.buffered.pop_front();
-                }
-                Some((l, _)) if l == location => {
-                    return self.buffered.pop_front().map(|h| h.1).unwrap_or_default();
-                }
-                Some(_) => return History::default(),
-                None => {
-                    let table = spi::ok(self.histories.fetch(500));
-                    if table.is_empty() {
-                        return History::default();
-                    }
-                    for r in table {
-                        let weeks = spi::ok(r.get::<Vec<i32>>(2)).unwrap_or_default();
-                        let counts = spi::ok(r.get::<Vec<f64>>(3)).unwrap_or_default();
-                        let mut pairs: Vec<(i32, f64)> = weeks.into_iter().zip(counts).collect();
-                        pairs.sort_unstable_by_key(|p| p.0);
-                        self.buffered.push_back((
-                            spi::ok(r.get::<String>(1)).unwrap_or_default(),
-                            History {
-                                weeks: pairs.iter().map(|p| p.0).collect(),
-                                values: pairs.iter().map(|p| Some(p.1)).collect(),
-                            },
-                        ));
-                    }
-                    spi::free_tuptable();
-                }
-            }
-        }
-    }
-
     fn close(self, client: &SpiClient<'_>) {
         let work_mem = self.work_mem;
         drop(self.analyses);
@@ -487,6 +424,34 @@ impl<'c> Reader<'c> {
         spi::restore_work_mem(client, work_mem);
     }
 }
+
+fn analysis_of(r: &SpiHeapTupleData<'_>) -> SpiResult<(String, i32, Vec<f64>)> {
+    Ok((
+        r.get::<String>(1)?.unwrap_or_default(),
+        r.get::<Date>(2)?
+            .map(|d| d.to_pg_epoch_days())
+            .unwrap_or_default(),
+        r.get::<Vec<f64>>(3)?.unwrap_or_default(),
+    ))
+}
+
+/// A location's assimilated counts in week order (the aggregate leaves them in any order).
+fn history_of(r: &SpiHeapTupleData<'_>) -> SpiResult<(String, History)> {
+    let weeks = r.get::<Vec<i32>>(2)?.unwrap_or_default();
+    let counts = r.get::<Vec<f64>>(3)?.unwrap_or_default();
+    let mut pairs: Vec<(i32, f64)> = weeks.into_iter().zip(counts).collect();
+    pairs.sort_unstable_by_key(|p| p.0);
+    Ok((
+        r.get::<String>(1)?.unwrap_or_default(),
+        History {
+            weeks: pairs.iter().map(|p| p.0).collect(),
+            values: pairs.iter().map(|p| Some(p.1)).collect(),
+        },
+    ))
+}
+
+/// Forecast rows written per statement (2,048 rows of 23 quantiles: under 1 MB of parameters).
+const WRITE_BATCH: usize = 2048;
 
 /// A stored forecast waiting to be written.
 struct Pending {
@@ -497,20 +462,46 @@ struct Pending {
     values: Vec<f64>,
 }
 
-/// Forecast rows written per statement (2,048 rows of 23 quantiles: under 1 MB of parameters).
-const WRITE_BATCH: usize = 2048;
-
 /// Writes a run's forecasts in batches.
-struct Writer<'a> {
+struct Writer {
     twin_id: i64,
     run_id: i64,
     reference: i32,
-    levels: &'a [f64],
+    levels: Vec<f64>,
+    sql: String,
     pending: Vec<Pending>,
     scratch: PgMemoryContexts,
 }
 
-impl Writer<'_> {
+impl Writer {
+    fn new(twin: &Twin, run_id: i64, levels: &[f64], reference: i32) -> Writer {
+        let sql = BulkInsert {
+            table: "enkf.forecasts",
+            shared: &["twin_id", "run_id", "quantile_levels", "reference_date"],
+            per_row: &[
+                ("model", "pg_catalog.text"),
+                ("location", "pg_catalog.text"),
+                ("horizon", "pg_catalog.int4"),
+                ("target_end_date", "pg_catalog.date"),
+                ("recent_min_count", "pg_catalog.float8"),
+            ],
+            sliced: Sliced {
+                column: "quantile_values",
+                len: levels.len(),
+            },
+        }
+        .sql();
+        Writer {
+            twin_id: twin.id,
+            run_id,
+            reference,
+            levels: levels.to_vec(),
+            sql,
+            pending: Vec::new(),
+            scratch: PgMemoryContexts::new("pg_enkf forecast writes"),
+        }
+    }
+
     fn queue(
         &mut self,
         model: &'static str,
@@ -534,59 +525,49 @@ impl Writer<'_> {
         }
     }
 
-    /// Inserts the queued forecasts with one statement: each column one array parameter (the
-    /// quantile values one flat array, sliced per row), so a batch costs one small plan
-    /// whatever its size. At county scale this took the forecast's writes from 0.35-0.41 s (a
-    /// multi-row VALUES upsert, six parameters a row) to about 0.2 s (bench/twin_breakdown.py).
     fn flush(&mut self, client: &mut SpiClient<'_>) {
         if self.pending.is_empty() {
             return;
         }
         let rows = std::mem::take(&mut self.pending);
-        let (twin_id, run_id, levels, reference) =
-            (self.twin_id, self.run_id, self.levels, self.reference);
-        let scratch = &mut self.scratch;
-        let width = levels.len();
-        let sql = format!(
-        "INSERT INTO enkf.forecasts (twin_id, run_id, quantile_levels, reference_date, model, location,
-                                     horizon, target_end_date, quantile_values, recent_min_count)
-         SELECT $1, $2, $3, $4, r.model, r.location, r.horizon, $4 + 7 * r.horizon,
-                $8[(r.k - 1) * {width} + 1 : r.k * {width}], r.recent
-           FROM ROWS FROM (pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]),
-                           pg_catalog.unnest($7::pg_catalog.int4[]), pg_catalog.unnest($9::pg_catalog.float8[]))
-                WITH ORDINALITY AS r(model, location, horizon, recent, k)"
-    );
+        let (twin_id, run_id, reference) = (self.twin_id, self.run_id, self.reference);
+        let (levels, sql) = (&self.levels, &self.sql);
+        // SAFETY: the parameters are built, used and freed inside the switch; nothing allocated
+        // in the scratch context outlives its reset.
         unsafe {
-            scratch.switch_to(|_| {
+            self.scratch.switch_to(|_| {
                 let mut models = Vec::with_capacity(rows.len());
                 let mut locations = Vec::with_capacity(rows.len());
                 let mut horizons = Vec::with_capacity(rows.len());
+                let mut targets = Vec::with_capacity(rows.len());
                 let mut recent = Vec::with_capacity(rows.len());
-                let mut values = Vec::with_capacity(rows.len() * width);
+                let mut values = Vec::with_capacity(rows.len() * levels.len());
                 for row in rows {
                     models.push(row.model);
                     locations.push(row.location);
                     horizons.push(row.horizon);
+                    targets.push(date(reference + 7 * row.horizon));
                     recent.push(row.recent);
                     values.extend_from_slice(&row.values);
                 }
                 spi::update(
                     client,
-                    &sql,
+                    sql,
                     &[
                         DatumWithOid::from(twin_id),
                         DatumWithOid::from(run_id),
-                        DatumWithOid::from(levels.to_vec()),
+                        DatumWithOid::from(levels.clone()),
                         DatumWithOid::from(date(reference)),
                         DatumWithOid::from(models),
                         DatumWithOid::from(locations),
                         DatumWithOid::from(horizons),
-                        DatumWithOid::from(values),
+                        DatumWithOid::from(targets),
                         DatumWithOid::from(recent),
+                        DatumWithOid::from(values),
                     ],
                 );
             });
-            scratch.reset();
+            self.scratch.reset();
         }
     }
 }

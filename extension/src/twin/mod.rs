@@ -11,5 +11,5 @@ mod forecast;
 mod provenance;
 mod score;
 mod source;
-mod spi;
+
 mod synthetic;

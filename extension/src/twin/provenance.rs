@@ -9,8 +9,8 @@ use pgrx::spi::SpiClient;
 
 use super::catalog::{self, Twin};
 use super::dates::date;
-use super::spi;
 use crate::error::{null_argument, raise};
+use crate::spi;
 
 /// A run's id, taken when it starts (its checkpoints and forecasts carry it), and its start.
 pub struct RunStart {

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use enkf_core::scoring::{at_level, covered, wis};
 use pgrx::datum::{Date, DatumWithOid};
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
 
-use super::catalog;
+use super::catalog::{self, Twin};
 use super::source::Source;
-use super::spi;
 use crate::error::null_argument;
+use crate::spi;
 
 /// Sums over the forecasts of one location and horizon: index 0 the twin, 1 the baseline.
 #[derive(Default, Clone)]
@@ -39,6 +39,20 @@ impl Acc {
             self.err[m] += other.err[m];
             self.cov50[m] += other.cov50[m];
             self.cov95[m] += other.cov95[m];
+        }
+    }
+
+    /// One forecast and the baseline's of the same task, against the observed count `y`.
+    fn record(&mut self, forecast: &(Vec<f64>, Vec<f64>), baseline: &(Vec<f64>, Vec<f64>), y: f64) {
+        self.n += 1;
+        for (m, (levels, values)) in [forecast, baseline].into_iter().enumerate() {
+            self.wis[m] += wis(levels, values, y);
+            if let Some(med) = at_level(levels, values, 0.5) {
+                self.ae[m] += (med - y).abs();
+                self.err[m] += med - y;
+            }
+            self.cov50[m] += covered(levels, values, y, 0.5).unwrap_or(false) as i32;
+            self.cov95[m] += covered(levels, values, y, 0.95).unwrap_or(false) as i32;
         }
     }
 
@@ -66,43 +80,19 @@ pub(super) fn accumulate(
     totals: bool,
 ) -> Vec<(String, Option<String>, Option<i32>, Acc)> {
     let twin = catalog::load(client, name);
-    let columns = catalog::check_observations(
-        client,
-        &twin.observations,
-        &twin.time_column,
-        &twin.location_column,
-        &twin.value_column,
-    );
-    let mut source = Source::new(&twin, columns.kind, catalog::timescaledb_schema(client));
-    if let Some(column) = &twin.as_of_column {
-        // Scored against the latest version of every count.
-        let kind = catalog::check_as_of(client, &twin.observations, column);
-        source = source.with_versions(column, kind, None);
-    }
+    let source = latest_counts(client, &twin);
     let range = [
         DatumWithOid::from(twin.id),
         reference_from.map_or(DatumWithOid::null::<Date>(), DatumWithOid::from),
         reference_to.map_or(DatumWithOid::null::<Date>(), DatumWithOid::from),
     ];
-    // Only the weeks that forecasts target are read from the table (which also leaves out
-    // rows that no week holds, such as an infinite time).
-    let targets = spi::select(
-        client,
-        "SELECT pg_catalog.min(target_end_date), pg_catalog.max(target_end_date) FROM enkf.forecasts
-          WHERE twin_id = $1 AND model = 'enkf'
-            AND ($2::pg_catalog.date IS NULL OR reference_date >= $2)
-            AND ($3::pg_catalog.date IS NULL OR reference_date <= $3)",
-        &range,
-        |r| Ok((r.get::<Date>(1)?, r.get::<Date>(2)?)),
-    );
-    let (first_target, last_target) = match targets.first() {
-        Some((Some(a), Some(b))) => (*a, *b),
-        _ => return Vec::new(),
+    let Some((first_target, last_target)) = target_span(client, &range) else {
+        return Vec::new();
     };
     let query = format!(
         "WITH o AS (SELECT loc, week_end, value FROM ({}) w WHERE value IS NOT NULL)
-         SELECT f.location, f.horizon, f.reference_date, f.quantile_levels, f.quantile_values,
-                b.quantile_levels, b.quantile_values, o.value, f.model
+         SELECT f.model, f.location, f.horizon, f.quantile_levels, f.quantile_values,
+                b.quantile_levels, b.quantile_values, o.value
            FROM enkf.forecasts f
            JOIN enkf.forecasts b ON b.twin_id = f.twin_id AND b.reference_date = f.reference_date
                                 AND b.location = f.location AND b.horizon = f.horizon AND b.model = 'baseline'
@@ -114,18 +104,14 @@ pub(super) fn accumulate(
         source.weekly_sql(Some((4, 5)))
     );
     let [a1, a2, a3] = range;
+    let models: Vec<String> = models.iter().map(|m| m.to_string()).collect();
     let args = [
         a1,
         a2,
         a3,
         DatumWithOid::from(first_target),
         DatumWithOid::from(last_target),
-        DatumWithOid::from(
-            models
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<String>>(),
-        ),
+        DatumWithOid::from(models),
     ];
     let mut cursor = spi::ok(client.try_open_cursor(query.as_str(), &args));
     let mut acc: BTreeMap<(String, String, i32), Acc> = BTreeMap::new();
@@ -136,36 +122,85 @@ pub(super) fn accumulate(
         }
         for r in table {
             pgrx::check_for_interrupts!();
-            let location = spi::ok(r.get::<String>(1)).unwrap_or_default();
-            let horizon = spi::ok(r.get::<i32>(2)).unwrap_or_default();
-            // The tables' CHECK constraints guarantee arrays of equal length without NULLs.
-            let forecasts = [
-                (
-                    spi::ok(r.get::<Vec<f64>>(4)).unwrap_or_default(),
-                    spi::ok(r.get::<Vec<f64>>(5)).unwrap_or_default(),
-                ),
-                (
-                    spi::ok(r.get::<Vec<f64>>(6)).unwrap_or_default(),
-                    spi::ok(r.get::<Vec<f64>>(7)).unwrap_or_default(),
-                ),
-            ];
-            let y = spi::ok(r.get::<f64>(8)).unwrap_or_default();
-            let model = spi::ok(r.get::<String>(9)).unwrap_or_default();
-            let a = acc.entry((model, location, horizon)).or_default();
-            a.n += 1;
-            for (m, (levels, values)) in forecasts.iter().enumerate() {
-                a.wis[m] += wis(levels, values, y);
-                if let Some(med) = at_level(levels, values, 0.5) {
-                    a.ae[m] += (med - y).abs();
-                    a.err[m] += med - y;
-                }
-                a.cov50[m] += covered(levels, values, y, 0.5).unwrap_or(false) as i32;
-                a.cov95[m] += covered(levels, values, y, 0.95).unwrap_or(false) as i32;
-            }
+            let s = spi::ok(scored_of(&r));
+            acc.entry((s.model, s.location, s.horizon))
+                .or_default()
+                .record(&s.forecast, &s.baseline, s.observed);
         }
         spi::free_tuptable();
     }
     drop(cursor);
+    with_totals(acc, totals)
+}
+
+/// The observation table as scores read it: the latest version of every count.
+fn latest_counts(client: &SpiClient<'_>, twin: &Twin) -> Source {
+    let columns = catalog::check_observations(
+        client,
+        &twin.observations,
+        &twin.time_column,
+        &twin.location_column,
+        &twin.value_column,
+    );
+    let source = Source::new(twin, columns.kind, catalog::timescaledb_schema(client));
+    match &twin.as_of_column {
+        Some(column) => {
+            let kind = catalog::check_as_of(client, &twin.observations, column);
+            source.with_versions(column, kind, None)
+        }
+        None => source,
+    }
+}
+
+/// The first and last weeks the twin's forecasts in the range target: only those weeks are
+/// read from the table (which also leaves out rows that no week holds, such as an infinite
+/// time). None without forecasts.
+fn target_span(client: &SpiClient<'_>, range: &[DatumWithOid<'_>; 3]) -> Option<(Date, Date)> {
+    let targets = spi::select(
+        client,
+        "SELECT pg_catalog.min(target_end_date), pg_catalog.max(target_end_date) FROM enkf.forecasts
+          WHERE twin_id = $1 AND model = 'enkf'
+            AND ($2::pg_catalog.date IS NULL OR reference_date >= $2)
+            AND ($3::pg_catalog.date IS NULL OR reference_date <= $3)",
+        range,
+        |r| Ok((r.get::<Date>(1)?, r.get::<Date>(2)?)),
+    );
+    match targets.first() {
+        Some((Some(a), Some(b))) => Some((*a, *b)),
+        _ => None,
+    }
+}
+
+/// A stored forecast beside the baseline's of the same task and the count it targeted.
+struct ScoredForecast {
+    model: String,
+    location: String,
+    horizon: i32,
+    /// Levels and values.
+    forecast: (Vec<f64>, Vec<f64>),
+    baseline: (Vec<f64>, Vec<f64>),
+    observed: f64,
+}
+
+fn scored_of(r: &SpiHeapTupleData<'_>) -> SpiResult<ScoredForecast> {
+    // The tables' CHECK constraints guarantee arrays of equal length without NULLs.
+    let array = |i: usize| -> SpiResult<Vec<f64>> { Ok(r.get::<Vec<f64>>(i)?.unwrap_or_default()) };
+    Ok(ScoredForecast {
+        model: r.get::<String>(1)?.unwrap_or_default(),
+        location: r.get::<String>(2)?.unwrap_or_default(),
+        horizon: r.get::<i32>(3)?.unwrap_or_default(),
+        forecast: (array(4)?, array(5)?),
+        baseline: (array(6)?, array(7)?),
+        observed: r.get::<f64>(8)?.unwrap_or_default(),
+    })
+}
+
+/// The sums per (model, location, horizon), preceded with `totals` by those per model and
+/// horizon (location None) and per model (location and horizon None).
+fn with_totals(
+    acc: BTreeMap<(String, String, i32), Acc>,
+    totals: bool,
+) -> Vec<(String, Option<String>, Option<i32>, Acc)> {
     let mut out: Vec<(String, Option<String>, Option<i32>, Acc)> = Vec::with_capacity(acc.len());
     if totals {
         let mut per_horizon: BTreeMap<(String, i32), Acc> = BTreeMap::new();

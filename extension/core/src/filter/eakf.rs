@@ -5,8 +5,8 @@
 
 use nalgebra::DMatrix;
 
-use super::dense::dot;
 use super::{Observations, Split};
+use crate::linalg::dense::dot;
 use crate::localization::Taper;
 
 pub(crate) fn analyze(

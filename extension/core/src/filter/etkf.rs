@@ -7,10 +7,10 @@
 //! beyond the ensemble itself is O(N^2 + m N), whatever the state size, and the ensemble is read
 //! twice and written once.
 
-use super::dense::{dot, sum, view_mut};
 use super::transform::{etkf_operator, AnomalyTransform, PARALLEL_MIN_FLOPS};
 use super::{all_finite, overflowed, rotation, Observations, Options};
 use crate::error::{EnkfError, Result};
+use crate::linalg::dense::{dot, sum, view_mut};
 use crate::workers::{Job, Workers};
 
 /// Values of scratch per block: 256 KiB, a typical L2 cache.

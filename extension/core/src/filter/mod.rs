@@ -11,14 +11,13 @@
 //! `analyze` takes the conventional (state_dim x members) matrix and transposes around
 //! `analyze_members_major`.
 
-mod dense;
 mod eakf;
-mod eigen;
 mod enkf;
 mod etkf;
 mod letkf;
 pub mod rotation;
 pub mod transform;
+mod validate;
 pub mod workspace;
 
 use std::fmt;
@@ -28,6 +27,7 @@ use nalgebra::{DMatrix, DVector};
 
 use crate::error::{EnkfError, Result};
 use crate::localization::{Domain, Taper};
+use validate::{validate_arguments, validate_dimensions, validate_members_major};
 
 /// The analysis method, named as in the SQL API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,22 @@ impl FromStr for Method {
                 "method must be one of 'enkf', 'etkf', 'eakf', 'letkf'",
             )),
         }
+    }
+}
+
+// Stored in a twin's configuration as its name (the same text as before it was an enum, so
+// that configuration hashes do not change), and read with the parsing of `FromStr`.
+impl serde::Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e: EnkfError| serde::de::Error::custom(format!("filter.method: {e}")))
     }
 }
 
@@ -128,142 +144,6 @@ impl Observations<'_> {
 /// The members an ensemble must have for the method to estimate a covariance.
 pub const MIN_MEMBERS: usize = 2;
 
-/// Checks everything `analyze` relies on; each error names the SQL argument at fault.
-/// `ensemble` is members-major (members x state_dim).
-pub fn validate_members_major(
-    ensemble: &DMatrix<f64>,
-    obs: &Observations,
-    opts: &Options,
-) -> Result<()> {
-    let (members, n) = ensemble.shape();
-    validate_dimensions(members, n, opts)?;
-    check_values(ensemble.as_slice(), members)?;
-    validate_arguments(n, obs, opts)
-}
-
-fn validate_dimensions(members: usize, n: usize, opts: &Options) -> Result<()> {
-    if n == 0 {
-        return Err(EnkfError::shape(
-            "ensemble",
-            "ensemble has no state elements",
-            "pass a 2-D array [state_dim][members] with state_dim >= 1",
-        ));
-    }
-    if members < MIN_MEMBERS {
-        return Err(EnkfError::invalid(
-            "ensemble",
-            format!("ensemble has {members} member(s); method '{}' needs at least {MIN_MEMBERS}", opts.method),
-            "an ensemble filter estimates covariances from the spread of the members: pass 2 or more columns",
-        ));
-    }
-    Ok(())
-}
-
-fn check_values(data: &[f64], members: usize) -> Result<()> {
-    // A branch-free pass first (it vectorizes); the position only when something is wrong.
-    if !all_finite(data) {
-        let (pos, v) = data
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .unwrap_or((0, &f64::NAN));
-        return Err(EnkfError::invalid(
-            "ensemble",
-            format!(
-                "ensemble element [{}][{}] is {v}",
-                pos / members + 1,
-                pos % members + 1
-            ),
-            "all ensemble values must be finite numbers",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_arguments(n: usize, obs: &Observations, opts: &Options) -> Result<()> {
-    let m = obs.values.len();
-    if obs.variance.len() != m {
-        return Err(EnkfError::shape(
-            "obs_variance",
-            format!(
-                "obs_variance has {} element(s) but observations has {m}",
-                obs.variance.len()
-            ),
-            "pass one error variance per observation",
-        ));
-    }
-    if obs.index.len() != m {
-        return Err(EnkfError::shape(
-            "obs_index",
-            format!(
-                "obs_index has {} element(s) but observations has {m}",
-                obs.index.len()
-            ),
-            "pass one state index per observation",
-        ));
-    }
-    if let Some((k, v)) = obs.values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(EnkfError::invalid(
-            "observations",
-            format!("observations element {} is {v}", k + 1),
-            "drop missing observations (and their variance and index) instead of passing NaN or infinity",
-        ));
-    }
-    if let Some((k, v)) = obs
-        .variance
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
-    {
-        return Err(EnkfError::invalid(
-            "obs_variance",
-            format!("obs_variance element {} is {v}; variances must be finite and positive", k + 1),
-            "an observation without error cannot be assimilated by an ensemble filter: use a small positive variance",
-        ));
-    }
-    if let Some((k, i)) = obs.index.iter().enumerate().find(|(_, i)| **i >= n) {
-        return Err(EnkfError::IndexOutOfRange {
-            arg: "obs_index",
-            detail: format!("obs_index element {} is {}, outside 1..{n}", k + 1, i + 1),
-            hint: "obs_index is 1-based and must not exceed the number of state elements (rows of ensemble)".into(),
-        });
-    }
-    if !(opts.inflation.is_finite() && opts.inflation >= 1.0) {
-        return Err(EnkfError::invalid(
-            "inflation",
-            format!(
-                "inflation must be a finite number >= 1, got {}",
-                opts.inflation
-            ),
-            "1.0 means no inflation; values such as 1.01 to 1.1 are usual",
-        ));
-    }
-    if !(opts.rtps.is_finite() && (0.0..=1.0).contains(&opts.rtps)) {
-        return Err(EnkfError::invalid(
-            "rtps",
-            format!("rtps must lie in [0, 1], got {}", opts.rtps),
-            "0 disables relaxation to prior spread; 0.5 to 0.9 are usual",
-        ));
-    }
-    if let Some(c) = opts.loc_radius {
-        if !(c.is_finite() && c >= 0.0) {
-            return Err(EnkfError::invalid(
-                "loc_radius",
-                format!("loc_radius must be a finite number >= 0, got {c}"),
-                "loc_radius is the Gaspari-Cohn half-width in state elements: weights reach 0 at distance 2*loc_radius; pass NULL for no localization",
-            ));
-        }
-        if opts.method == Method::Etkf {
-            return Err(EnkfError::invalid(
-                "loc_radius",
-                "loc_radius cannot be used with method 'etkf', a global filter",
-                "use method 'letkf' (local ETKF) or 'eakf' with loc_radius, or pass loc_radius => NULL",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Whether every value is finite, without an early exit so that the loop vectorizes.
 pub(crate) fn all_finite(values: &[f64]) -> bool {
     values.iter().fold(true, |ok, v| ok & v.is_finite())
@@ -288,7 +168,7 @@ impl Split {
                 .chunks_exact_mut(members)
                 .zip(mean.iter_mut())
             {
-                *mu = dense::sum(col) / members as f64;
+                *mu = crate::linalg::dense::sum(col) / members as f64;
                 col.iter_mut().for_each(|v| *v = (*v - *mu) * inflation);
             }
         }
@@ -359,7 +239,7 @@ pub fn analyze_members_major_with(
     workers: &dyn crate::workers::Workers,
 ) -> Result<()> {
     let (members, n) = ensemble.shape();
-    if streams(opts) {
+    if runs_in_place(opts) {
         validate_dimensions(members, n, opts)?;
         validate_arguments(n, obs, opts)?;
         return etkf::analyze_in_place(
@@ -388,7 +268,7 @@ pub fn analyze_members_major_with(
         prior
     } else {
         match opts.method {
-            // Handled by `streams` above.
+            // Handled by `runs_in_place` above.
             Method::Etkf => unreachable!("the ETKF runs in place"),
             Method::Letkf if opts.loc_radius.is_none() => unreachable!("the ETKF runs in place"),
             Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
@@ -434,7 +314,7 @@ pub(crate) fn overflowed(data: &[f64], members: usize) -> EnkfError {
 /// Whether the method runs in place on the ensemble's storage ([`analyze_flat`]): the ETKF,
 /// which an LETKF without a radius is. The others work on an owned matrix
 /// ([`analyze_members_major_with`]), which `analyze_flat` would copy to and from.
-pub fn streams(opts: &Options) -> bool {
+pub fn runs_in_place(opts: &Options) -> bool {
     opts.method == Method::Etkf || (opts.method == Method::Letkf && opts.loc_radius.is_none())
 }
 
@@ -460,7 +340,7 @@ pub fn analyze_flat(
             "pass state_dim x members values",
         ));
     }
-    if members == 0 || !streams(opts) {
+    if members == 0 || !runs_in_place(opts) {
         let mut m = DMatrix::from_column_slice(members, n, data);
         analyze_members_major_with(&mut m, obs, opts, interrupt, workers)?;
         data.copy_from_slice(m.as_slice());
@@ -469,11 +349,6 @@ pub fn analyze_flat(
     validate_dimensions(members, n, opts)?;
     validate_arguments(n, obs, opts)?;
     etkf::analyze_in_place(data, members, obs, opts, interrupt, workers)
-}
-
-/// Checks everything `analyze` relies on, for a conventional (state_dim x members) ensemble.
-pub fn validate(ensemble: &DMatrix<f64>, obs: &Observations, opts: &Options) -> Result<()> {
-    validate_members_major(&ensemble.transpose(), obs, opts)
 }
 
 /// One analysis step on a conventional (state_dim x members) ensemble, in place.

@@ -10,7 +10,8 @@
 use faer::{MatMut, MatRef};
 use nalgebra::{DMatrix, DVector};
 
-use super::dense::{gemm_into, gram_lower, product, psd_eigen, psd_eigen_with, view, view_mut};
+use crate::linalg::dense::{gemm_into, gram_lower, product, view, view_mut};
+use crate::linalg::{psd_eigen, psd_eigen_with};
 use crate::workers::{Job, Sequential, Workers};
 
 /// `a^T b` for matrices, the transpose a strided view.
@@ -211,7 +212,7 @@ impl AnomalyTransform {
                     1.0,
                     faer::Par::Seq,
                 );
-                super::dense::clear_upper_vector_state();
+                crate::linalg::dense::clear_upper_vector_state();
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use nalgebra::DMatrix;
 
-use super::{streams, Method, Options};
+use super::{runs_in_place, Method, Options};
 use crate::error::{EnkfError, Result};
 
 /// The largest matrix an analysis builds: its number of values, the argument whose size
@@ -37,7 +37,7 @@ pub fn largest(state_dim: usize, members: usize, m: usize, opts: &Options) -> Wo
     let ensemble = Workspace::of(state_dim, members, "ensemble", "the ensemble");
     let candidates: Vec<Workspace> = if m == 0 {
         vec![]
-    } else if streams(opts) {
+    } else if runs_in_place(opts) {
         // Whitened anomalies S^T (members x m); then either M = aI + S^T S with its
         // eigenvectors and the transform (members x members, when m >= members) or S S^T
         // with its eigenvectors (m x m) and the low-rank factors (members x m).

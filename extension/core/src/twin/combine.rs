@@ -60,8 +60,17 @@ pub struct Scored<'a> {
 /// What the recent past says about each component at each horizon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
-    /// (component, horizon, spread scale, combination weight)
-    pub entries: Vec<(Component, usize, f64, f64)>,
+    pub entries: Vec<Calibrated>,
+}
+
+/// One component at one horizon: the factor its spread is scaled by, and its weight in the
+/// combination (mean 1 per horizon).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibrated {
+    pub component: Component,
+    pub horizon: usize,
+    pub scale: f64,
+    pub weight: f64,
 }
 
 impl Calibration {
@@ -73,17 +82,17 @@ impl Calibration {
     }
 
     pub fn scale(&self, component: Component, horizon: usize) -> f64 {
-        self.find(component, horizon).map_or(1.0, |e| e.2)
+        self.find(component, horizon).map_or(1.0, |e| e.scale)
     }
 
     pub fn weight(&self, component: Component, horizon: usize) -> f64 {
-        self.find(component, horizon).map_or(1.0, |e| e.3)
+        self.find(component, horizon).map_or(1.0, |e| e.weight)
     }
 
-    fn find(&self, component: Component, horizon: usize) -> Option<&(Component, usize, f64, f64)> {
+    fn find(&self, component: Component, horizon: usize) -> Option<&Calibrated> {
         self.entries
             .iter()
-            .find(|e| e.0 == component && e.1 == horizon)
+            .find(|e| e.component == component && e.horizon == horizon)
     }
 }
 
@@ -130,13 +139,7 @@ pub fn log_wis(levels: &[f64], values: &[f64], observed: f64) -> f64 {
 /// by the caller to forecasts whose targets are observed; pooled over whatever locations the
 /// caller passes). Only the most recent `window_weeks` target weeks count.
 pub fn calibrate(levels: &[f64], past: &[Scored<'_>], cfg: &CombinationConfig) -> Calibration {
-    let mut weeks: Vec<i32> = past.iter().map(|p| p.target_end_date).collect();
-    weeks.sort_unstable();
-    weeks.dedup();
-    let from = weeks
-        .len()
-        .checked_sub(cfg.window_weeks.max(1))
-        .map_or(i32::MIN, |i| weeks[i]);
+    let from = window_start(past, cfg.window_weeks);
     let mut keys: Vec<(Component, usize)> = past.iter().map(|p| (p.component, p.horizon)).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -155,62 +158,83 @@ pub fn calibrate(levels: &[f64], past: &[Scored<'_>], cfg: &CombinationConfig) -
         if recent.len() < cfg.min_scored.max(1) {
             continue;
         }
-        let natural = cfg.scoring == "natural";
-        let score = |scale: f64| -> f64 {
-            recent
-                .iter()
-                .map(|p| {
-                    let v = rescale(levels, p.values, scale);
-                    if natural {
-                        wis(levels, &v, p.observed)
-                    } else {
-                        log_wis(levels, &v, p.observed)
-                    }
-                })
-                .sum::<f64>()
-                / recent.len() as f64
-        };
-        let (scale, best) = if cfg.recalibrate {
-            SCALES
-                .iter()
-                .map(|&s| (s, score(s)))
-                .fold((1.0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a })
-        } else {
-            (1.0, score(1.0))
-        };
-        entries.push((component, horizon, scale, best));
-    }
-    // Weights from the (recalibrated) mean log WIS, relative to the horizon's components;
-    // a component without enough scores gets the average weight of the others.
-    let mut out = Vec::with_capacity(entries.len());
-    for &(c, h, scale, score) in &entries {
-        let w = if score > 0.0 && score.is_finite() {
-            score.powf(-cfg.power)
+        let (scale, best) = best_scale(levels, &recent, cfg);
+        let w = if best > 0.0 && best.is_finite() {
+            best.powf(-cfg.power)
         } else {
             1.0
         };
-        out.push((c, h, scale, w));
+        entries.push(Calibrated {
+            component,
+            horizon,
+            scale,
+            weight: w,
+        });
     }
-    let horizons: Vec<usize> = {
-        let mut v: Vec<usize> = out.iter().map(|e| e.1).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+    normalise_per_horizon(&mut entries);
+    Calibration { entries }
+}
+
+/// The first of the last `window_weeks` target weeks scored (all of them when fewer).
+fn window_start(past: &[Scored<'_>], window_weeks: usize) -> i32 {
+    let mut weeks: Vec<i32> = past.iter().map(|p| p.target_end_date).collect();
+    weeks.sort_unstable();
+    weeks.dedup();
+    weeks
+        .len()
+        .checked_sub(window_weeks.max(1))
+        .map_or(i32::MIN, |i| weeks[i])
+}
+
+/// The spread scale (1 without `recalibrate`) that minimises the mean score of `recent`, and
+/// that score (WIS, or WIS of the log counts).
+fn best_scale(levels: &[f64], recent: &[&Scored<'_>], cfg: &CombinationConfig) -> (f64, f64) {
+    let natural = cfg.scoring == "natural";
+    let score = |scale: f64| -> f64 {
+        recent
+            .iter()
+            .map(|p| {
+                let v = rescale(levels, p.values, scale);
+                if natural {
+                    wis(levels, &v, p.observed)
+                } else {
+                    log_wis(levels, &v, p.observed)
+                }
+            })
+            .sum::<f64>()
+            / recent.len() as f64
     };
+    if cfg.recalibrate {
+        SCALES
+            .iter()
+            .map(|&s| (s, score(s)))
+            .fold((1.0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a })
+    } else {
+        (1.0, score(1.0))
+    }
+}
+
+/// Weights normalised to mean 1 per horizon, so that a component missing from the calibration
+/// (weight 1 by default) counts as an average one.
+fn normalise_per_horizon(entries: &mut [Calibrated]) {
+    let mut horizons: Vec<usize> = entries.iter().map(|e| e.horizon).collect();
+    horizons.sort_unstable();
+    horizons.dedup();
     for h in horizons {
-        let total: f64 = out.iter().filter(|e| e.1 == h).map(|e| e.3).sum();
-        let count = out.iter().filter(|e| e.1 == h).count() as f64;
-        for e in out.iter_mut().filter(|e| e.1 == h) {
-            // Normalised to mean 1 per horizon, so a component missing from the calibration
-            // (weight 1 by default) counts as an average one.
-            e.3 = if total > 0.0 {
-                e.3 * count / total
+        let total: f64 = entries
+            .iter()
+            .filter(|e| e.horizon == h)
+            .map(|e| e.weight)
+            .sum();
+        let count = entries.iter().filter(|e| e.horizon == h).count() as f64;
+        for e in entries.iter_mut().filter(|e| e.horizon == h) {
+            e.weight = if total > 0.0 {
+                e.weight * count / total
             } else {
                 1.0
             };
         }
     }
-    Calibration { entries: out }
 }
 
 /// The weighted level-by-level average of `forecasts` (each at `levels`): monotone when each

@@ -64,14 +64,14 @@ impl Default for TwinConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
     /// 'eakf' (serial EAKF, the default of the epidemic forecasting literature), 'etkf', 'enkf'.
-    pub method: String,
+    pub method: Method,
     /// Multiplicative prior inflation against ensemble collapse.
     pub inflation: f64,
     pub rtps: f64,
     /// "log" (default): the update works on log(1 + count) and log(parameter), so that it is
     /// multiplicative and keeps every quantity positive without clipping skewed ensembles;
     /// "linear": on the counts themselves, as in Shaman and Karspeck (2012).
-    pub space: String,
+    pub space: UpdateSpace,
     /// Whether the observation updates the susceptibles. `false` leaves S to the dynamics, so
     /// that the filter follows a turn in the counts with transmission and prevalence rather
     /// than by depleting S, which made the forecasts crash after a peak.
@@ -81,12 +81,48 @@ pub struct FilterConfig {
 impl Default for FilterConfig {
     fn default() -> Self {
         FilterConfig {
-            method: "eakf".into(),
+            method: Method::Eakf,
             inflation: 1.01,
             rtps: 0.0,
-            space: "log".into(),
+            space: UpdateSpace::Log,
             // Chosen by the leave-one-season-out tuning on all three seasons (docs/backtest.md).
             update_susceptible: false,
+        }
+    }
+}
+
+/// Where the analysis updates the ensemble: on log(1 + count) and log(parameter), or on the
+/// counts themselves. Stored as its name; read case-insensitively, as the methods are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateSpace {
+    Log,
+    Linear,
+}
+
+impl UpdateSpace {
+    fn name(&self) -> &'static str {
+        match self {
+            UpdateSpace::Log => "log",
+            UpdateSpace::Linear => "linear",
+        }
+    }
+}
+
+impl Serialize for UpdateSpace {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for UpdateSpace {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim().to_ascii_lowercase().as_str() {
+            "log" => Ok(UpdateSpace::Log),
+            "linear" => Ok(UpdateSpace::Linear),
+            _ => Err(serde::de::Error::custom(format!(
+                "filter.space \"{text}\" is unknown: 'log' (default) or 'linear'"
+            ))),
         }
     }
 }
@@ -314,22 +350,19 @@ impl TwinConfig {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
 
+    /// Checks every key against its range; each error names the key.
     pub fn validate(&self) -> Result<()> {
-        let method: Method = self.filter.method.parse().map_err(|_| {
-            invalid(
-                "filter.method",
-                format!("\"{}\" is unknown", self.filter.method),
-                "one of 'eakf', 'etkf', 'enkf', 'letkf'",
-            )
-        })?;
-        let _ = method;
-        if self.filter.space != "log" && self.filter.space != "linear" {
-            return Err(invalid(
-                "filter.space",
-                format!("\"{}\" is unknown", self.filter.space),
-                "'log' (default) or 'linear'",
-            ));
-        }
+        self.validate_filter()?;
+        self.validate_observation_error()?;
+        self.validate_priors()?;
+        self.validate_dynamics()?;
+        self.validate_forecast()?;
+        self.validate_components()?;
+        self.validate_schedule()
+    }
+
+    /// The analysis: inflation and relaxation (method and space are enums, checked by parsing).
+    fn validate_filter(&self) -> Result<()> {
         if !(self.filter.inflation.is_finite()
             && self.filter.inflation >= 1.0
             && self.filter.inflation <= 10.0)
@@ -347,6 +380,11 @@ impl TwinConfig {
                 "0 = none",
             ));
         }
+        Ok(())
+    }
+
+    /// The observation error variance.
+    fn validate_observation_error(&self) -> Result<()> {
         if !(self.observation_error.floor.is_finite() && self.observation_error.floor > 0.0) {
             return Err(invalid(
                 "observation_error.floor",
@@ -362,12 +400,22 @@ impl TwinConfig {
                 "3 weeks is usual",
             ));
         }
+        Ok(())
+    }
+
+    /// The prior ensemble's ranges and the bounds kept after every update.
+    fn validate_priors(&self) -> Result<()> {
         range("priors.r0", self.priors.r0, 0.0, 20.0)?;
         range("priors.ihr", self.priors.ihr, 1e-9, 1.0)?;
         range("priors.susceptible", self.priors.susceptible, 0.0, 1.0)?;
         range("priors.infectious", self.priors.infectious, 1e-12, 0.5)?;
         range("bounds.beta", self.bounds.beta, 0.0, 100.0)?;
         range("bounds.ihr", self.bounds.ihr, 0.0, 1.0)?;
+        Ok(())
+    }
+
+    /// The model's fixed rates and the parameters' random walk.
+    fn validate_dynamics(&self) -> Result<()> {
         let d = &self.dynamics;
         positive("dynamics.latent_days", d.latent_days)?;
         positive("dynamics.infectious_days", d.infectious_days)?;
@@ -411,6 +459,11 @@ impl TwinConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The forecast's horizons, draws and spread.
+    fn validate_forecast(&self) -> Result<()> {
         if self.forecast.horizons == 0 || self.forecast.horizons > 52 {
             return Err(invalid(
                 "forecast.horizons",
@@ -452,6 +505,18 @@ impl TwinConfig {
                 "1 = no damping; 0 = R_eff held at 1 while forecasting",
             ));
         }
+        if self.forecast.target.trim().is_empty() {
+            return Err(invalid(
+                "forecast.target",
+                "must not be empty".into(),
+                "the default is \"wk inc flu hosp\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checkpoints kept, revisions looked for, the week's end and the schedule.
+    fn validate_schedule(&self) -> Result<()> {
         if let Some(k) = self.checkpoints.keep_weeks {
             if k == 0 {
                 return Err(invalid(
@@ -475,14 +540,6 @@ impl TwinConfig {
                 "a weekday name such as \"saturday\"",
             ));
         }
-        if self.forecast.target.trim().is_empty() {
-            return Err(invalid(
-                "forecast.target",
-                "must not be empty".into(),
-                "the default is \"wk inc flu hosp\"",
-            ));
-        }
-        self.validate_components()?;
         if let Some(s) = &self.schedule {
             if s.cron.split_whitespace().count() != 5 {
                 return Err(invalid(
@@ -496,6 +553,12 @@ impl TwinConfig {
     }
 
     fn validate_components(&self) -> Result<()> {
+        self.validate_trend()?;
+        self.validate_backfill()?;
+        self.validate_combination()
+    }
+
+    fn validate_trend(&self) -> Result<()> {
         let t = &self.trend;
         if !(2..=52).contains(&t.window) {
             return Err(invalid(
@@ -518,6 +581,10 @@ impl TwinConfig {
                 "past origins whose errors make the spread; 104 is the default",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_backfill(&self) -> Result<()> {
         if self.backfill.lags > 8 {
             return Err(invalid(
                 "backfill.lags",
@@ -532,6 +599,10 @@ impl TwinConfig {
                 "releases of the last this many weeks teach the factors; 10 is the default",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_combination(&self) -> Result<()> {
         let c = &self.combination;
         if c.components.is_empty() {
             return Err(invalid(
@@ -601,7 +672,7 @@ impl TwinConfig {
     }
 
     pub fn method(&self) -> Method {
-        self.filter.method.parse().unwrap_or(Method::Eakf)
+        self.filter.method
     }
 
     pub fn dynamics(&self) -> Dynamics {
@@ -653,7 +724,7 @@ mod tests {
     fn partial_config_keeps_other_defaults() {
         let cfg = TwinConfig::from_json(r#"{"filter": {"inflation": 1.1}, "seed": 7}"#).unwrap();
         assert_eq!(cfg.filter.inflation, 1.1);
-        assert_eq!(cfg.filter.method, "eakf");
+        assert_eq!(cfg.filter.method, Method::Eakf);
         assert_eq!(cfg.seed, 7);
     }
 

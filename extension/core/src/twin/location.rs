@@ -12,32 +12,9 @@ use crate::model::seirh::{self, Bounds, Dynamics, BETA, E, H, I, IHR, R, S, STAT
 use crate::rng::{normal, seeded, uniform};
 use crate::scoring::quantiles_unsorted;
 
-/// splitmix64: a bijective mixer, so distinct inputs give unrelated seeds.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A location's seed: FNV-1a of its key mixed with the twin's seed. Stable across machines.
-pub fn location_seed(twin_seed: i64, location: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in location.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    mix(h ^ mix(twin_seed as u64))
-}
-
-/// The seed of one week's draws at a location.
-pub fn week_seed(location_seed: u64, week_end: i32, purpose: u64) -> u64 {
-    mix(location_seed ^ mix(week_end as i64 as u64) ^ purpose.wrapping_mul(0x2545_f491_4f6c_dd1d))
-}
-
-const PURPOSE_FILTER: u64 = 1;
-const PURPOSE_FORECAST: u64 = 2;
-const PURPOSE_PROCESS: u64 = 3;
+// The seeds of the twin's random draws (twin/streams.rs), here where they are drawn.
+pub use super::streams::{location_seed, mix, week_seed};
+use super::streams::{PURPOSE_FILTER, PURPOSE_FORECAST, PURPOSE_PROCESS};
 
 pub struct LocationModel<'a> {
     pub cfg: &'a TwinConfig,
@@ -125,7 +102,7 @@ impl<'a> LocationModel<'a> {
         let opts = self
             .cfg
             .filter_options(week_seed(self.seed, week_end, PURPOSE_FILTER));
-        let log_space = self.cfg.filter.space == "log";
+        let log_space = self.cfg.filter.space == super::config::UpdateSpace::Log;
         let (value, variance) = if log_space {
             to_log(ens);
             // Delta method: var(log(1 + y)) = var(y) / (1 + y)^2.

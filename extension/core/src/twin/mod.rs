@@ -4,8 +4,11 @@
 pub mod backfill;
 pub mod combine;
 pub mod config;
+pub mod cycle;
+pub mod forecast;
 pub mod location;
 pub mod models;
+pub mod streams;
 pub mod synthetic;
 pub mod trend;
 

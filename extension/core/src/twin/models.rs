@@ -17,8 +17,7 @@ use super::trend::trend_quantiles;
 use crate::error::{EnkfError, Result};
 use crate::scoring::baseline_quantiles_all;
 
-/// Seed purpose of the baseline's bootstrap (the same as the SQL layer's).
-pub const PURPOSE_BASELINE: u64 = 7;
+pub use super::streams::PURPOSE_BASELINE;
 
 /// A forecasting model of the product, stored under `name()` as its own model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,7 +5,7 @@ use crate::dates::day_of_year;
 use crate::model::seirh::{self, Dynamics, BETA, E, H, I, IHR, R, S, STATE_DIM};
 use crate::rng::{normal, seeded, uniform};
 use crate::twin::config::ObservationError;
-use crate::twin::location::{location_seed, mix};
+use crate::twin::streams::{location_seed, mix, SYNTHETIC_LOCATION};
 
 /// One location's synthetic truth.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub fn location_name(k: usize) -> String {
 
 pub fn generate_location(spec: &SyntheticSpec, k: usize) -> SyntheticLocation {
     let name = location_name(k);
-    let mut rng = seeded(mix(location_seed(spec.seed, &name) ^ 0x5717));
+    let mut rng = seeded(mix(location_seed(spec.seed, &name) ^ SYNTHETIC_LOCATION));
     let lu = |(lo, hi): (f64, f64), u: f64| (lo.ln() + (hi.ln() - lo.ln()) * u).exp();
     let population = lu(spec.population, uniform(&mut rng)).round();
     let r0 = spec.r0.0 + (spec.r0.1 - spec.r0.0) * uniform(&mut rng);

@@ -28,24 +28,11 @@ fn analyze(
     seed: default!(Option<i64>, 0),
 ) -> Float8Array2 {
     let max = guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
-    let method: Method = method
-        .unwrap_or_else(|| null_option("method"))
-        .parse()
-        .or_raise();
-    let opts = Options {
-        method,
-        inflation: inflation.unwrap_or_else(|| null_option("inflation")),
-        rtps: rtps.unwrap_or_else(|| null_option("rtps")),
-        loc_radius,
-        periodic: periodic.unwrap_or_else(|| null_option("periodic")),
-        // Any int8 is a valid seed; the bits are reinterpreted.
-        seed: seed.unwrap_or_else(|| null_option("seed")) as u64,
-        rotate: false,
-    };
+    let opts = options(method, inflation, rtps, loc_radius, periodic, seed);
     // The ETKF updates the result array in place (the detoasted argument itself when detoasting
     // made a copy, else a copy made once); the other methods work on a matrix of their own,
     // copied out at the end.
-    let ens = if enkf_core::filter::streams(&opts) {
+    let ens = if enkf_core::filter::runs_in_place(&opts) {
         let (out, _, members) = matrix_arg_as_result("ensemble", ensemble, max);
         Ensemble::InPlace(out, members)
     } else {
@@ -63,31 +50,31 @@ fn analyze(
         variance: &variance,
         index: &index,
     };
-    let threads = crate::parallel::Threads::from_guc();
-    match ens {
-        Ensemble::InPlace(mut out, members) => {
-            enkf_core::filter::analyze_flat(
-                out.data_mut(),
-                members,
-                &obs,
-                &opts,
-                &crate::interrupts::check,
-                &threads,
-            )
-            .or_raise();
-            out
-        }
-        Ensemble::Owned(mut m) => {
-            enkf_core::filter::analyze_members_major_with(
-                &mut m,
-                &obs,
-                &opts,
-                &crate::interrupts::check,
-                &threads,
-            )
-            .or_raise();
-            Float8Array2::from_members_major(&m)
-        }
+    ens.analyze(&obs, &opts)
+}
+
+/// The filter's options from the SQL arguments (each NULL refused by name).
+fn options(
+    method: Option<&str>,
+    inflation: Option<f64>,
+    rtps: Option<f64>,
+    loc_radius: Option<f64>,
+    periodic: Option<bool>,
+    seed: Option<i64>,
+) -> Options {
+    let method: Method = method
+        .unwrap_or_else(|| null_option("method"))
+        .parse()
+        .or_raise();
+    Options {
+        method,
+        inflation: inflation.unwrap_or_else(|| null_option("inflation")),
+        rtps: rtps.unwrap_or_else(|| null_option("rtps")),
+        loc_radius,
+        periodic: periodic.unwrap_or_else(|| null_option("periodic")),
+        // Any int8 is a valid seed; the bits are reinterpreted.
+        seed: seed.unwrap_or_else(|| null_option("seed")) as u64,
+        rotate: false,
     }
 }
 
@@ -100,6 +87,36 @@ enum Ensemble {
 }
 
 impl Ensemble {
+    /// The analysis, on `enkf.threads` threads, as the array returned.
+    fn analyze(self, obs: &Observations<'_>, opts: &Options) -> Float8Array2 {
+        let threads = crate::parallel::Threads::from_guc();
+        match self {
+            Ensemble::InPlace(mut out, members) => {
+                enkf_core::filter::analyze_flat(
+                    out.data_mut(),
+                    members,
+                    obs,
+                    opts,
+                    &crate::interrupts::check,
+                    &threads,
+                )
+                .or_raise();
+                out
+            }
+            Ensemble::Owned(mut m) => {
+                enkf_core::filter::analyze_members_major_with(
+                    &mut m,
+                    obs,
+                    opts,
+                    &crate::interrupts::check,
+                    &threads,
+                )
+                .or_raise();
+                Float8Array2::from_members_major(&m)
+            }
+        }
+    }
+
     fn state_dim(&self) -> usize {
         match self {
             Ensemble::InPlace(out, members) => out.len() / members,

@@ -6,6 +6,9 @@
 //! creates in another schema is ever called. (Operators are left unqualified: with that
 //! search_path they resolve in pg_catalog only, as pg_temp is never searched for operators.)
 
+pub mod bulk;
+pub mod merge;
+
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
@@ -124,39 +127,5 @@ pub fn restore_work_mem(client: &SpiClient<'_>, before: Option<String>) {
             "SELECT pg_catalog.set_config('work_mem', $1, true)",
             &[DatumWithOid::from(before)],
         );
-    }
-}
-
-/// The VALUES list of a multi-row INSERT: `rows` tuples, each the shared parameters `$1..$shared`
-/// followed by `per_row` parameters of its own, numbered on from `$shared + 1`.
-pub fn values_placeholders(shared: usize, per_row: usize, rows: usize) -> String {
-    let mut sql = String::with_capacity(rows * (4 + 6 * (shared + per_row)));
-    for k in 0..rows {
-        if k > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        let own = (1 + shared + per_row * k)..(1 + shared + per_row * (k + 1));
-        for (i, p) in (1..=shared).chain(own).enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&p.to_string());
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn values_placeholders_number_shared_then_own_parameters() {
-        assert_eq!(
-            super::values_placeholders(2, 3, 2),
-            "($1, $2, $3, $4, $5),($1, $2, $6, $7, $8)"
-        );
-        assert_eq!(super::values_placeholders(0, 1, 3), "($1),($2),($3)");
     }
 }

@@ -1,0 +1,141 @@
+//! `enkf.assimilate`: steps every location's ensemble through the weeks up to `through`,
+//! updating it with each observed count, and stores one checkpoint per location and week.
+//!
+//! It is incremental: each location resumes from its latest checkpoint. Counts that changed
+//! since they were assimilated (NHSN backfill) are found by comparing the table with the counts
+//! stored in the checkpoints; the location is then re-assimilated from the checkpoint of the
+//! week before the earliest change. Missing weeks (NULL, NaN, no row) are forecast without an
+//! update. Rows are streamed through a cursor, one location at a time, so memory does not grow
+//! with the history or the number of locations.
+//!
+//! A run is a sequence of named steps, each in the module of its concern: what the table holds
+//! (`data`), which locations need work from which week (`plan`), the weekly cycle of each
+//! location over the rows read in location order (`stream`, arithmetic in
+//! `enkf_core::twin::cycle`), and the checkpoints written (`write`).
+
+// pgrx needs the returned row tuple spelled out in the #[pg_extern] signature.
+#![allow(clippy::type_complexity)]
+
+mod data;
+mod plan;
+mod stream;
+mod write;
+
+use pgrx::datum::{Date, DatumWithOid, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::catalog;
+use super::dates::date;
+use super::provenance;
+use crate::error::{null_argument, null_option, raise};
+use crate::spi;
+
+pub(super) type AssimilateRow = (
+    name!(run_id, i64),
+    name!(locations, i32),
+    name!(observations, i32),
+    name!(first_time, Option<TimestampWithTimeZone>),
+    name!(last_time, Option<TimestampWithTimeZone>),
+);
+
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    security_invoker,
+    schema = "enkf",
+    name = "assimilate"
+)]
+#[search_path(pg_catalog, pg_temp)]
+fn assimilate(
+    twin: Option<&str>,
+    through: default!(Option<TimestampWithTimeZone>, "now()"),
+    as_of: default!(Option<Date>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(run_id, i64),
+        name!(locations, i32),
+        name!(observations, i32),
+        name!(first_time, Option<TimestampWithTimeZone>),
+        name!(last_time, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let name = twin.unwrap_or_else(|| null_argument("twin"));
+    let through = through.unwrap_or_else(|| null_option("through"));
+    let as_of = as_of.map(|d| {
+        if !d.is_finite() {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "as_of must be a finite date",
+                None,
+                "pass the last day of publication to read, or leave it out for the latest versions",
+            );
+        }
+        d.to_pg_epoch_days()
+    });
+    let row = Spi::connect_mut(|client| run(client, name, through, as_of));
+    TableIterator::new(std::iter::once(row))
+}
+
+/// One assimilation of twin `name` through `through`, reading the versions published on or
+/// before `as_of` (a table of versions; all versions without it).
+pub(super) fn run(
+    client: &mut SpiClient<'_>,
+    name: &str,
+    through: TimestampWithTimeZone,
+    as_of: Option<i32>,
+) -> AssimilateRow {
+    let clock = std::time::Instant::now();
+    let twin = catalog::load_locked(client, name);
+    let started = provenance::start(client);
+    let source = data::source(client, &twin, as_of);
+    let populations = data::populations(client, &twin);
+    let span = data::span(client, &twin, &source, through);
+    let origin = data::origin(client, &twin, span.first);
+    let plan = plan::plan(client, &twin, &source, origin, span.end_week);
+    let t_plan = clock.elapsed().as_secs_f64();
+    write::cut_revised(client, &twin, &plan);
+    let totals = stream::run(client, &twin, &source, &populations, &plan, started.id);
+    write::prune(client, &twin, span.end_week);
+    pgrx::debug1!(
+        "pg_enkf assimilate of twin \"{name}\": {} locations, {} counts in {:.3} s (plan {t_plan:.3} s, compute {:.3} s)",
+        totals.locations,
+        totals.observations,
+        clock.elapsed().as_secs_f64(),
+        totals.compute_seconds
+    );
+    provenance::record(
+        client,
+        &twin,
+        "assimilate",
+        &started,
+        provenance::Outcome {
+            through: Some(through),
+            locations: Some(totals.locations),
+            observations: Some(totals.observations),
+            reassimilated: Some(plan.revised()),
+            first_week: totals.first_week,
+            last_week: totals.last_week,
+            as_of: plan.as_of_read,
+            detail: None,
+        },
+    );
+    (
+        started.id,
+        totals.locations,
+        totals.observations,
+        timestamptz_of(client, totals.first_week),
+        timestamptz_of(client, totals.last_week),
+    )
+}
+
+fn timestamptz_of(client: &SpiClient<'_>, days: Option<i32>) -> Option<TimestampWithTimeZone> {
+    days.and_then(|d| {
+        spi::one::<TimestampWithTimeZone>(
+            client,
+            "SELECT $1::pg_catalog.date::pg_catalog.timestamptz",
+            &[DatumWithOid::from(date(d))],
+        )
+    })
+}
