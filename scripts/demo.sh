@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+. scripts/pg.env
 printf '\033[1;34m==> %s\033[0m\n' "building and installing pg_enkf (release)"
 if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
     (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)

@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_MAJOR=15
-PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+. scripts/pg.env
 MAINTAINER=${DEB_MAINTAINER:-"pg_enkf developers <pg-enkf@localhost>"}
 build=1
 [ "${1:-}" = "--no-build" ] && build=0

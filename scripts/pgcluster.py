@@ -16,7 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+# The PostgreSQL installation, as scripts/pg.env sets it (the same defaults).
+PG_MAJOR = os.environ.get("PG_MAJOR", "15")
+PG_BIN = Path(os.environ.get("PG_BIN", f"/usr/lib/postgresql/{PG_MAJOR}/bin"))
+PG_CONFIG = PG_BIN / "pg_config"
+
+
+def pg_config(option: str) -> str:
+    """One value of pg_config (e.g. "--pkglibdir") for the installation at PG_BIN."""
+    return subprocess.run([str(PG_CONFIG), option], check=True, capture_output=True, text=True).stdout.strip()
 # Where TimescaleDB comes from on the development and CI machines (relative to the repository).
 TIMESCALEDB_INSTALLER = "../shared/tools/install-timescaledb.sh"
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PGRX_VERSION=0.18.1
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+. scripts/pg.env
 
 say() { printf '\033[1;34m==> %s\033[0m\n' "$*"; }
 

@@ -1,61 +1,91 @@
 #!/usr/bin/env bash
-# Runs every test of pg_enkf: formatting and lints, the numerics (enkf-core, release mode:
-# the twin experiments need optimised code), the sidecar, the in-database tests
-# (cargo pgrx test), then SQL-level and end-to-end tests against throwaway PostgreSQL 15
-# clusters (pytest: pg_regress suite, cancel, docs examples, ...), the tests of tables on
-# TimescaleDB too when it is installed (and a line saying they were skipped when not).
-# Installs what it needs first.
+# Runs the tests of pg_enkf, every layer by default, or the layers named:
+#   lint      cargo fmt --check, clippy (warnings are errors), pyflakes over the Python
+#   core      enkf-core: unit, property and twin-experiment tests (release: they need speed)
+#   sidecar   enkf-sidecar's Rust tests
+#   pgrx      cargo pgrx test: the #[pg_test] tests inside PostgreSQL
+#   sql twin security ops docs jdbc e2e
+#             the pytest folders (tests/<name>; e2e is tests/sidecar, the sidecar against a
+#             cluster and a local Secrets Manager), against throwaway PostgreSQL 15 clusters,
+#             on plain tables and on TimescaleDB when it is installed
+# e.g. scripts/test.sh core twin. Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+. scripts/pg.env
 
 say() { printf '\033[1;34m==> %s\033[0m\n' "$*"; }
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+RUST_LAYERS=(lint core sidecar pgrx)
+PYTEST_LAYERS=(sql twin security ops docs jdbc e2e)
+ALL=("${RUST_LAYERS[@]}" "${PYTEST_LAYERS[@]}")
+layers=("$@")
+[ "${#layers[@]}" -eq 0 ] && layers=("${ALL[@]}")
+for l in "${layers[@]}"; do
+    [[ " ${ALL[*]} " == *" $l "* ]] || { echo "unknown layer \"$l\"; layers: ${ALL[*]}" >&2; exit 2; }
+done
+wants() { [[ " ${layers[*]} " == *" $1 "* ]]; }
 started=$(date +%s)
 
-say "cargo fmt --check"
-cargo fmt --all --check
-
-say "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --release --quiet -- -D warnings
-
-say "enkf-core: unit, property and twin-experiment tests"
-cargo test --release -p enkf-core
-
-say "enkf-sidecar tests"
-cargo test --release -p enkf-sidecar
-
-say "cargo pgrx test pg15 (tests inside PostgreSQL)"
-pgdata="$PWD/target/pgrx-test-pgdata"
-rm -rf "$pgdata"
-if [ "$(id -u)" -eq 0 ]; then
-    mkdir -p "$pgdata" && chown postgres "$pgdata"
-    (cd extension && cargo pgrx test pg15 --release --runas postgres --pgdata "$pgdata")
-else
-    (cd extension && cargo pgrx test pg15 --release)
+if wants lint; then
+    say "cargo fmt --check"
+    cargo fmt --all --check
+    say "cargo clippy (all targets, warnings are errors)"
+    cargo clippy --workspace --all-targets --release --quiet -- -D warnings
+    say "pyflakes (tests, scripts, demo, bench)"
+    .venv/bin/python -m pyflakes tests scripts demo bench
 fi
 
-say "installing the release build of pg_enkf into PostgreSQL 15"
-# cargo pgrx test installed a build with its test functions: replace it.
-if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
-    (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
-else
-    (cd extension && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+if wants core; then
+    say "enkf-core: unit, property and twin-experiment tests"
+    cargo test --release -p enkf-core
 fi
 
-say "cargo pgrx package, and the previous release from its commit (upgrade and package tests)"
-# A clean output directory: pgrx leaves earlier versions' install scripts in it.
-rm -rf target/release/pg_enkf-pg15
-(cd extension && cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null)
-.venv/bin/python tests/ops/pgops.py build-previous
-
-timescaledb=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "scripts"); import pgcluster; print(pgcluster.timescaledb_version() or "")')
-if [ -n "$timescaledb" ]; then
-    say "SQL-level and end-to-end tests (pytest), on plain tables and on TimescaleDB $timescaledb"
-else
-    say "SQL-level and end-to-end tests (pytest), on plain tables only"
-    printf '\033[1;33m%s\033[0m\n' "TimescaleDB is not installed: its runs are skipped. To run them, install it (as root: ../shared/tools/install-timescaledb.sh, or the timescaledb-2-postgresql-15 package) and run this again."
+if wants sidecar; then
+    say "enkf-sidecar tests"
+    cargo test --release -p enkf-sidecar
 fi
-.venv/bin/python -m pytest tests -q
 
-say "all tests passed in $(( $(date +%s) - started )) s"
+if wants pgrx; then
+    say "cargo pgrx test pg15 (tests inside PostgreSQL)"
+    pgdata="$PWD/target/pgrx-test-pgdata"
+    rm -rf "$pgdata"
+    if [ "$(id -u)" -eq 0 ]; then
+        mkdir -p "$pgdata" && chown postgres "$pgdata"
+        (cd extension && cargo pgrx test pg15 --release --runas postgres --pgdata "$pgdata")
+    else
+        (cd extension && cargo pgrx test pg15 --release)
+    fi
+fi
+
+folders=()
+for l in "${PYTEST_LAYERS[@]}"; do
+    if wants "$l"; then
+        [ "$l" = e2e ] && folders+=(tests/sidecar) || folders+=("tests/$l")
+    fi
+done
+if [ "${#folders[@]}" -gt 0 ]; then
+    say "installing the release build of pg_enkf into PostgreSQL $PG_MAJOR"
+    # cargo pgrx test installs a build with its test functions: replace it.
+    if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
+        (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+    else
+        (cd extension && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+    fi
+    if wants ops; then
+        say "cargo pgrx package, and the previous release from its commit (upgrade and package tests)"
+        # A clean output directory: pgrx leaves earlier versions' install scripts in it.
+        rm -rf "target/release/pg_enkf-pg$PG_MAJOR"
+        (cd extension && cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null)
+        .venv/bin/python tests/ops/pgops.py build-previous
+    fi
+    timescaledb=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "scripts"); import pgcluster; print(pgcluster.timescaledb_version() or "")')
+    if [ -n "$timescaledb" ]; then
+        say "pytest ${folders[*]}: on plain tables and on TimescaleDB $timescaledb"
+    else
+        say "pytest ${folders[*]}: on plain tables only"
+        printf '\033[1;33m%s\033[0m\n' "TimescaleDB is not installed: its runs are skipped. To run them, install it (as root: ../shared/tools/install-timescaledb.sh, or the timescaledb-2-postgresql-15 package) and run this again."
+    fi
+    (cd tests && ../.venv/bin/python -m pytest -q "${folders[@]#tests/}")
+fi
+
+say "layers ${layers[*]} passed in $(( $(date +%s) - started )) s"

@@ -5,7 +5,7 @@ Storage: every test that works on tables runs twice when TimescaleDB is installe
 plain tables and once on TimescaleDB (the `storage` fixture, a parameter of `dbname` and of
 the fixtures that start clusters of their own): there, TimescaleDB is created before pg_enkf
 (so enkf.checkpoints and enkf.forecasts are hypertables) and the observation tables made by
-twin.test_twin.make_data are hypertables. Tests marked `plain_only` do not depend on where
+support.data.make_data are hypertables. Tests marked `plain_only` do not depend on where
 tables live and run once; tests marked `timescaledb` run only when it is installed.
 """
 
@@ -20,11 +20,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-# Test modules share helpers (e.g. twin.test_twin.make_data).
+# Shared helpers: tests/support (support.data.make_data, ...).
 sys.path.insert(0, str(ROOT / "tests"))
 
 from pgcluster import Cluster  # noqa: E402
-from storage import NOT_INSTALLED, STORAGES, TIMESCALEDB, Storage  # noqa: E402
+from support.storage import NOT_INSTALLED, STORAGES, TIMESCALEDB, Storage  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "plain_only: does not depend on where tables live; runs on plain tables only")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twin.test_twin import hypertable, make_data
+from support.data import hypertable, make_data
 
 # A short synthetic season: the first WEEKS_BEFORE weeks are loaded at first, the rest arrive
 # later ("new data") and must be assimilated from where the twin stopped.

@@ -21,8 +21,9 @@ import psycopg
 import psycopg.sql
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_CONFIG = "/usr/lib/postgresql/15/bin/pg_config"
-PG_MAJOR = "15"
+sys.path.insert(0, str(ROOT / "scripts"))
+from pgcluster import PG_CONFIG, PG_MAJOR  # noqa: E402
+
 # Debian's layout: binaries and libraries under /usr/lib/postgresql/15, shared files under
 # /usr/share/postgresql/15. `cargo pgrx package` mirrors these paths under its output dir.
 PG_LIB_ROOT = Path(f"/usr/lib/postgresql/{PG_MAJOR}")

@@ -14,7 +14,7 @@ import subprocess
 
 import psycopg
 import pytest
-from storage import Storage
+from support.storage import Storage
 from data import arrive_new_data, config_tables, load_surveillance, make_twins, snapshot
 from pgcluster import Cluster
 from pgops import describe_extension

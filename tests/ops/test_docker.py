@@ -7,7 +7,7 @@ import re
 
 import pytest
 from pgops import ROOT
-from storage import TIMESCALEDB
+from support.storage import TIMESCALEDB
 
 DOCKERFILE = ROOT / "docker" / "postgres.Dockerfile"
 

@@ -13,7 +13,7 @@ import difflib
 import psycopg
 import pytest
 from data import FIRST_WEEK, LOCATIONS, WEEKS, WEEKS_BEFORE, arrive_new_data, load_surveillance, make_twins, snapshot, table_columns
-from twin.test_twin import hypertable
+from support.data import hypertable
 from pgcluster import Cluster
 from pgops import PgInstall, current_package, current_version, describe_extension, previous_release, release_package
 

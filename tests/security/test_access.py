@@ -9,7 +9,8 @@ import uuid
 import psycopg
 import pytest
 
-from twin.test_twin import make_data, sqlstate
+from support.data import make_data
+from support.errors import sqlstate
 
 
 def login(cluster, dbname, role):

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgcluster import Cluster, _as_server_user
-from pki import Pki, use_cert
+from support.pki import Pki, use_cert
 
 PASSWORD = "Compliance-test-31d"
 CONTROLS = [

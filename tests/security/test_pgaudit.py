@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from pgcluster import Cluster
-from pki import Pki, use_cert
-from storage import Storage
-from twin.test_twin import make_data
+from support.pki import Pki, use_cert
+from support.storage import Storage
+from support.data import make_data
 
 PASSWORD = "Audit-test-7f3c9"
 

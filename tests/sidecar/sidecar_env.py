@@ -19,13 +19,10 @@ from pathlib import Path
 
 import psycopg
 
+from pgcluster import Cluster, free_port
+from support.pki import Pki, use_cert  # noqa: F401  (re-exported for the sidecar tests)
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from pgcluster import Cluster, free_port  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "tests"))
-from pki import Pki, use_cert  # noqa: E402,F401  (re-exported for the sidecar tests)
 
 REGION = "us-east-1"
 AWS_ENV = {

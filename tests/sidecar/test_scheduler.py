@@ -16,7 +16,7 @@ import pytest
 
 import sidecar_env as se
 from pgcluster import free_port
-from twin.test_twin import make_data
+from support.data import make_data
 
 EVERY_MINUTE = '{"schedule": {"cron": "* * * * *", "timezone": "America/New_York"}}'
 

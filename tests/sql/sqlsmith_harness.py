@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from pgcluster import Cluster
-from twin.test_twin import make_data
+from support.data import make_data
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from twin.test_twin import hypertable
+from support.data import hypertable
 
 # What a bad argument may raise (docs/api.md): null value, invalid parameter, array subscript,
 # numeric out of range, datetime out of range, program limit, undefined object/table/column,

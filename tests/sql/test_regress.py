@@ -4,7 +4,8 @@ output (results and error SQLSTATEs, messages and hints) must match the reviewed
 import subprocess
 from pathlib import Path
 
-PG_REGRESS = "/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress"
+from pgcluster import PG_BIN, pg_config
+
 REGRESS = Path(__file__).resolve().parent.parent / "regress"
 ROOT = REGRESS.parent.parent
 
@@ -14,14 +15,14 @@ def test_pg_regress(cluster, tmp_path):
     out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [
-            PG_REGRESS,
+            f"{pg_config('--pkglibdir')}/pgxs/src/test/regress/pg_regress",
             "--host=127.0.0.1",
             f"--port={cluster.port}",
             "--user=postgres",
             "--dbname=enkf_regress",
             f"--inputdir={REGRESS}",
             f"--outputdir={out}",
-            "--bindir=/usr/lib/postgresql/15/bin",
+            f"--bindir={PG_BIN}",
             f"--schedule={REGRESS / 'schedule'}",
         ],
         capture_output=True,

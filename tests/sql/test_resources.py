@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from twin.test_twin import make_data
+from support.data import make_data
 
 # Bounds on what a caller's arguments allocate: the same whatever the tables are (conftest.py).
 pytestmark = pytest.mark.plain_only

@@ -10,7 +10,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from twin.test_twin import checkpoints, make_data
+from support.data import checkpoints, make_data
 
 # Threads and signals inside the backend: the same whatever the tables are (conftest.py).
 pytestmark = pytest.mark.plain_only

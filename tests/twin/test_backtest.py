@@ -11,7 +11,7 @@ import math
 import psycopg
 import pytest
 
-from twin.test_twin import sqlstate
+from support.errors import sqlstate
 
 
 def make_versions(conn, locations=4, weeks=60, versions=3, seed=3, table="obs", loc_table="locs"):

@@ -13,7 +13,7 @@ import uuid
 import psycopg
 import pytest
 
-from twin.test_twin import sqlstate
+from support.errors import sqlstate
 
 pytestmark = pytest.mark.timescaledb
 
@@ -140,11 +140,7 @@ def test_either_order_of_creation_installs_the_same(new_database):
     """TimescaleDB then pg_enkf, or pg_enkf then TimescaleDB and enable_timescaledb() (as 0.2.0's
     documentation said; idempotent): the same extension, its tables plain, row-level security
     on them."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
-    from pgops import describe_extension
+    from ops.pgops import describe_extension
 
     first = new_database(timescaledb=True)
     later = new_database(timescaledb=False)

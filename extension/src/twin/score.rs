@@ -135,14 +135,7 @@ pub(super) fn accumulate(
 
 /// The observation table as scores read it: the latest version of every count.
 fn latest_counts(client: &SpiClient<'_>, twin: &Twin) -> Source {
-    let columns = catalog::check_observations(
-        client,
-        &twin.observations,
-        &twin.time_column,
-        &twin.location_column,
-        &twin.value_column,
-    );
-    let source = Source::new(twin, columns.kind, catalog::timescaledb_schema(client));
+    let (source, _) = Source::checked(client, twin);
     match &twin.as_of_column {
         Some(column) => {
             let kind = catalog::check_as_of(client, &twin.observations, column);

@@ -6,9 +6,9 @@
 //! data services publish them) is read as the latest version of each (location, time) among
 //! those published by a given day, or the latest of all.
 
-use pgrx::spi::quote_identifier;
+use pgrx::spi::{quote_identifier, SpiClient};
 
-use super::catalog::{TimeKind, Twin};
+use super::catalog::{self, TimeKind, Twin};
 
 pub struct Source {
     /// Qualified, quoted relation name.
@@ -33,6 +33,21 @@ pub struct Versions {
 }
 
 impl Source {
+    /// The twin's observation table, its columns checked to exist with usable types (42703,
+    /// 42804 otherwise), every version; and whether every row can be placed in a week (the
+    /// time and location columns are NOT NULL).
+    pub fn checked(client: &SpiClient<'_>, twin: &Twin) -> (Source, bool) {
+        let columns = catalog::check_observations(
+            client,
+            &twin.observations,
+            &twin.time_column,
+            &twin.location_column,
+            &twin.value_column,
+        );
+        let source = Source::new(twin, columns.kind, catalog::timescaledb_schema(client));
+        (source, columns.always_placed)
+    }
+
     pub fn new(twin: &Twin, kind: TimeKind, timescaledb: Option<String>) -> Source {
         // 2000-01-01 (day 0) was a Saturday (weekday 6).
         let weekday = twin.config.week_end_weekday().unwrap_or(6) as i32;

@@ -1,18 +1,6 @@
 -- enkf.analyze: results on small known cases, and every bad input with its SQLSTATE.
-CREATE EXTENSION IF NOT EXISTS pg_enkf;
 \set VERBOSITY default
 SET extra_float_digits = 0;
-
--- Prints SQLSTATE, message and hint of a failing statement (or 'ok').
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE s text; m text; h text;
-BEGIN
-  EXECUTE q;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, h = PG_EXCEPTION_HINT;
-  RETURN s || ': ' || m || E'\n  HINT: ' || coalesce(h, '(none)');
-END $$;
 
 -- One scalar observation of a 1-variable state: prior mean 2, variance 1; y = 2.5, R = 1.
 -- Kalman: mean 2.25, variance 0.5. Every deterministic method gives exactly that.
@@ -40,69 +28,69 @@ SELECT enkf.analyze(ARRAY[[1.0, 3.0]], '{}', '{}', '{}', inflation => 2.0);
 
 -- Bad input ------------------------------------------------------------------------------
 -- wrong dimensions
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[1.0, 2.0], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[[1.0, 2.0]]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze('{}', ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[[1.0]], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[[1.0]], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[[1]])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[1.0, 2.0], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[[1.0, 2.0]]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze('{}', ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[[1.0]], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[[1.0]], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[[1]])$$);
 -- non-rectangular arrays are refused by PostgreSQL itself
-SELECT pg_temp.try($$SELECT enkf.analyze('{{1,2},{3}}'::float8[], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze('{{1,2},{3}}'::float8[], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
 -- lengths that do not match
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0, 2.0], ARRAY[1.0], ARRAY[1, 1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0, 2.0], ARRAY[1.0, 1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0, 2.0], ARRAY[1.0], ARRAY[1, 1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0, 2.0], ARRAY[1.0, 1.0], ARRAY[1])$$);
 -- NULL arguments and NULL elements
-SELECT pg_temp.try($$SELECT enkf.analyze(NULL, ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], NULL, ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, NULL], [3.0, 4.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[NULL::float8], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[NULL::int4])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], method => NULL)$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], inflation => NULL)$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], seed => NULL)$$);
+SELECT regress.try($$SELECT enkf.analyze(NULL, ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], NULL, ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, NULL], [3.0, 4.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[NULL::float8], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[NULL::int4])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], method => NULL)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], inflation => NULL)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], seed => NULL)$$);
 -- NaN and infinite values
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 'NaN']], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], ['-Infinity'::float8, 0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY['Infinity'::float8], ARRAY[1.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY['NaN'::float8], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], inflation => 'NaN')$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 'NaN']], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], ['-Infinity'::float8, 0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY['Infinity'::float8], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY['NaN'::float8], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], inflation => 'NaN')$$);
 -- non-positive variances
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[0.0], ARRAY[1])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[-1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[0.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[-1.0], ARRAY[1])$$);
 -- obs_index out of range (1-based)
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[2])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[0])$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[-3])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[2])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[0])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[-3])$$);
 -- unknown method
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], 'kalman')$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], 'kalman')$$);
 -- inflation < 1, rtps outside [0, 1], negative radius, etkf with a radius
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], inflation => 0.99)$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], rtps => 1.5)$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], rtps => -0.1)$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], 'letkf', loc_radius => -1)$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], 'etkf', loc_radius => 2)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], inflation => 0.99)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], rtps => 1.5)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], rtps => -0.1)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], 'letkf', loc_radius => -1)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], 'etkf', loc_radius => 2)$$);
 -- fewer than 2 members, for every method
-SELECT m, pg_temp.try(format($$SELECT enkf.analyze(ARRAY[[1.0], [2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], %L)$$, m))
+SELECT m, regress.try(format($$SELECT enkf.analyze(ARRAY[[1.0], [2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1], %L)$$, m))
 FROM unnest(ARRAY['enkf', 'etkf', 'eakf', 'letkf']) AS m;
 -- an ensemble larger than enkf.max_ensemble_elements
 SET enkf.max_ensemble_elements = 5;
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
 SELECT array_dims(enkf.analyze(ARRAY[[1.0, 2.0], [1.0, 2.0]], ARRAY[1.0], ARRAY[1.0], ARRAY[1]));
 RESET enkf.max_ensemble_elements;
 -- an analyst cannot raise the limit (SUSET)
 CREATE ROLE enkf_regress_analyst;
 SET ROLE enkf_regress_analyst;
-SELECT pg_temp.try($$SET enkf.max_ensemble_elements = 100000000$$);
+SELECT regress.try($$SET enkf.max_ensemble_elements = 100000000$$);
 RESET ROLE;
 DROP ROLE enkf_regress_analyst;
 -- overflow from finite input is reported, never returned as Infinity or NaN
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1e300, -1e300]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1e300, -1e300]], ARRAY[1.0], ARRAY[1.0], ARRAY[1])$$);
 -- the localized stochastic EnKF's m x m matrix is held to the same limit
 SET enkf.max_ensemble_elements = 8;
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]], ARRAY[1.0, 1.0, 1.0], ARRAY[1.0, 1.0, 1.0], ARRAY[1, 2, 3], 'enkf', loc_radius => 1)$$);
-SELECT pg_temp.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]], ARRAY[1.0, 1.0, 1.0], ARRAY[1.0, 1.0, 1.0], ARRAY[1, 2, 3], 'letkf', loc_radius => 1)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]], ARRAY[1.0, 1.0, 1.0], ARRAY[1.0, 1.0, 1.0], ARRAY[1, 2, 3], 'enkf', loc_radius => 1)$$);
+SELECT regress.try($$SELECT enkf.analyze(ARRAY[[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]], ARRAY[1.0, 1.0, 1.0], ARRAY[1.0, 1.0, 1.0], ARRAY[1, 2, 3], 'letkf', loc_radius => 1)$$);
 RESET enkf.max_ensemble_elements;
 -- every matrix a method builds is bounded, not only the ensemble: 100,000 observations of a
 -- 100,000-member ensemble would need a 10^10-value matrix (80 GB), refused before any work
-SELECT m, pg_temp.try(format($$SELECT enkf.analyze(array_fill(1.0::float8, ARRAY[1, 100000]), array_fill(0.0::float8, ARRAY[100000]), array_fill(1.0::float8, ARRAY[100000]), array_fill(1, ARRAY[100000]), %L)$$, m))
+SELECT m, regress.try(format($$SELECT enkf.analyze(array_fill(1.0::float8, ARRAY[1, 100000]), array_fill(0.0::float8, ARRAY[100000]), array_fill(1.0::float8, ARRAY[100000]), array_fill(1, ARRAY[100000]), %L)$$, m))
 FROM unnest(ARRAY['etkf', 'enkf', 'letkf']) AS m;

@@ -15,23 +15,11 @@ use crate::twin::source::Source;
 
 /// The observation table as this run reads it, its columns checked (and the locations').
 pub(super) fn source(client: &SpiClient<'_>, twin: &Twin, as_of: Option<i32>) -> Source {
-    let columns = catalog::check_observations(
-        client,
-        &twin.observations,
-        &twin.time_column,
-        &twin.location_column,
-        &twin.value_column,
-    );
+    let (all_versions, always_placed) = Source::checked(client, twin);
     catalog::check_locations(client, &twin.locations);
-    let source = versioned(
-        client,
-        twin,
-        Source::new(twin, columns.kind, catalog::timescaledb_schema(client)),
-        as_of,
-    );
+    let source = versioned(client, twin, all_versions, as_of);
     // Rows that cannot be placed (not looked for when the columns are NOT NULL).
-    if !columns.always_placed && spi::one::<bool>(client, &source.unplaced_sql(), &[]) == Some(true)
-    {
+    if !always_placed && spi::one::<bool>(client, &source.unplaced_sql(), &[]) == Some(true) {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!(

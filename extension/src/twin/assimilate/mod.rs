@@ -139,3 +139,98 @@ fn timestamptz_of(client: &SpiClient<'_>, days: Option<i32>) -> Option<Timestamp
         )
     })
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use enkf_core::model::seirh::STATE_DIM;
+    use enkf_core::twin::cycle::{self, CycleContext, LocationJob, WeekData};
+    use enkf_core::twin::TwinConfig;
+    use pgrx::prelude::*;
+
+    /// What `enkf.assimilate` stores is the core's weekly cycle, bit for bit: the SQL layer
+    /// reads, batches (here in rounds of a few weeks) and writes, and changes no value.
+    #[pg_test]
+    fn stored_checkpoints_are_the_core_cycle_bit_for_bit() {
+        Spi::run(
+            "CREATE TABLE o AS SELECT time, location, value FROM enkf.synthetic_surveillance(1, 12, '2023-10-07', 2);
+             UPDATE o SET value = NULL WHERE time = '2023-11-04';
+             DELETE FROM o WHERE time = '2023-11-18';
+             CREATE TABLE l AS SELECT DISTINCT location, population FROM enkf.synthetic_surveillance(1, 1, '2023-10-07', 2);
+             SELECT enkf.create_twin('t', 'o', 'l', members => 10);
+             SET enkf.max_ensemble_elements = 300;",
+        )
+        .expect("setup");
+        Spi::run("SELECT * FROM enkf.assimilate('t')").expect("assimilate");
+        let config: String = Spi::get_one("SELECT config::text FROM enkf.twins")
+            .expect("spi")
+            .expect("config");
+        let config = TwinConfig::from_json(&config).expect("stored config");
+        let population: f64 = Spi::get_one("SELECT population FROM l")
+            .expect("spi")
+            .expect("population");
+        let location: String = Spi::get_one("SELECT location FROM l")
+            .expect("spi")
+            .expect("location");
+        let days =
+            |q: &str| -> Vec<i32> { Spi::get_one::<Vec<i32>>(q).expect("spi").expect("weeks") };
+        let weeks_with_rows =
+            days("SELECT array_agg(time - DATE '2000-01-01' ORDER BY time) FROM o");
+        let values: Vec<Option<f64>> = Spi::get_one("SELECT array_agg(value ORDER BY time) FROM o")
+            .expect("spi")
+            .expect("values");
+        let weeks: Vec<WeekData> = weeks_with_rows
+            .iter()
+            .zip(&values)
+            .map(|(&week, &value)| WeekData {
+                week,
+                value,
+                rows: 1,
+                times: 1,
+                min_value: value,
+                fingerprint: 0,
+            })
+            .collect();
+        let members = 10;
+        let ctx = CycleContext {
+            config: &config,
+            members,
+            origin: weeks[0].week,
+            end_week: *weeks_with_rows.last().expect("weeks"),
+        };
+        let job = LocationJob {
+            location,
+            population,
+            start: ctx.origin,
+            ensemble: None,
+            recent: Vec::new(),
+            weeks,
+        };
+        let expected = cycle::run(&ctx, &job, usize::MAX).expect("cycle");
+        assert!(expected.rest.is_none());
+        let stored_weeks = days("SELECT array_agg(week_end - DATE '2000-01-01' ORDER BY week_end) FROM enkf.checkpoints");
+        assert_eq!(
+            stored_weeks.len(),
+            12,
+            "one checkpoint a week, the missing one too"
+        );
+        for (c, week) in expected.checkpoints.iter().zip(&stored_weeks) {
+            assert_eq!(c.week, *week);
+            let stored: Vec<f64> = Spi::get_one(&format!(
+                "SELECT ensemble FROM enkf.checkpoints WHERE week_end = DATE '2000-01-01' + {week}"
+            ))
+            .expect("spi")
+            .expect("ensemble");
+            assert_eq!(stored.len(), STATE_DIM * members);
+            for i in 0..STATE_DIM {
+                for j in 0..members {
+                    assert_eq!(
+                        stored[i * members + j].to_bits(),
+                        c.ensemble[(i, j)].to_bits(),
+                        "week {week}, state {i}, member {j}"
+                    );
+                }
+            }
+        }
+    }
+}

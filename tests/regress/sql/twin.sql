@@ -1,0 +1,117 @@
+-- The twin's SQL functions and views on synthetic data from pg_enkf's own generator: what each
+-- returns and stores, and every refusal with its SQLSTATE, message and hint. Values are rounded
+-- to what is meaningful; they come from fixed seeds.
+\set VERBOSITY default
+SET extra_float_digits = 0;
+SET enkf.threads = 1;
+
+-- Three locations, 40 weeks from 2023-10-07 (Saturdays), seed 5.
+CREATE TABLE obs AS
+SELECT time, location, value FROM enkf.synthetic_surveillance(3, 40, '2023-10-07', 5);
+CREATE TABLE locs AS
+SELECT DISTINCT location, population FROM enkf.synthetic_surveillance(3, 1, '2023-10-07', 5);
+SELECT location, round(population) AS population FROM locs ORDER BY 1;
+SELECT location, count(*) AS weeks, min(time)::date AS first, max(time)::date AS last,
+       round(sum(value)) AS total FROM obs GROUP BY 1 ORDER BY 1;
+
+-- The defaults a twin stores (every key filled in): the configuration contract.
+SELECT jsonb_pretty(enkf.twin_config('{}')::jsonb);
+
+SELECT enkf.create_twin('reg', 'obs', 'locs', members => 40, config => '{"seed": 7}') > 0 AS created;
+SELECT name, observations, locations, model, members, origin, last_week, locations_assimilated
+FROM enkf.twin_summary;
+
+-- Refusals before any analysis.
+SELECT regress.try($$SELECT * FROM enkf.forecast('reg')$$);
+SELECT regress.try($$SELECT * FROM enkf.assimilate('nosuch')$$);
+SELECT regress.try($$SELECT * FROM enkf.assimilate(NULL)$$);
+SELECT regress.try($$SELECT * FROM enkf.assimilate('reg', through => '1999-01-01')$$);
+SELECT regress.try($$SELECT enkf.create_twin('reg', 'obs', 'locs')$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', value_column => 'location')$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', time_column => 'nosuch')$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', members => 1)$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"filter": {"method": "kalman"}}')$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"horizon": 4}')$$);
+
+-- Thirty weeks assimilated, then the rest: incremental.
+SELECT locations, observations, first_time::date, last_time::date
+FROM enkf.assimilate('reg', through => '2024-04-30');
+SELECT locations, observations, first_time::date, last_time::date FROM enkf.assimilate('reg');
+SELECT locations, observations, first_time::date, last_time::date FROM enkf.assimilate('reg');
+SELECT kind, status, locations, observations, reassimilated, first_week, last_week
+FROM enkf.run_log WHERE twin = 'reg' ORDER BY run_id;
+
+-- The latest analysis: the transmission rate and admission fraction the twin has learned, and
+-- the last week's admissions against the count.
+SELECT s.location, s.week_end, s.variable, round(s.mean::numeric, 3) AS mean
+FROM enkf.state_estimates s WHERE s.twin = 'reg' AND s.variable IN ('H', 'beta', 'ihr')
+ORDER BY 1, 3;
+SELECT location, week_end, observed, suppressed FROM enkf.observed_counts
+WHERE twin = 'reg' AND week_end = (SELECT max(week_end) FROM enkf.checkpoints) ORDER BY 1;
+
+-- Forecasts: every model stored, the twin's returned; 4 horizons x 23 levels per location.
+SELECT count(*) AS rows, count(DISTINCT location) AS locations, min(reference_date), max(target_end_date)
+FROM enkf.forecast('reg');
+SELECT model, count(*) AS forecasts FROM enkf.forecasts GROUP BY 1 ORDER BY 1;
+SELECT model, location, horizon, round(median) AS median, round(lower_95) AS lower_95,
+       round(upper_95) AS upper_95
+FROM enkf.forecast_summary WHERE twin = 'reg' AND location = (SELECT min(location) FROM locs)
+ORDER BY 1, 3;
+-- Quantiles increase with the level; the hubverse rows carry the hub's target name.
+SELECT bool_and(value >= lag) AS monotone FROM (
+  SELECT value, lag(value, 1, 0.0) OVER (PARTITION BY model, location, horizon ORDER BY quantile) AS lag
+  FROM enkf.forecast_quantiles WHERE twin = 'reg') q;
+SELECT model_id, target, output_type, count(*) FROM enkf.hubverse_forecasts GROUP BY 1, 2, 3 ORDER BY 1;
+
+-- Forecast arguments.
+SELECT regress.try($$SELECT * FROM enkf.forecast('reg', horizons => 0)$$);
+SELECT regress.try($$SELECT * FROM enkf.forecast('reg', quantile_levels => '{0.5, 0.1}')$$);
+SELECT regress.try($$SELECT * FROM enkf.forecast('reg', reference_date => '2024-07-09')$$);
+SELECT regress.try($$SELECT * FROM enkf.forecast('reg', model => 'ensemble')$$);
+SELECT count(*) FROM enkf.forecast('reg', horizons => 2, quantile_levels => '{0.1, 0.5, 0.9}', model => 'baseline');
+
+-- Scores need counts for the targets: a twin forecast from week 30 of a copy, scored against
+-- all 40 weeks.
+SELECT enkf.create_twin('reg30', 'obs', 'locs', members => 40, config => '{"seed": 7}') > 0 AS created;
+SELECT locations FROM enkf.assimilate('reg30', through => '2024-04-30');
+SELECT count(*) FROM enkf.forecast('reg30');
+SELECT location, horizon, forecasts, round(wis::numeric, 2) AS wis, round(baseline_wis::numeric, 2) AS baseline_wis,
+       round(relative_wis::numeric, 3) AS relative_wis, coverage_95, baseline_coverage_95
+FROM enkf.score('reg30') ORDER BY 1, 2;
+
+-- Bad data in the table: each refused by name, nothing stored.
+CREATE TABLE obs_bad AS SELECT * FROM obs;
+SELECT enkf.create_twin('bad', 'obs_bad', 'locs', members => 20) > 0 AS created;
+UPDATE obs_bad SET value = -1 WHERE location = (SELECT min(location) FROM locs) AND time = '2023-11-04';
+SELECT regress.try($$SELECT * FROM enkf.assimilate('bad')$$);
+UPDATE obs_bad SET value = 3 WHERE value = -1;
+INSERT INTO obs_bad SELECT * FROM obs WHERE time = '2023-12-02' LIMIT 1;
+SELECT regress.try($$SELECT * FROM enkf.assimilate('bad')$$);
+DELETE FROM obs_bad WHERE ctid = (SELECT max(ctid) FROM obs_bad);
+INSERT INTO obs_bad VALUES ('2023-12-02', 'nowhere', 4);
+SELECT regress.try($$SELECT * FROM enkf.assimilate('bad')$$);
+SELECT count(*) AS checkpoints FROM enkf.checkpoints JOIN enkf.twins USING (twin_id) WHERE name = 'bad';
+
+-- A checkpoint altered outside pg_enkf (by a superuser, past the guard) is detected.
+ALTER TABLE enkf.checkpoints DISABLE TRIGGER USER;
+UPDATE enkf.checkpoints SET ensemble = ensemble[1:6][:]
+WHERE twin_id = (SELECT twin_id FROM enkf.twins WHERE name = 'reg')
+  AND week_end = (SELECT max(week_end) FROM enkf.checkpoints) AND location = (SELECT min(location) FROM locs);
+ALTER TABLE enkf.checkpoints ENABLE TRIGGER USER;
+SELECT regress.try($$SELECT * FROM enkf.forecast('reg')$$);
+
+-- Small-cell suppression: values in (0, t) withheld, as are forecasts made from one.
+SELECT enkf.suppression_threshold();
+SELECT v, enkf.suppressed(v) FROM unnest(ARRAY[0, 1, 10, 11, NULL]::float8[]) v;
+SELECT enkf.forecast_withheld(NULL, 5), enkf.forecast_withheld(12, 5), enkf.forecast_withheld(3, 50);
+SELECT enkf.published_quantile(12, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5),
+       enkf.published_quantile(3, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5);
+
+-- The generator's bounds.
+SELECT regress.try($$SELECT * FROM enkf.synthetic_surveillance(0, 10)$$);
+SELECT regress.try($$SELECT * FROM enkf.synthetic_surveillance(100000, 10000)$$);
+SELECT regress.try($$SELECT * FROM enkf.synthetic_surveillance(100000, 5000)$$);
+
+SELECT enkf.drop_twin('bad'), enkf.drop_twin('reg30');
+SELECT regress.try($$SELECT enkf.drop_twin('bad')$$);
+SELECT name FROM enkf.twin_summary ORDER BY 1;
