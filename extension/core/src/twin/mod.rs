@@ -4,9 +4,12 @@
 pub mod backfill;
 pub mod combine;
 pub mod config;
+pub mod ed;
 pub mod location;
 pub mod models;
+pub mod season;
 pub mod synthetic;
+pub mod targets;
 pub mod trend;
 
 pub use config::TwinConfig;
