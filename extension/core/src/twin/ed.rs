@@ -221,10 +221,10 @@ pub fn step(model: &LocationModel<'_>, ens: &mut DMatrix<f64>, week_end: i32, no
     ens.rows_mut(0, STATE_DIM).copy_from(&core);
     let (sk, sb) = model.cfg.ed.process_noise;
     let mut rng = seeded(week_seed(model.seed, week_end, PURPOSE_ED_PROCESS));
-    for j in 0..members {
+    for (j, ihr) in ihr.iter().enumerate().take(members) {
         let mut col = ens.column_mut(j);
         let x = col.as_mut_slice();
-        x[ED_P] = proportion(x, ihr[j], model.population);
+        x[ED_P] = proportion(x, *ihr, model.population);
         if sk > 0.0 {
             x[ED_RATIO] *= (sk * noise_scale * normal(&mut rng)).exp();
         }
@@ -343,15 +343,27 @@ mod tests {
 
     #[test]
     fn the_config_is_validated() {
-        let mut c = EdConfig::default();
-        assert!(c.validate().is_ok());
-        c.background = (0.2, 0.1);
-        assert!(c.validate().is_err());
-        let mut c = EdConfig::default();
-        c.observation_error.floor = 0.0;
-        assert!(c.validate().is_err());
-        let mut c = EdConfig::default();
-        c.process_noise = (2.0, 0.0);
-        assert!(c.validate().is_err());
+        assert!(EdConfig::default().validate().is_ok());
+        let bad = [
+            EdConfig {
+                background: (0.2, 0.1),
+                ..EdConfig::default()
+            },
+            EdConfig {
+                observation_error: ObservationError {
+                    floor: 0.0,
+                    divisor: 20.0,
+                    window: 3,
+                },
+                ..EdConfig::default()
+            },
+            EdConfig {
+                process_noise: (2.0, 0.0),
+                ..EdConfig::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
     }
 }

@@ -416,9 +416,9 @@ mod tests {
         let pool = m.pool(&ens, last, 6, 4);
         assert_eq!(pool.admissions.len(), 7);
         assert_eq!(pool.admissions[0].len(), 400);
-        for h in 0..4 {
+        for (h, want) in want.iter().enumerate() {
             let mut s = pool.admissions[h + 1].clone();
-            assert_eq!(quantiles_unsorted(&mut s, &levels), want[h], "horizon {h}");
+            assert_eq!(quantiles_unsorted(&mut s, &levels), *want, "horizon {h}");
         }
         // The nowcast is of the analysed week itself: centred on the members' H.
         let mean_h = ens.row(H).mean();

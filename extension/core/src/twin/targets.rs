@@ -604,7 +604,8 @@ pub fn climatological_rate_change(
     let doy = |d: i32| crate::dates::day_of_year(d);
     let close = |d: i32| {
         let diff = (doy(d) - doy(reference_date)).abs();
-        diff.min(365.25 - diff) <= 7.0 * window_weeks as f64 + 0.5
+        // Half a week either side: exactly 2 * window + 1 week ends of each past year.
+        diff.min(365.25 - diff) < 7.0 * window_weeks as f64 + 3.5
     };
     horizons
         .iter()
@@ -787,4 +788,479 @@ pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) ->
         baseline,
         climatology,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scoring::FLUSIGHT_LEVELS;
+    use crate::twin::combine::Calibration;
+    use crate::twin::location::location_seed;
+    use crate::twin::models::{forecast_all, Component};
+    use crate::twin::TwinConfig;
+
+    const HORIZONS: [i32; 5] = [-1, 0, 1, 2, 3];
+
+    /// Draws whose trajectories are given: `paths[i][w]`.
+    fn draws(first_week: i32, paths: &[Vec<f64>]) -> WeeklyDraws {
+        let weeks = paths[0].len();
+        WeeklyDraws {
+            first_week,
+            values: (0..weeks)
+                .map(|w| paths.iter().map(|p| p[w]).collect())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rate_change_classes_at_the_exact_boundaries() {
+        // 10 million people: 100,000s = 100, so a change of 30 admissions is 0.3 per 100k.
+        let pop = 1e7;
+        let class = |d: f64, h: i32| rate_change_class(1000.0, 1000.0 + d, pop, h).unwrap();
+        for (h, stable, large) in [
+            (0, 30.0, 170.0),
+            (1, 50.0, 300.0),
+            (2, 70.0, 400.0),
+            (3, 100.0, 500.0),
+        ] {
+            assert_eq!(class(stable - 1.0, h), STABLE, "h {h}");
+            assert_eq!(
+                class(stable, h),
+                3,
+                "h {h}: at the stable threshold it is an increase"
+            );
+            assert_eq!(class(large - 1.0, h), 3, "h {h}");
+            assert_eq!(
+                class(large, h),
+                4,
+                "h {h}: at the large threshold it is large"
+            );
+            assert_eq!(class(-stable + 1.0, h), STABLE, "h {h}");
+            assert_eq!(class(-stable, h), 1, "h {h}");
+            assert_eq!(class(-large + 1.0, h), 1, "h {h}");
+            assert_eq!(class(-large, h), 0, "h {h}");
+        }
+        // Horizon -1 compares a week with itself.
+        assert_eq!(class(0.0, -1), STABLE);
+        assert!(rate_change_class(1.0, 2.0, pop, 4).is_err());
+    }
+
+    #[test]
+    fn fewer_than_ten_admissions_is_stable_whatever_the_rate_in_a_small_population() {
+        // 500,000 people: 9 admissions more is 1.8 per 100k, above the large threshold of
+        // horizon 0, yet stable; 10 more is 2.0: large.
+        let pop = 5e5;
+        assert_eq!(rate_change_class(20.0, 29.0, pop, 0).unwrap(), STABLE);
+        assert_eq!(rate_change_class(29.0, 20.0, pop, 0).unwrap(), STABLE);
+        assert_eq!(rate_change_class(20.0, 30.0, pop, 0).unwrap(), 4);
+        assert_eq!(rate_change_class(30.0, 20.0, pop, 0).unwrap(), 0);
+        // Horizon 3: 10 more is 2.0 per 100k, an increase (large from 5.0 = 25 admissions).
+        assert_eq!(rate_change_class(20.0, 30.0, pop, 3).unwrap(), 3);
+        assert_eq!(rate_change_class(20.0, 44.0, pop, 3).unwrap(), 3);
+        assert_eq!(rate_change_class(20.0, 45.0, pop, 3).unwrap(), 4);
+    }
+
+    #[test]
+    fn the_rate_change_pmf_is_the_fraction_of_trajectories_in_each_class() {
+        // 8 trajectories over weeks R-7 (the base), R, R+7, R+14, R+21, in 10 million people.
+        let paths: Vec<Vec<f64>> = [
+            [1000.0, 1000.0, 1000.0, 1000.0, 1000.0],
+            [1000.0, 1029.0, 1049.0, 1069.0, 1099.0],
+            [1000.0, 1030.0, 1050.0, 1070.0, 1100.0],
+            [1000.0, 1170.0, 1300.0, 1400.0, 1500.0],
+            [1000.0, 830.0, 700.0, 600.0, 500.0],
+            [1000.0, 969.6, 950.0, 930.0, 900.0],
+            [2000.0, 2000.0, 2000.0, 2000.0, 2000.0],
+            [1000.0, 1169.0, 1299.0, 1399.0, 1499.0],
+        ]
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
+        let d = draws(0, &paths);
+        let pmf = rate_change_pmf(&d, 0, &[0, 1, 2, 3, 4], &HORIZONS, 1e7).unwrap();
+        // Horizon -1: the base week against itself.
+        assert_eq!(pmf[0], [0.0, 0.0, 1.0, 0.0, 0.0]);
+        // Horizon 0: stable 0, 1 (29), 6; increase 2 (30), 7 (169); large 3 (170);
+        // decrease 5 (969.6 rounds to 970: -30); large decrease 4 (-170).
+        assert_eq!(pmf[1], [0.125, 0.125, 0.375, 0.25, 0.125]);
+        // Horizon 3 (stable < 100, large >= 500): 0, 1 (99), 6 stable; 2 (100) increase;
+        // 3 (500) large; 7 (499) increase; 4 (-500) large decrease; 5 (-100) decrease.
+        assert_eq!(pmf[4], [0.125, 0.125, 0.375, 0.25, 0.125]);
+        for p in &pmf {
+            assert_eq!(p.iter().sum::<f64>(), 1.0);
+        }
+    }
+
+    #[test]
+    fn pmfs_sum_to_exactly_one_in_any_order() {
+        let mut state = 99u64;
+        for k in [1usize, 2, 3, 5, 7, 27, 33] {
+            let w: Vec<f64> = (0..k)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((state >> 33) % 1000) as f64 / 3.0
+                })
+                .collect();
+            let p = exact_pmf(&w);
+            let total: f64 = w.iter().sum();
+            for (pi, wi) in p.iter().zip(&w) {
+                assert!((pi - wi / total).abs() < 1e-12);
+            }
+            assert_eq!(p.iter().sum::<f64>(), 1.0, "{k}");
+            assert_eq!(p.iter().rev().sum::<f64>(), 1.0, "{k}");
+            let mut sorted = p.clone();
+            sorted.sort_by(f64::total_cmp);
+            assert_eq!(sorted.iter().sum::<f64>(), 1.0, "{k}");
+        }
+        assert_eq!(exact_pmf(&[1.0, 1.0, 1.0]).iter().sum::<f64>(), 1.0);
+        assert_eq!(exact_pmf(&[0.0, 0.0]), vec![0.5, 0.5]);
+        assert_eq!(exact_pmf(&[0.0, 3.0]), vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn a_season_whose_peak_has_passed_gives_the_observed_peak_probability_one() {
+        // Ten season weeks; six observed (peak 500 at the fourth); trajectories from the
+        // sixth week on, all below 500.
+        let season: Vec<i32> = (0..10).map(|k| 7 * k).collect();
+        let observed = [
+            Some(100.0),
+            Some(300.0),
+            Some(450.0),
+            Some(500.0),
+            Some(420.0),
+            Some(300.0),
+            None,
+            None,
+            None,
+            None,
+        ];
+        let paths: Vec<Vec<f64>> = (0..20)
+            .map(|i| (0..5).map(|w| 280.0 - 30.0 * w as f64 + i as f64).collect())
+            .collect();
+        let d = draws(35, &paths);
+        let (q, pmf) = peak_targets(&d, &season, &observed, &FLUSIGHT_LEVELS);
+        assert!(q.iter().all(|v| *v == 500.0), "{q:?}");
+        assert_eq!(pmf[3], 1.0);
+        assert_eq!(pmf.iter().sum::<f64>(), 1.0);
+        // A quarter of the trajectories surge past it at the eighth week: they move there.
+        let mut surge = paths.clone();
+        for p in surge.iter_mut().take(5) {
+            p[2] = 800.0;
+        }
+        let (q, pmf) = peak_targets(&draws(35, &surge), &season, &observed, &FLUSIGHT_LEVELS);
+        assert_eq!(pmf[3], 0.75);
+        assert_eq!(pmf[7], 0.25);
+        assert_eq!(q[0], 500.0);
+        assert_eq!(q[22], 800.0);
+        // A tie goes to the earliest week (the observed one).
+        let mut tie = paths.clone();
+        tie[0][1] = 500.0;
+        let (_, pmf) = peak_targets(&draws(35, &tie), &season, &observed, &FLUSIGHT_LEVELS);
+        assert_eq!(pmf[3], 1.0);
+    }
+
+    #[test]
+    fn the_climatology_counts_past_seasons_at_the_same_time_of_year() {
+        // Two past years, counts rising by 100 a week all year in 10 million people (1 per
+        // 100k a week): at horizon 0 every past pair is a change of 100 = 1.0 per 100k: an
+        // increase; at horizon 1, 200 = 2.0: an increase; horizon 2, 300 = 3.0: increase;
+        // horizon 3, 400 = 4.0: increase (large from 5). Before the season only.
+        let first = crate::dates::from_civil(2021, 8, 7);
+        let weeks: Vec<i32> = (0..160).map(|k| first + 7 * k).collect();
+        let values: Vec<Option<f64>> = (0..160).map(|k| Some(1000.0 + 100.0 * k as f64)).collect();
+        let history = History { weeks, values };
+        let r = crate::dates::from_civil(2024, 1, 6);
+        let season = Season::containing(r, (11, 17), (5, 29)).unwrap();
+        let pmf =
+            climatological_rate_change(&history, r, &HORIZONS, 1e7, season.year_start(), 3, 0.5)
+                .unwrap();
+        assert_eq!(pmf[0], [0.0, 0.0, 1.0, 0.0, 0.0]);
+        // 7 reference dates (+-3 weeks) in each of the 2 past years: 14 increases, + 0.5 each.
+        let want = exact_pmf(&[0.5, 0.5, 0.5, 14.5, 0.5]);
+        for h in 1..5 {
+            assert_eq!(pmf[h].to_vec(), want, "horizon {}", HORIZONS[h]);
+        }
+        // No past seasons: the pseudo-counts alone, uniform.
+        let none = climatological_rate_change(&history, r, &[0], 1e7, first, 3, 0.5).unwrap();
+        assert_eq!(none[0].to_vec(), exact_pmf(&[1.0; 5]));
+    }
+
+    /// A twin that assimilated 30 weeks of a rising series.
+    fn setup(cfg: &TwinConfig) -> (LocationModel<'_>, DMatrix<f64>, History, i32) {
+        let model = LocationModel::new(cfg, "06", 3.9e7);
+        let mut ens = if cfg.ed.enabled {
+            crate::twin::ed::prior(&model, 60)
+        } else {
+            model.prior(60)
+        };
+        let first = crate::dates::from_civil(2023, 6, 3);
+        let weeks: Vec<i32> = (0..30).map(|k| first + 7 * k).collect();
+        let values: Vec<Option<f64>> = (0..30).map(|k| Some(50.0 + 10.0 * k as f64)).collect();
+        for (w, v) in weeks.iter().zip(&values) {
+            model.step_any(&mut ens, *w, 1.0);
+            if let Some(y) = v {
+                if cfg.ed.enabled {
+                    let p = 0.002 + 1e-4 * y;
+                    crate::twin::ed::update(&model, &mut ens, Some((*y, *y)), Some((p, p)), *w)
+                        .unwrap();
+                } else {
+                    model.update(&mut ens, *y, *y, *w).unwrap();
+                }
+            }
+        }
+        let last = weeks[29];
+        (model, ens, History { weeks, values }, last)
+    }
+
+    fn inputs<'a>(
+        cfg: &TwinConfig,
+        ens: &'a DMatrix<f64>,
+        history: &'a History,
+        last: i32,
+    ) -> TargetInputs<'a> {
+        let r = last + 7;
+        TargetInputs {
+            ensemble: ens,
+            last_week: last,
+            history,
+            ed_history: None,
+            reference_date: r,
+            horizons: &HORIZONS,
+            levels: &FLUSIGHT_LEVELS,
+            season: cfg.targets.season(r).unwrap(),
+            max_weeks: 104,
+            location_seed: location_seed(cfg.seed, "06"),
+        }
+    }
+
+    #[test]
+    fn quantiles_are_those_stored_and_samples_are_connected_trajectories() {
+        let cfg = TwinConfig::default();
+        let (model, ens, history, last) = setup(&cfg);
+        let inp = inputs(&cfg, &ens, &history, last);
+        let t = forecast_targets(&model, &inp).unwrap();
+        assert_eq!(t.target_end_dates[0], last);
+        // Horizons 0..3: the quantiles forecast_all stores, rounded.
+        let stored = forecast_all(
+            &cfg,
+            &model,
+            &ens,
+            &history,
+            last,
+            &[1, 2, 3, 4],
+            &FLUSIGHT_LEVELS,
+            &[],
+            &Calibration::neutral(),
+            inp.location_seed,
+        )
+        .unwrap();
+        let get = |c: Component| stored.iter().find(|f| f.component == c).unwrap();
+        for h in 0..4 {
+            let round = |q: &[f64]| q.iter().map(|v| v.round()).collect::<Vec<_>>();
+            assert_eq!(
+                t.twin.quantiles[h + 1],
+                round(&get(Component::Twin).quantiles[h])
+            );
+            assert_eq!(
+                t.baseline.quantiles[h + 1],
+                round(&get(Component::Baseline).quantiles[h])
+            );
+        }
+        // Horizon -1 of the baseline: the last count.
+        assert!(t.baseline.quantiles[0].iter().all(|v| *v == 340.0));
+        for m in [&t.twin, &t.baseline] {
+            assert_eq!(m.samples.len(), 100);
+            for q in &m.quantiles {
+                assert!(q.windows(2).all(|w| w[0] <= w[1]));
+                assert!(q.iter().all(|v| v.fract() == 0.0 && *v >= 0.0));
+            }
+            for s in &m.samples {
+                assert_eq!(s.len(), 5);
+                assert!(s.iter().all(|v| v.fract() == 0.0 && *v >= 0.0));
+            }
+            for p in m.rate_change.iter() {
+                assert_eq!(p.iter().sum::<f64>(), 1.0);
+            }
+            assert_eq!(m.rate_change[0], [0.0, 0.0, 1.0, 0.0, 0.0]);
+            assert_eq!(m.peak_week.iter().sum::<f64>(), 1.0);
+            assert_eq!(m.peak_week.len(), t.season_weeks.len());
+            assert!(m.peak_intensity.windows(2).all(|w| w[0] <= w[1]));
+        }
+        // Each sample is one trajectory of the draws, whole: the same member and draw at every
+        // horizon.
+        let steps = horizon_steps(inp.reference_date, last, &HORIZONS).unwrap();
+        let weeks = (inp.season.last_week - last) / 7;
+        let (d, _) = twin_draws(
+            &model,
+            &ens,
+            last,
+            weeks as usize,
+            weeks as usize,
+            cfg.targets.noise,
+        );
+        for s in &t.twin.samples {
+            let found = (0..d.trajectories()).any(|i| {
+                steps
+                    .iter()
+                    .zip(s)
+                    .all(|(&st, v)| d.values[st][i].round() == *v)
+            });
+            assert!(found, "sample {s:?} is not one trajectory");
+        }
+        // The 100 samples' quantiles match the stored ones within sampling error: the share of
+        // all draws below a sample quantile at level p is p within 3.5 binomial sds.
+        for (h, &st) in steps.iter().enumerate() {
+            let mut col: Vec<f64> = t.twin.samples.iter().map(|s| s[h]).collect();
+            col.sort_by(f64::total_cmp);
+            for p in [0.1, 0.25, 0.5, 0.75, 0.9] {
+                let q = crate::scoring::quantile_sorted(&col, p);
+                let share = d.values[st].iter().filter(|v| v.round() <= q).count() as f64
+                    / d.trajectories() as f64;
+                let sd = (p * (1.0 - p) / 100.0f64).sqrt();
+                assert!(share >= p - 3.5 * sd - 0.02, "h {h} p {p}: share {share}");
+            }
+        }
+        // Reproducible, and ids stable.
+        assert_eq!(forecast_targets(&model, &inp).unwrap(), t);
+    }
+
+    #[test]
+    fn the_baselines_trajectories_match_its_quantiles_within_sampling_error() {
+        let hist: Vec<f64> = (0..60)
+            .map(|k| 200.0 + 80.0 * (k as f64 / 5.0).sin() + 3.0 * k as f64)
+            .collect();
+        let last = *hist.last().unwrap();
+        let d = baseline_draws(&hist, 0, 4, 4000, 5);
+        assert!(d.values[0].iter().all(|v| *v == last));
+        let q = baseline_quantiles_all(&hist, 4, &FLUSIGHT_LEVELS, 5);
+        for k in 1..=4 {
+            let mut v = d.values[k].clone();
+            let got = quantiles_unsorted(&mut v, &FLUSIGHT_LEVELS);
+            assert_eq!(got[11], last, "the median is the last value");
+            let width = q[k - 1][21] - q[k - 1][1];
+            for l in 0..23 {
+                assert!(
+                    (got[l] - q[k - 1][l]).abs() < 0.06 * width + 1.0,
+                    "week {k} level {l}: {} vs {}",
+                    got[l],
+                    q[k - 1][l]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn noise_coupling_changes_trajectories_not_quantiles() {
+        let cfg = TwinConfig::default();
+        let (model, ens, _, last) = setup(&cfg);
+        let (a, _) = twin_draws(&model, &ens, last, 6, 6, NoiseCoupling::Persistent);
+        let (b, _) = twin_draws(&model, &ens, last, 6, 6, NoiseCoupling::Independent);
+        assert_ne!(a, b);
+        let steps: Vec<usize> = (0..7).collect();
+        assert_eq!(
+            quantiles_at(&a, &steps, &FLUSIGHT_LEVELS, false),
+            quantiles_at(&b, &steps, &FLUSIGHT_LEVELS, false)
+        );
+    }
+
+    #[test]
+    fn a_passed_peak_of_a_real_twin_gets_probability_one() {
+        // A season that peaked at 900 a month ago and is now at a fifth of it and falling: the
+        // twin's members, run to the season's end, stay far below.
+        let cfg = TwinConfig::default();
+        let model = LocationModel::new(&cfg, "06", 3.9e7);
+        let mut ens = model.prior(60);
+        let first = crate::dates::from_civil(2023, 9, 2);
+        let series: Vec<f64> = (0..30)
+            .map(|k| {
+                let x = (k as f64 - 14.0) / 3.0;
+                20.0 + 880.0 * (-x * x / 2.0).exp()
+            })
+            .collect();
+        let weeks: Vec<i32> = (0..30).map(|k| first + 7 * k).collect();
+        for (w, y) in weeks.iter().zip(&series) {
+            model.step(&mut ens, *w);
+            model.update(&mut ens, y.round(), y.round(), *w).unwrap();
+        }
+        let history = History {
+            weeks: weeks.clone(),
+            values: series.iter().map(|y| Some(y.round())).collect(),
+        };
+        let last = weeks[29];
+        let inp = inputs(&cfg, &ens, &history, last);
+        let t = forecast_targets(&model, &inp).unwrap();
+        let peak_week = weeks[14];
+        let i = t.season_weeks.iter().position(|w| *w == peak_week).unwrap();
+        assert_eq!(t.twin.peak_week[i], 1.0, "{:?}", t.twin.peak_week);
+        assert!(t.twin.peak_intensity.iter().all(|v| *v == 900.0));
+    }
+
+    #[test]
+    fn the_ed_stream_gives_proportion_quantiles() {
+        let mut cfg = TwinConfig::default();
+        cfg.ed.enabled = true;
+        let (model, ens, history, last) = setup(&cfg);
+        let ed_history = History {
+            weeks: history.weeks.clone(),
+            values: history
+                .values
+                .iter()
+                .map(|v| v.map(|y| 0.002 + 1e-4 * y))
+                .collect(),
+        };
+        let mut inp = inputs(&cfg, &ens, &history, last);
+        inp.ed_history = Some(&ed_history);
+        let t = forecast_targets(&model, &inp).unwrap();
+        let q = t.twin.ed_quantiles.as_ref().unwrap();
+        assert_eq!(q.len(), 5);
+        for qs in q {
+            assert!(qs.windows(2).all(|w| w[0] <= w[1]));
+            assert!(qs.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+        // The nowcast is near the last observed proportion (0.002 + 0.034).
+        assert!((q[0][11] - 0.036).abs() < 0.015, "{:?}", q[0]);
+        let b = t.baseline.ed_quantiles.as_ref().unwrap();
+        assert!(b[0].iter().all(|v| (*v - 0.036).abs() < 1e-12));
+        // Without the stream there are none.
+        let plain = TwinConfig::default();
+        let (model, ens, history, last) = setup(&plain);
+        let t = forecast_targets(&model, &inputs(&plain, &ens, &history, last)).unwrap();
+        assert!(t.twin.ed_quantiles.is_none());
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_with_the_argument_named() {
+        let cfg = TwinConfig::default();
+        let (model, ens, history, last) = setup(&cfg);
+        let base = inputs(&cfg, &ens, &history, last);
+        let mut i = base.clone();
+        i.reference_date = last;
+        assert_eq!(
+            forecast_targets(&model, &i).unwrap_err().argument(),
+            Some("reference_date")
+        );
+        let mut i = base.clone();
+        i.horizons = &[0, 4];
+        assert_eq!(
+            forecast_targets(&model, &i).unwrap_err().argument(),
+            Some("horizons")
+        );
+        let mut i = base.clone();
+        i.max_weeks = 3;
+        assert_eq!(
+            forecast_targets(&model, &i).unwrap_err().argument(),
+            Some("max_weeks")
+        );
+        let mut i = base.clone();
+        i.levels = &[0.5, 0.4];
+        assert_eq!(
+            forecast_targets(&model, &i).unwrap_err().argument(),
+            Some("quantile_levels")
+        );
+        let bad = LocationModel::new(&cfg, "06", 0.0);
+        assert_eq!(
+            forecast_targets(&bad, &base).unwrap_err().argument(),
+            Some("population")
+        );
+    }
 }
