@@ -64,6 +64,17 @@ pub fn log_score(probs: &[f64], observed: usize) -> Result<f64> {
     Ok(-probs[observed].ln())
 }
 
+/// The log score truncated at `cap` nats, as the CDC's FluSight challenges scored categorical
+/// forecasts (log scores below -10 counted as -10): one category given probability 0 by a
+/// forecast built from finitely many trajectories then costs `cap`, not infinity, and the mean
+/// over many tasks stays informative.
+pub fn truncated_log_score(probs: &[f64], observed: usize, cap: f64) -> Result<f64> {
+    Ok(log_score(probs, observed)?.min(cap))
+}
+
+/// The cap of the FluSight challenges' truncated log score.
+pub const LOG_SCORE_CAP: f64 = 10.0;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,8 +102,13 @@ mod tests {
         let h = [0.0, 0.5, 0.5, 0.0, 0.0];
         assert!((rps(&h, 2).unwrap() - 0.25).abs() < 1e-12);
         assert!((log_score(&h, 2).unwrap() - 2f64.ln()).abs() < 1e-12);
-        // Probability 0 on the truth: infinite log score, finite RPS.
+        // Probability 0 on the truth: infinite log score (capped when truncated), finite RPS.
         assert!(log_score(&p, 0).unwrap().is_infinite());
+        assert_eq!(truncated_log_score(&p, 0, LOG_SCORE_CAP).unwrap(), 10.0);
+        assert_eq!(
+            truncated_log_score(&u, 2, LOG_SCORE_CAP).unwrap(),
+            5f64.ln()
+        );
         assert_eq!(rps(&p, 0).unwrap(), 1.0);
     }
 

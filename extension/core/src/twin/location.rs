@@ -205,8 +205,8 @@ impl<'a> LocationModel<'a> {
         Ok(())
     }
 
-    /// One forecast week of any twin: with the ED stream's rows, through `ed::step`.
-    pub(crate) fn step_any(&self, ens: &mut DMatrix<f64>, week_end: i32, noise_scale: f64) {
+    /// One forecast week of any twin (`step_scaled`; with the ED stream's rows, `ed::step`).
+    pub fn step_any(&self, ens: &mut DMatrix<f64>, week_end: i32, noise_scale: f64) {
         if ens.nrows() > STATE_DIM {
             ed::step(self, ens, week_end, noise_scale);
         } else {
@@ -252,7 +252,7 @@ impl<'a> LocationModel<'a> {
             if damping < 1.0 {
                 self.damp_growth(&mut x, week_end, damping);
             }
-            self.step_scaled(&mut x, week_end, self.cfg.forecast.process_noise_scale);
+            self.step_any(&mut x, week_end, self.cfg.forecast.process_noise_scale);
             samples.clear();
             for col in x.column_iter() {
                 let mean = col[H];
