@@ -30,10 +30,13 @@ const HORIZONS: [i32; 5] = [-1, 0, 1, 2, 3];
 /// The members are run to the season's end at most this far.
 const MAX_WEEKS: usize = 80;
 
-/// (season, target, horizon, metric) -> model -> (sum, n).
+/// (season, target, horizon, metric).
+type Key = (String, String, i32, String);
+
+/// Key -> model -> (sum, n).
 #[derive(Default)]
 pub struct Scores {
-    map: BTreeMap<(String, String, i32, String), BTreeMap<String, (f64, usize)>>,
+    map: BTreeMap<Key, BTreeMap<String, (f64, usize)>>,
 }
 
 impl Scores {

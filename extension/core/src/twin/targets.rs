@@ -43,6 +43,19 @@ pub const PURPOSE_BASELINE_PATHS: u64 = 13;
 /// A change of fewer admissions than this is "stable" whatever the rate (hub rule).
 pub const MIN_COUNT_CHANGE: f64 = 10.0;
 
+/// What the trajectories hold for the last analysed week (horizon -1 when the data are
+/// current), whose count is reported but still being revised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nowcast {
+    /// The twin's own: each member's analysed admissions with its draws of the observation
+    /// error (centred between the model and the report, as wide as a forecast's error).
+    Model,
+    /// The reported count itself in every trajectory (as the baseline): exact when revisions
+    /// are small; the twin's trajectories then start from it.
+    Reported,
+}
+
 /// How the observation-error draws of one member are joined across weeks into trajectories.
 /// Either way each week's draws are the same set (so every quantile is the same); only which
 /// draw follows which changes, and with it the rate-change and peak targets and the samples.
@@ -71,6 +84,8 @@ pub struct TargetsConfig {
     /// The twin's growth damping (`forecast.growth_damping`) acts up to the last horizon's
     /// week and for this many weeks more on the way to the season's end (null = every week).
     pub peak_damped_weeks: Option<u32>,
+    /// The last analysed week's value in the trajectories.
+    pub nowcast: Nowcast,
     /// The baseline's trajectories (bootstrap paths).
     pub baseline_paths: usize,
     /// Climatological rate-change pmf: past reference dates within this many weeks of the
@@ -89,6 +104,7 @@ impl Default for TargetsConfig {
             season_first_week: "11-17".into(),
             season_last_week: "05-29".into(),
             peak_damped_weeks: None,
+            nowcast: Nowcast::Model,
             baseline_paths: 2000,
             climatology_window_weeks: 3,
             climatology_pseudo_count: 0.5,
@@ -690,7 +706,7 @@ pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) ->
     let observed = observed_in(inputs.history, &season_weeks);
     let sample_seed = week_seed(inputs.location_seed, inputs.reference_date, PURPOSE_SAMPLES);
 
-    let (twin, twin_ed) = twin_draws(
+    let (mut twin, twin_ed) = twin_draws(
         model,
         inputs.ensemble,
         inputs.last_week,
@@ -698,6 +714,11 @@ pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) ->
         damped,
         tc.noise,
     );
+    if tc.nowcast == Nowcast::Reported {
+        if let Some(y) = observed_in(inputs.history, &[inputs.last_week])[0] {
+            twin.values[0].iter_mut().for_each(|v| *v = y);
+        }
+    }
     let (peak_q, peak_w) = peak_targets(&twin, &season_weeks, &observed, inputs.levels);
     let twin_targets = ModelTargets {
         samples: select_samples(&twin, &steps, tc.samples, sample_seed, true),
@@ -1122,6 +1143,14 @@ mod tests {
         }
         // Reproducible, and ids stable.
         assert_eq!(forecast_targets(&model, &inp).unwrap(), t);
+        // The reported count as the nowcast: horizon -1 is the last count in every sample.
+        let mut rcfg = cfg.clone();
+        rcfg.targets.nowcast = Nowcast::Reported;
+        let rmodel = LocationModel::new(&rcfg, "06", 3.9e7);
+        let r = forecast_targets(&rmodel, &inp).unwrap();
+        assert!(r.twin.quantiles[0].iter().all(|v| *v == 340.0));
+        assert!(r.twin.samples.iter().all(|s| s[0] == 340.0));
+        assert_eq!(r.twin.quantiles[1..], t.twin.quantiles[1..]);
     }
 
     #[test]
