@@ -65,11 +65,11 @@ impl Scores {
             };
             let rmean = rs / rn as f64;
             let mut line =
-                format!("TARGETS {season} {target} {h} {metric} n {rn} {reference} {rmean:.4}");
+                format!("TARGETS {season} {target} {h} {metric} n {rn} {reference} {rmean:.6}");
             for (m, (s, n)) in models {
                 if m != reference {
                     let mean = s / *n as f64;
-                    line += &format!(" {m} {mean:.4} rel {:.4}", mean / rmean);
+                    line += &format!(" {m} {mean:.6} rel {:.4}", mean / rmean);
                 }
             }
             println!("{line}");
