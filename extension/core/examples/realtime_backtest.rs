@@ -26,6 +26,10 @@ use enkf_core::twin::location::location_seed;
 use enkf_core::twin::models::{self, Component, History};
 use enkf_core::twin::{LocationModel, TwinConfig};
 
+/// Every FluSight target (TARGETS=1): produced with `twin::targets` and scored.
+#[path = "realtime/targets.rs"]
+mod targets;
+
 fn parse_date(s: &str) -> i32 {
     let p: Vec<u32> = s.split('-').map(|x| x.parse().unwrap()).collect();
     from_civil(p[0] as i64, p[1], p[2])
@@ -57,6 +61,8 @@ struct Data {
     /// The hub's reference dates, and its tasks (reference date, location, horizon).
     hub_refs: Vec<i32>,
     hub_tasks: std::collections::HashSet<(i32, String, usize)>,
+    /// ED-visit proportions (final values), per location: week end -> proportion.
+    ed: BTreeMap<String, BTreeMap<i32, f64>>,
 }
 
 fn load(dir: &str) -> Data {
@@ -102,12 +108,25 @@ fn load(dir: &str) -> Data {
         refs.insert(r);
         tasks.insert((r, f[4].to_string(), f[2].parse::<usize>().unwrap()));
     }
+    let mut ed: BTreeMap<String, BTreeMap<i32, f64>> = BTreeMap::new();
+    for line in read_text(&format!("{dir}/target-ed-visits-prop.csv"))
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        if let Ok(v) = f[f.len() - 1].parse::<f64>() {
+            ed.entry(f[1].to_string())
+                .or_default()
+                .insert(parse_date(f[0]), v);
+        }
+    }
     Data {
         populations,
         truth,
         vintages,
         hub_refs: refs.into_iter().collect(),
         hub_tasks: tasks,
+        ed,
     }
 }
 
@@ -172,6 +191,9 @@ struct Twin<'a> {
     /// Weeks assimilated (contiguous), their counts, and the analysis after each.
     weeks: Vec<(i32, Option<f64>)>,
     analyses: Vec<DMatrix<f64>>,
+    /// ED-visit proportions known now, by week (assimilated when `ed.enabled`): final values,
+    /// the only ones archived, so they never change and trigger no re-assimilation.
+    ed: BTreeMap<i32, f64>,
 }
 
 impl<'a> Twin<'a> {
@@ -197,13 +219,15 @@ impl<'a> Twin<'a> {
         }
         self.weeks.truncate(keep);
         self.analyses.truncate(keep);
+        let with_ed = self.model.cfg.ed.enabled;
         let mut ens = match self.analyses.last() {
             Some(a) => a.clone(),
+            None if with_ed => enkf_core::twin::ed::prior(&self.model, self.members),
             None => self.model.prior(self.members),
         };
         for &(week, value) in &series[keep..] {
-            self.model.step(&mut ens, week);
-            if let Some(y) = value {
+            self.model.step_any(&mut ens, week, 1.0);
+            let admissions = value.map(|y| {
                 let window = self.model.cfg.observation_error.window;
                 let recent: Vec<f64> = self
                     .weeks
@@ -213,7 +237,22 @@ impl<'a> Twin<'a> {
                     .take(window - 1)
                     .chain(std::iter::once(y))
                     .collect();
-                let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+                (y, recent.iter().sum::<f64>() / recent.len() as f64)
+            });
+            if with_ed {
+                let window = self.model.cfg.ed.observation_error.window;
+                let ed = self.ed.get(&week).map(|p| {
+                    let recent: Vec<f64> = self
+                        .ed
+                        .range(..=week)
+                        .rev()
+                        .take(window)
+                        .map(|e| *e.1)
+                        .collect();
+                    (*p, recent.iter().sum::<f64>() / recent.len() as f64)
+                });
+                enkf_core::twin::ed::update(&self.model, &mut ens, admissions, ed, week).unwrap();
+            } else if let Some((y, mean)) = admissions {
                 self.model.update(&mut ens, y, mean, week).unwrap();
             }
             self.weeks.push((week, value));
@@ -269,6 +308,7 @@ fn main() {
                 members,
                 weeks: Vec::new(),
                 analyses: Vec::new(),
+                ed: BTreeMap::new(),
             },
             known: BTreeMap::new(),
             rows: Vec::new(),
@@ -280,6 +320,24 @@ fn main() {
         })
         .collect();
     let mut tally: Tally = BTreeMap::new();
+    // TARGETS=1: every hub target of the twin and the baseline, scored (examples/realtime/
+    // targets.rs); --target-variants '[{targets config}, ...]' scores other settings of the
+    // twin's targets (same ensembles) as "enkf/<k>".
+    let mut target_scores = std::env::var("TARGETS")
+        .is_ok()
+        .then(targets::Scores::default);
+    let target_variants: Vec<TwinConfig> = arg("--target-variants")
+        .map(|v| {
+            let list: Vec<serde_json::Value> = serde_json::from_str(&v).unwrap();
+            list.into_iter()
+                .map(|t| {
+                    let mut c = cfg.clone();
+                    c.targets = serde_json::from_value(t).unwrap();
+                    c
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, season) in seasons.iter().enumerate() {
         // Forecasts made from final counts (2022-23) are not carried into a season forecast
@@ -355,9 +413,21 @@ fn main() {
                 .collect();
             drop(scored);
             for st in states.iter_mut() {
-                let Some(out) = st.finish(&cfg, r, &levels, &calibration) else {
+                let Some((out, history, last)) = st.finish(&cfg, r, &levels, &calibration) else {
                     continue;
                 };
+                if let Some(scores) = target_scores.as_mut() {
+                    targets::score(
+                        scores,
+                        &target_variants,
+                        &data,
+                        season,
+                        r,
+                        st,
+                        &history,
+                        last,
+                    );
+                }
                 // Other combinations of the same components, scored only (tuning).
                 let mut extra: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
                 for (k, (v, cal)) in variants.iter().zip(&variant_calibrations).enumerate() {
@@ -440,6 +510,9 @@ fn main() {
         }
     }
     eprintln!("ran in {:.1} s", t0.elapsed().as_secs_f64());
+    if let Some(scores) = &target_scores {
+        scores.print();
+    }
     if let Some(out) = out_dir {
         std::fs::create_dir_all(&out).unwrap();
         for (s, rows) in lines {
@@ -516,6 +589,11 @@ impl<'a> State<'a> {
         self.known = rows.iter().copied().collect();
         self.rows = rows;
         self.last = last;
+        self.twin.ed = data
+            .ed
+            .get(&self.loc)
+            .map(|e| e.range(..=as_of).map(|(w, v)| (*w, *v)).collect())
+            .unwrap_or_default();
         if season.from_final {
             return;
         }
@@ -575,7 +653,7 @@ impl<'a> State<'a> {
         _r: i32,
         levels: &[f64],
         calibration: &enkf_core::twin::combine::Calibration,
-    ) -> Option<Vec<models::ComponentForecast>> {
+    ) -> Option<(Vec<models::ComponentForecast>, History, i32)> {
         let (history, last, steps) = self.current.pop()?;
         let idx = self.twin.weeks.iter().position(|w| w.0 == last)?;
         let ens = &self.twin.analyses[idx];
@@ -601,20 +679,19 @@ impl<'a> State<'a> {
                 rm
             );
         }
-        Some(
-            models::forecast_all(
-                cfg,
-                &self.twin.model,
-                ens,
-                &history,
-                last,
-                &steps,
-                levels,
-                &self.factors,
-                calibration,
-                location_seed(cfg.seed, &self.loc),
-            )
-            .unwrap(),
+        let out = models::forecast_all(
+            cfg,
+            &self.twin.model,
+            ens,
+            &history,
+            last,
+            &steps,
+            levels,
+            &self.factors,
+            calibration,
+            location_seed(cfg.seed, &self.loc),
         )
+        .unwrap();
+        Some((out, history, last))
     }
 }

@@ -1,5 +1,9 @@
 //! Scoring of quantile forecasts (weighted interval score, interval coverage, absolute error of
-//! the median) and the FluSight-style baseline forecaster they are compared with.
+//! the median) and the FluSight-style baseline forecaster they are compared with; the scores
+//! of the hub's other output types are in `categorical` (pmf) and `energy` (samples).
+
+pub mod categorical;
+pub mod energy;
 
 use crate::rng::seeded;
 

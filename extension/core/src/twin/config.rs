@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::backfill::BackfillConfig;
 use super::combine::CombinationConfig;
+use super::ed::EdConfig;
 use super::models::Component;
+use super::targets::TargetsConfig;
 use super::trend::TrendConfig;
 use crate::error::{EnkfError, Result};
 use crate::filter::{Method, Options};
@@ -36,6 +38,10 @@ pub struct TwinConfig {
     pub week_ends_on: String,
     /// When the sidecar runs this twin: a 5-field cron expression in a time zone.
     pub schedule: Option<Schedule>,
+    /// The hub's other targets: samples, rate change, peak, season (twin/targets.rs).
+    pub targets: TargetsConfig,
+    /// The ED-visit proportion as a second observed stream (twin/ed.rs), off by default.
+    pub ed: EdConfig,
 }
 
 impl Default for TwinConfig {
@@ -56,6 +62,8 @@ impl Default for TwinConfig {
             backfill: BackfillConfig::default(),
             week_ends_on: "saturday".into(),
             schedule: None,
+            targets: TargetsConfig::default(),
+            ed: EdConfig::default(),
         }
     }
 }
@@ -339,7 +347,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}; see docs/twin.md".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}, targets{samples, noise, nowcast, season_first_week, season_last_week, peak_damped_weeks, baseline_paths, climatology_window_weeks, climatology_pseudo_count}, ed{enabled, observation_error, ratio_per_ihr, background, process_noise}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -358,6 +366,8 @@ impl TwinConfig {
         self.validate_dynamics()?;
         self.validate_forecast()?;
         self.validate_components()?;
+        self.targets.validate()?;
+        self.ed.validate()?;
         self.validate_schedule()
     }
 
@@ -750,6 +760,11 @@ mod tests {
             r#"{"backfill": {"lags": 9}}"#,
             r#"{"forecast": {"process_noise_scale": -1}}"#,
             r#"{"filter": {"update_susceptible": "no"}}"#,
+            r#"{"targets": {"noise": "wobbly"}}"#,
+            r#"{"targets": {"season_first_week": "13-01"}}"#,
+            r#"{"targets": {"samples": 0}}"#,
+            r#"{"ed": {"enabled": "yes"}}"#,
+            r#"{"ed": {"background": [0.5, 0.1]}}"#,
             r#"[1, 2]"#,
         ] {
             let err = TwinConfig::from_json(bad).unwrap_err();

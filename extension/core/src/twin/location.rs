@@ -5,6 +5,7 @@
 use nalgebra::DMatrix;
 
 use super::config::{ProcessNoise, TwinConfig};
+use super::ed;
 use crate::dates::day_of_year;
 use crate::error::Result;
 use crate::filter::{analyze, Observations};
@@ -13,8 +14,22 @@ use crate::rng::{normal, seeded, uniform};
 use crate::scoring::quantiles_unsorted;
 
 // The seeds of the twin's random draws (twin/streams.rs), here where they are drawn.
+pub use super::streams::PURPOSE_NOWCAST;
 pub use super::streams::{location_seed, mix, week_seed};
 use super::streams::{PURPOSE_FILTER, PURPOSE_FORECAST, PURPOSE_PROCESS};
+
+/// Draws of the predictive distribution of every week from the last analysed one on, kept per
+/// trajectory: `admissions[w][j * draws + d]` is the week ending `last_week_end + 7 w` in
+/// member j's d-th draw (w = 0: the nowcast of the last analysed week).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub last_week_end: i32,
+    pub members: usize,
+    pub draws: usize,
+    pub admissions: Vec<Vec<f64>>,
+    /// The ED-visit proportion, same layout, for a twin with the ED stream.
+    pub ed: Option<Vec<Vec<f64>>>,
+}
 
 pub struct LocationModel<'a> {
     pub cfg: &'a TwinConfig,
@@ -99,21 +114,47 @@ impl<'a> LocationModel<'a> {
         week_end: i32,
     ) -> Result<()> {
         let variance = self.cfg.observation_error.variance(recent_mean);
+        self.assimilate_rows(ens, &[(H, observed, variance)], week_end)
+    }
+
+    /// Analysis step with observations `(row, value, error variance)` of state rows (the
+    /// admissions `H`, and for a twin with the ED stream its proportion `ed::ED_P`), in the
+    /// configured space. Rows beyond the model's (the ED stream's) are transformed and
+    /// constrained with it. Constraints hold afterwards.
+    pub(crate) fn assimilate_rows(
+        &self,
+        ens: &mut DMatrix<f64>,
+        observations: &[(usize, f64, f64)],
+        week_end: i32,
+    ) -> Result<()> {
         let opts = self
             .cfg
             .filter_options(week_seed(self.seed, week_end, PURPOSE_FILTER));
         let log_space = self.cfg.filter.space == super::config::UpdateSpace::Log;
-        let (value, variance) = if log_space {
+        if log_space {
             to_log(ens);
-            // Delta method: var(log(1 + y)) = var(y) / (1 + y)^2.
-            ((1.0 + observed).ln(), variance / (1.0 + observed).powi(2))
-        } else {
-            (observed, variance)
-        };
+        }
+        let mut values = Vec::with_capacity(observations.len());
+        let mut variances = Vec::with_capacity(observations.len());
+        let mut index = Vec::with_capacity(observations.len());
+        for &(row, observed, variance) in observations {
+            let (value, variance) = match (log_space, row) {
+                // Delta method: var(log(1 + y)) = var(y) / (1 + y)^2.
+                (true, H) => ((1.0 + observed).ln(), variance / (1.0 + observed).powi(2)),
+                (true, _) => {
+                    let y = observed + ed::P_OFFSET;
+                    (y.ln(), variance / (y * y))
+                }
+                (false, _) => (observed, variance),
+            };
+            values.push(value);
+            variances.push(variance);
+            index.push(row);
+        }
         let obs = Observations {
-            values: &[value],
-            variance: &[variance],
-            index: &[H],
+            values: &values,
+            variance: &variances,
+            index: &index,
         };
         // Susceptibles left to the dynamics: otherwise the filter explains a turn in the counts
         // (a holiday peak) by depleting S, and the forecasts after it crash (2023-24).
@@ -129,10 +170,23 @@ impl<'a> LocationModel<'a> {
             from_log(ens);
         }
         result?;
+        let extended = ens.nrows() > STATE_DIM;
         for mut col in ens.column_iter_mut() {
             seirh::constrain(col.as_mut_slice(), self.population, &self.bounds);
+            if extended {
+                ed::constrain(col.as_mut_slice());
+            }
         }
         Ok(())
+    }
+
+    /// One forecast week of any twin (`step_scaled`; with the ED stream's rows, `ed::step`).
+    pub fn step_any(&self, ens: &mut DMatrix<f64>, week_end: i32, noise_scale: f64) {
+        if ens.nrows() > STATE_DIM {
+            ed::step(self, ens, week_end, noise_scale);
+        } else {
+            self.step_scaled(ens, week_end, noise_scale);
+        }
     }
 
     /// Pulls each member's effective reproduction number towards 1 before the week ending
@@ -173,7 +227,7 @@ impl<'a> LocationModel<'a> {
             if damping < 1.0 {
                 self.damp_growth(&mut x, week_end, damping);
             }
-            self.step_scaled(&mut x, week_end, self.cfg.forecast.process_noise_scale);
+            self.step_any(&mut x, week_end, self.cfg.forecast.process_noise_scale);
             samples.clear();
             for col in x.column_iter() {
                 let mean = col[H];
@@ -187,10 +241,85 @@ impl<'a> LocationModel<'a> {
         }
         out
     }
+
+    /// The predictive distribution week by week, kept per trajectory (for twin/targets.rs).
+    /// Week 0 is `last_week_end` itself, the nowcast: each member's analysed admissions widened
+    /// by draws of the observation error (its own seed). Weeks 1..=`weeks` are forecast exactly
+    /// as `forecast` does, the same draws in the same order, so that week k's quantiles are
+    /// `forecast`'s at horizon k - 1 bit for bit, except that the growth damping acts in the
+    /// first `damped_weeks` weeks only. A twin with the ED stream also gets its proportion's.
+    pub fn pool(
+        &self,
+        ens: &DMatrix<f64>,
+        last_week_end: i32,
+        weeks: usize,
+        damped_weeks: usize,
+    ) -> Pool {
+        let draws = self.cfg.forecast.draws_per_member as usize;
+        let fc = &self.cfg.forecast;
+        let extended = ens.nrows() > STATE_DIM;
+        let n = ens.ncols() * draws;
+        let mut admissions = Vec::with_capacity(weeks + 1);
+        let mut ed_values = extended.then(|| Vec::with_capacity(weeks + 1));
+        let widen = |x: &DMatrix<f64>, rng: &mut crate::rng::Rng| -> Vec<f64> {
+            let mut out = Vec::with_capacity(n);
+            for col in x.column_iter() {
+                let mean = col[H];
+                let sd = fc.noise_scale * self.cfg.observation_error.variance(mean).sqrt();
+                for _ in 0..draws {
+                    out.push((mean + sd * normal(rng)).max(0.0));
+                }
+            }
+            out
+        };
+        let widen_ed = |x: &DMatrix<f64>, week: i32| -> Vec<f64> {
+            let mut rng = seeded(week_seed(self.seed, week, ed::PURPOSE_ED_NOISE));
+            let mut out = Vec::with_capacity(n);
+            for col in x.column_iter() {
+                for _ in 0..draws {
+                    out.push(ed::draw(
+                        &self.cfg.ed,
+                        col[ed::ED_P],
+                        fc.noise_scale,
+                        &mut rng,
+                    ));
+                }
+            }
+            out
+        };
+        let mut rng = seeded(week_seed(self.seed, last_week_end, PURPOSE_NOWCAST));
+        admissions.push(widen(ens, &mut rng));
+        if let Some(e) = ed_values.as_mut() {
+            e.push(widen_ed(ens, last_week_end));
+        }
+        let mut rng = seeded(week_seed(self.seed, last_week_end, PURPOSE_FORECAST));
+        let mut x = ens.clone();
+        let damping = fc.growth_damping;
+        for h in 0..weeks {
+            let week_end = last_week_end + 7 * (h as i32 + 1);
+            if damping < 1.0 && h < damped_weeks {
+                self.damp_growth(&mut x, week_end, damping);
+            }
+            self.step_any(&mut x, week_end, fc.process_noise_scale);
+            admissions.push(widen(&x, &mut rng));
+            if let Some(e) = ed_values.as_mut() {
+                e.push(widen_ed(&x, week_end));
+            }
+        }
+        Pool {
+            last_week_end,
+            members: ens.ncols(),
+            draws,
+            admissions,
+            ed: ed_values,
+        }
+    }
 }
 
-/// Counts to log(1 + count), parameters to log(parameter).
+/// Counts to log(1 + count), parameters to log(parameter); the ED stream's proportion (rows
+/// beyond the model's) to log(p + P_OFFSET), its parameters to their logs.
 fn to_log(ens: &mut DMatrix<f64>) {
+    let extended = ens.nrows() > STATE_DIM;
     for mut col in ens.column_iter_mut() {
         for r in S..=H {
             col[r] = col[r].max(0.0).ln_1p();
@@ -198,16 +327,29 @@ fn to_log(ens: &mut DMatrix<f64>) {
         for r in [BETA, IHR] {
             col[r] = col[r].max(f64::MIN_POSITIVE).ln();
         }
+        if extended {
+            col[ed::ED_P] = (col[ed::ED_P].max(0.0) + ed::P_OFFSET).ln();
+            for r in [ed::ED_RATIO, ed::ED_BACKGROUND] {
+                col[r] = col[r].max(f64::MIN_POSITIVE).ln();
+            }
+        }
     }
 }
 
 fn from_log(ens: &mut DMatrix<f64>) {
+    let extended = ens.nrows() > STATE_DIM;
     for mut col in ens.column_iter_mut() {
         for r in S..=H {
             col[r] = col[r].exp_m1();
         }
         for r in [BETA, IHR] {
             col[r] = col[r].exp();
+        }
+        if extended {
+            col[ed::ED_P] = col[ed::ED_P].exp() - ed::P_OFFSET;
+            for r in [ed::ED_RATIO, ed::ED_BACKGROUND] {
+                col[r] = col[r].exp();
+            }
         }
     }
 }
@@ -233,6 +375,35 @@ mod tests {
         }
         let other = LocationModel::new(&cfg, "48", 3.9e7).prior(50);
         assert_ne!(a, other, "locations get different draws");
+    }
+
+    #[test]
+    fn the_pools_weeks_have_the_forecasts_quantiles_bit_for_bit() {
+        let cfg = TwinConfig::default();
+        let m = LocationModel::new(&cfg, "06", 3.9e7);
+        let mut ens = m.prior(40);
+        for k in 0..10 {
+            m.step(&mut ens, 7 * (1000 + k));
+        }
+        let last = 7 * 1009;
+        let levels = crate::scoring::FLUSIGHT_LEVELS;
+        let want = m.forecast(&ens, last, 4, &levels);
+        let pool = m.pool(&ens, last, 6, 4);
+        assert_eq!(pool.admissions.len(), 7);
+        assert_eq!(pool.admissions[0].len(), 400);
+        for (h, want) in want.iter().enumerate() {
+            let mut s = pool.admissions[h + 1].clone();
+            assert_eq!(quantiles_unsorted(&mut s, &levels), *want, "horizon {h}");
+        }
+        // The nowcast is of the analysed week itself: centred on the members' H.
+        let mean_h = ens.row(H).mean();
+        let nowcast: f64 = pool.admissions[0].iter().sum::<f64>() / 400.0;
+        assert!(
+            (nowcast - mean_h).abs() < 0.2 * mean_h + 10.0,
+            "{nowcast} vs {mean_h}"
+        );
+        // Reproducible.
+        assert_eq!(m.pool(&ens, last, 6, 4).admissions, pool.admissions);
     }
 
     #[test]

@@ -5,11 +5,14 @@ pub mod backfill;
 pub mod combine;
 pub mod config;
 pub mod cycle;
+pub mod ed;
 pub mod forecast;
 pub mod location;
 pub mod models;
+pub mod season;
 pub mod streams;
 pub mod synthetic;
+pub mod targets;
 pub mod trend;
 
 pub use config::TwinConfig;

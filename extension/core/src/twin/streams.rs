@@ -34,5 +34,17 @@ pub const PURPOSE_PROCESS: u64 = 3;
 /// The baseline's bootstrap of past week-to-week changes (7 since 0.1.0: stored baselines
 /// must not change).
 pub const PURPOSE_BASELINE: u64 = 7;
+/// The nowcast draws of the last analysed week (targets.rs).
+pub const PURPOSE_NOWCAST: u64 = 11;
+/// The choice of the submitted samples among the trajectories (targets.rs).
+pub const PURPOSE_SAMPLES: u64 = 12;
+/// The baseline's trajectories (targets.rs).
+pub const PURPOSE_BASELINE_PATHS: u64 = 13;
+/// The ED-visit stream (ed.rs): its prior, its weekly random walk, its observation noise in
+/// forecasts, and its baseline.
+pub const PURPOSE_ED_PRIOR: u64 = 21;
+pub const PURPOSE_ED_PROCESS: u64 = 22;
+pub const PURPOSE_ED_NOISE: u64 = 23;
+pub const PURPOSE_ED_BASELINE: u64 = 24;
 /// The synthetic data generator's draws of one location (mixed into its location seed).
 pub const SYNTHETIC_LOCATION: u64 = 0x5717;
