@@ -445,8 +445,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Refuses (`Invalid`, naming the setting) a configuration that cannot work; checked in
+    /// a fixed order, so that the first problem found is always the one reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        self.validate_connection()?;
+        self.validate_rotation()?;
+        if self.scheduler.max_attempts == 0 {
+            return invalid("scheduler.max_attempts must be at least 1");
+        }
+        self.validate_durations()?;
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return invalid("http.listen must be an address such as 127.0.0.1:9187, or empty");
+        }
+        Ok(())
+    }
+
+    /// Where the secret comes from, and how the database connection is verified.
+    fn validate_connection(&self) -> Result<(), ConfigError> {
         match self.secrets.source {
             SecretSource::Aws if self.secrets.secret_id.trim().is_empty() => {
                 return invalid("secrets.secret_id is required with secrets.source = \"aws\"")
@@ -461,6 +477,11 @@ impl Config {
                 "database.ca_file is required with database.tls = \"verify-full\" (set tls = \"disable\" explicitly for plain connections)",
             );
         }
+        Ok(())
+    }
+
+    /// The rotated pair's names, the password length and the rotation's timeouts.
+    fn validate_rotation(&self) -> Result<(), ConfigError> {
         if !(16..=4096).contains(&self.rotation.password_length) {
             return invalid("rotation.password_length must be between 16 and 4096");
         }
@@ -479,9 +500,11 @@ impl Config {
         if self.rotation.lock_timeout.0 > self.rotation.statement_timeout.0 {
             return invalid("rotation.lock_timeout must not exceed rotation.statement_timeout");
         }
-        if self.scheduler.max_attempts == 0 {
-            return invalid("scheduler.max_attempts must be at least 1");
-        }
+        Ok(())
+    }
+
+    /// Every period, interval and timeout positive, and the backoff's cap not below its base.
+    fn validate_durations(&self) -> Result<(), ConfigError> {
         for (name, d) in [
             ("rotation.period", self.rotation.period),
             ("rotation.check_interval", self.rotation.check_interval),
@@ -502,12 +525,13 @@ impl Config {
         if self.scheduler.backoff_max.0 < self.scheduler.backoff_base.0 {
             return invalid("scheduler.backoff_max must not be below scheduler.backoff_base");
         }
-        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return invalid("http.listen must be an address such as 127.0.0.1:9187, or empty");
-        }
         Ok(())
     }
+}
+
+/// The `Invalid` error with message `m`.
+fn invalid(m: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(m.to_string()))
 }
 
 #[cfg(test)]

@@ -593,39 +593,83 @@ pub fn plan(
     pg16: bool,
     locations: Option<RoleColumn>,
 ) -> Result<Vec<String>, RotationError> {
-    let c = quote_ident(&pair.clone);
-    let mut revokes = Vec::new();
-    let mut grants = Vec::new();
-    if user.inherit != clone.inherit || user.connlimit != clone.connlimit {
-        grants.push(format!(
-            "ALTER ROLE {c} WITH {} CONNECTION LIMIT {}",
-            if user.inherit { "INHERIT" } else { "NOINHERIT" },
-            user.connlimit
-        ));
+    let mut plan = Plan {
+        role: &pair.clone,
+        quoted: quote_ident(&pair.clone),
+        revokes: Vec::new(),
+        grants: Vec::new(),
+    };
+    plan.copy_attributes(user, clone);
+    plan.copy_memberships(user, clone, pg16);
+    plan.copy_settings(user, clone)?;
+    plan.copy_privileges(user, clone);
+    if let (Some(column), Some(want), Some(have)) = (locations, &user.locations, &clone.locations) {
+        plan.copy_locations(column, want, have);
     }
-    for (group, m) in &clone.memberships {
-        match user.memberships.get(group) {
-            None => revokes.push(format!("REVOKE {} FROM {c} CASCADE", quote_ident(group))),
-            Some(want) if want.admin != m.admin && !want.admin => revokes.push(format!(
-                "REVOKE ADMIN OPTION FOR {} FROM {c} CASCADE",
-                quote_ident(group)
-            )),
-            _ => {}
+    plan.revokes.extend(plan.grants);
+    Ok(plan.revokes)
+}
+
+/// The statements of a plan as it is built, removals and additions apart (all removals run
+/// first), for the clone `role` (`quoted`: as a SQL identifier).
+struct Plan<'a> {
+    role: &'a str,
+    quoted: String,
+    revokes: Vec<String>,
+    grants: Vec<String>,
+}
+
+impl Plan<'_> {
+    /// INHERIT and CONNECTION LIMIT, in one ALTER ROLE when either differs.
+    fn copy_attributes(&mut self, user: &Snapshot, clone: &Snapshot) {
+        if user.inherit != clone.inherit || user.connlimit != clone.connlimit {
+            self.grants.push(format!(
+                "ALTER ROLE {} WITH {} CONNECTION LIMIT {}",
+                self.quoted,
+                if user.inherit { "INHERIT" } else { "NOINHERIT" },
+                user.connlimit
+            ));
         }
     }
-    for (group, want) in &user.memberships {
-        let have = clone.memberships.get(group);
-        let differs = match have {
-            None => true,
-            Some(h) => {
-                (want.admin && !h.admin) || (pg16 && (h.inherit, h.set) != (want.inherit, want.set))
+
+    /// Revokes the memberships (or admin options) the user lacks, grants those the clone
+    /// lacks or has with other options (INHERIT and SET exist from PostgreSQL 16 on).
+    fn copy_memberships(&mut self, user: &Snapshot, clone: &Snapshot, pg16: bool) {
+        let c = &self.quoted;
+        for (group, m) in &clone.memberships {
+            match user.memberships.get(group) {
+                None => self
+                    .revokes
+                    .push(format!("REVOKE {} FROM {c} CASCADE", quote_ident(group))),
+                Some(want) if want.admin != m.admin && !want.admin => self.revokes.push(format!(
+                    "REVOKE ADMIN OPTION FOR {} FROM {c} CASCADE",
+                    quote_ident(group)
+                )),
+                _ => {}
             }
-        };
-        if differs {
-            grants.push(grant_membership(group, &pair.clone, *want, pg16));
+        }
+        for (group, want) in &user.memberships {
+            let have = clone.memberships.get(group);
+            let differs = match have {
+                None => true,
+                Some(h) => {
+                    (want.admin && !h.admin)
+                        || (pg16 && (h.inherit, h.set) != (want.inherit, want.set))
+                }
+            };
+            if differs {
+                self.grants
+                    .push(grant_membership(group, self.role, *want, pg16));
+            }
         }
     }
-    if user.settings != clone.settings {
+
+    /// Per database whose settings differ: RESET ALL of the clone's, then the user's, one
+    /// SET each.
+    fn copy_settings(&mut self, user: &Snapshot, clone: &Snapshot) -> Result<(), RotationError> {
+        if user.settings == clone.settings {
+            return Ok(());
+        }
         let databases: BTreeSet<&Option<String>> =
             clone.settings.keys().chain(user.settings.keys()).collect();
         for db in databases {
@@ -633,53 +677,70 @@ pub fn plan(
                 continue;
             }
             if clone.settings.contains_key(db) {
-                revokes.push(format!(
-                    "ALTER ROLE {c}{} RESET ALL",
+                self.revokes.push(format!(
+                    "ALTER ROLE {}{} RESET ALL",
+                    self.quoted,
                     in_database(db.as_deref())
                 ));
             }
             for entry in user.settings.get(db).into_iter().flatten() {
-                grants.push(set_statement(&pair.clone, db.as_deref(), entry)?);
+                self.grants
+                    .push(set_statement(self.role, db.as_deref(), entry)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes the privileges (or grant options) the user lacks, grants those the clone
+    /// lacks.
+    fn copy_privileges(&mut self, user: &Snapshot, clone: &Snapshot) {
+        let c = &self.quoted;
+        for (p, grantable) in &clone.privileges {
+            match user.privileges.get(p) {
+                None => self
+                    .revokes
+                    .push(format!("REVOKE {} FROM {c} CASCADE", p.target())),
+                Some(false) if *grantable => self.revokes.push(format!(
+                    "REVOKE GRANT OPTION FOR {} FROM {c} CASCADE",
+                    p.target()
+                )),
+                _ => {}
+            }
+        }
+        for (p, grantable) in &user.privileges {
+            let have = clone.privileges.get(p);
+            if have.is_none() || (*grantable && have == Some(&false)) {
+                self.grants.push(format!(
+                    "GRANT {} TO {c}{}",
+                    p.target(),
+                    if *grantable { " WITH GRANT OPTION" } else { "" }
+                ));
             }
         }
     }
-    for (p, grantable) in &clone.privileges {
-        match user.privileges.get(p) {
-            None => revokes.push(format!("REVOKE {} FROM {c} CASCADE", p.target())),
-            Some(false) if *grantable => revokes.push(format!(
-                "REVOKE GRANT OPTION FOR {} FROM {c} CASCADE",
-                p.target()
-            )),
-            _ => {}
-        }
-    }
-    for (p, grantable) in &user.privileges {
-        let have = clone.privileges.get(p);
-        if have.is_none() || (*grantable && have == Some(&false)) {
-            grants.push(format!(
-                "GRANT {} TO {c}{}",
-                p.target(),
-                if *grantable { " WITH GRANT OPTION" } else { "" }
-            ));
-        }
-    }
-    if let (Some(column), Some(want), Some(have)) = (locations, &user.locations, &clone.locations) {
-        let role = column.literal(&pair.clone);
+
+    /// Deletes the clone's rows of `enkf.location_grants` the user lacks, inserts those it
+    /// lacks (`want`: the user's locations, `have`: the clone's).
+    fn copy_locations(
+        &mut self,
+        column: RoleColumn,
+        want: &BTreeSet<String>,
+        have: &BTreeSet<String>,
+    ) {
+        let role = column.literal(self.role);
         for loc in have.difference(want) {
-            revokes.push(format!(
+            self.revokes.push(format!(
                 "DELETE FROM enkf.location_grants WHERE role = {role} AND location = {}",
                 quote_literal(loc)
             ));
         }
         for loc in want.difference(have) {
-            grants.push(format!(
+            self.grants.push(format!(
                 "INSERT INTO enkf.location_grants (role, location) VALUES ({role}, {})",
                 quote_literal(loc)
             ));
         }
     }
-    revokes.extend(grants);
-    Ok(revokes)
 }
 
 /// What still differs between `user` and `clone`, one line per difference (empty: a copy).

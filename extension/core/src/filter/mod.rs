@@ -174,6 +174,16 @@ impl Split {
         }
         Split { mean, at }
     }
+
+    /// The members-major ensemble: each element's mean added back to its anomalies.
+    fn into_members_major(self) -> DMatrix<f64> {
+        let Split { mean, mut at } = self;
+        let members = at.nrows();
+        for (col, mean) in at.as_mut_slice().chunks_exact_mut(members).zip(mean.iter()) {
+            col.iter_mut().for_each(|v| *v += mean);
+        }
+        at
+    }
 }
 
 /// Whitened observation anomalies `S = R^{-1/2} H A` (m x members) and innovations
@@ -238,44 +248,17 @@ pub fn analyze_members_major_with(
     interrupt: &dyn Fn(),
     workers: &dyn crate::workers::Workers,
 ) -> Result<()> {
-    let (members, n) = ensemble.shape();
     if runs_in_place(opts) {
-        validate_dimensions(members, n, opts)?;
-        validate_arguments(n, obs, opts)?;
-        return etkf::analyze_in_place(
-            ensemble.as_mut_slice(),
-            members,
-            obs,
-            opts,
-            interrupt,
-            workers,
-        );
+        return analyze_global_etkf(ensemble, obs, opts, interrupt, workers);
     }
+    let members = ensemble.nrows();
     validate_members_major(ensemble, obs, opts)?;
     let prior = Split::from_members_major(
         std::mem::replace(ensemble, DMatrix::zeros(0, 0)),
         opts.inflation,
     );
     let prior_spread = (opts.rtps > 0.0).then(|| spreads(&prior.at));
-    let taper = Taper {
-        domain: Domain {
-            len: n,
-            periodic: opts.periodic,
-        },
-        radius: opts.loc_radius,
-    };
-    let mut post = if obs.is_empty() {
-        prior
-    } else {
-        match opts.method {
-            // Handled by `runs_in_place` above.
-            Method::Etkf => unreachable!("the ETKF runs in place"),
-            Method::Letkf if opts.loc_radius.is_none() => unreachable!("the ETKF runs in place"),
-            Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
-            Method::Eakf => eakf::analyze(prior, obs, &taper, interrupt),
-            Method::Enkf => enkf::analyze(&prior, obs, &taper, opts.seed, interrupt)?,
-        }
-    };
+    let mut post = analysis(prior, obs, opts, interrupt)?;
     if opts.rotate {
         // A U for the conventional layout is U^T A^T here.
         post.at = rotation::mean_preserving_rotation(members, opts.seed).transpose() * &post.at;
@@ -283,18 +266,60 @@ pub fn analyze_members_major_with(
     if let Some(prior_spread) = prior_spread {
         relax_to_prior_spread(&prior_spread, &mut post.at, opts.rtps);
     }
-    *ensemble = post.at;
-    for (col, mean) in ensemble
-        .as_mut_slice()
-        .chunks_exact_mut(members)
-        .zip(post.mean.iter())
-    {
-        col.iter_mut().for_each(|v| *v += mean);
-    }
+    *ensemble = post.into_members_major();
     if !all_finite(ensemble.as_slice()) {
         return Err(overflowed(ensemble.as_slice(), members));
     }
     Ok(())
+}
+
+/// The global ETKF (also the LETKF without a radius), on the ensemble's storage in place.
+fn analyze_global_etkf(
+    ensemble: &mut DMatrix<f64>,
+    obs: &Observations,
+    opts: &Options,
+    interrupt: &dyn Fn(),
+    workers: &dyn crate::workers::Workers,
+) -> Result<()> {
+    let (members, n) = ensemble.shape();
+    validate_dimensions(members, n, opts)?;
+    validate_arguments(n, obs, opts)?;
+    etkf::analyze_in_place(
+        ensemble.as_mut_slice(),
+        members,
+        obs,
+        opts,
+        interrupt,
+        workers,
+    )
+}
+
+/// The analysis mean and anomalies (before rotation and RTPS) of the methods that work on a
+/// split copy; the prior itself when there is nothing to assimilate.
+fn analysis(
+    prior: Split,
+    obs: &Observations,
+    opts: &Options,
+    interrupt: &dyn Fn(),
+) -> Result<Split> {
+    if obs.is_empty() {
+        return Ok(prior);
+    }
+    let taper = Taper {
+        domain: Domain {
+            len: prior.at.ncols(),
+            periodic: opts.periodic,
+        },
+        radius: opts.loc_radius,
+    };
+    Ok(match opts.method {
+        // Handled by `runs_in_place`.
+        Method::Etkf => unreachable!("the ETKF runs in place"),
+        Method::Letkf if opts.loc_radius.is_none() => unreachable!("the ETKF runs in place"),
+        Method::Letkf => letkf::analyze(&prior, obs, &taper, interrupt),
+        Method::Eakf => eakf::analyze(prior, obs, &taper, interrupt),
+        Method::Enkf => enkf::analyze(&prior, obs, &taper, opts.seed, interrupt)?,
+    })
 }
 
 /// The error for an analysis `data` (members-major) that came out non-finite, naming the

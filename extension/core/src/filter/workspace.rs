@@ -32,72 +32,95 @@ impl Workspace {
 
 /// The largest matrix `method` builds for an ensemble of `state_dim` elements and `members`
 /// members with `m` observations. Beside the ensemble (`state_dim x members`, bounded on its
-/// own), every method builds at most a few matrices of this size (see each arm).
+/// own), every method builds at most a few matrices of this size (see each method's list).
 pub fn largest(state_dim: usize, members: usize, m: usize, opts: &Options) -> Workspace {
     let ensemble = Workspace::of(state_dim, members, "ensemble", "the ensemble");
-    let candidates: Vec<Workspace> = if m == 0 {
-        vec![]
-    } else if runs_in_place(opts) {
-        // Whitened anomalies S^T (members x m); then either M = aI + S^T S with its
-        // eigenvectors and the transform (members x members, when m >= members) or S S^T
-        // with its eigenvectors (m x m) and the low-rank factors (members x m).
-        let square = m.min(members);
-        vec![
-            Workspace::of(
-                members,
-                m,
-                "observations",
-                "the whitened observation anomalies",
-            ),
-            Workspace::of(square, square, "observations", "the ensemble-space matrix"),
-        ]
-    } else {
-        match opts.method {
-            // One element at a time, each against the observations near it (at most m).
-            Method::Letkf => {
-                let square = m.min(members);
-                vec![
-                    Workspace::of(
-                        m,
-                        members,
-                        "observations",
-                        "the local observation anomalies",
-                    ),
-                    Workspace::of(square, square, "observations", "the local transform"),
-                ]
-            }
-            // One observation at a time: nothing beyond the ensemble.
-            Method::Eakf => vec![],
-            Method::Enkf if opts.loc_radius.is_some() => vec![
-                Workspace::of(m, members, "observations", "the perturbed innovations"),
-                Workspace::of(m, m, "observations", "the localized innovation covariance"),
-                Workspace::of(
-                    m,
-                    state_dim,
-                    "observations",
-                    "the localized cross covariance",
-                ),
-            ],
-            Method::Enkf => {
-                let square = m.min(members);
-                vec![
-                    Workspace::of(m, members, "observations", "the perturbed innovations"),
-                    Workspace::of(square, square, "observations", "the gain's eigenvectors"),
-                    Workspace::of(
-                        m.min(members),
-                        state_dim,
-                        "observations",
-                        "the gain's products",
-                    ),
-                ]
-            }
-            Method::Etkf => unreachable!("the ETKF streams"),
+    workspaces(state_dim, members, m, opts)
+        .into_iter()
+        .fold(
+            ensemble,
+            |big, w| if w.elements > big.elements { w } else { big },
+        )
+}
+
+/// The matrices beside the ensemble that the analysis of `opts` builds (none without
+/// observations).
+fn workspaces(state_dim: usize, members: usize, m: usize, opts: &Options) -> Vec<Workspace> {
+    if m == 0 {
+        return vec![];
+    }
+    if runs_in_place(opts) {
+        return in_place_workspaces(members, m);
+    }
+    match opts.method {
+        Method::Letkf => letkf_workspaces(members, m),
+        // One observation at a time: nothing beyond the ensemble.
+        Method::Eakf => vec![],
+        Method::Enkf if opts.loc_radius.is_some() => {
+            localized_enkf_workspaces(state_dim, members, m)
         }
-    };
-    candidates.into_iter().fold(
-        ensemble,
-        |big, w| if w.elements > big.elements { w } else { big },
-    )
+        Method::Enkf => enkf_workspaces(state_dim, members, m),
+        Method::Etkf => unreachable!("the ETKF streams"),
+    }
+}
+
+/// The global ETKF's: whitened anomalies S^T (members x m); then either M = aI + S^T S with
+/// its eigenvectors and the transform (members x members, when m >= members) or S S^T with
+/// its eigenvectors (m x m) and the low-rank factors (members x m).
+fn in_place_workspaces(members: usize, m: usize) -> Vec<Workspace> {
+    let square = m.min(members);
+    vec![
+        Workspace::of(
+            members,
+            m,
+            "observations",
+            "the whitened observation anomalies",
+        ),
+        Workspace::of(square, square, "observations", "the ensemble-space matrix"),
+    ]
+}
+
+/// The LETKF's: one element at a time, each against the observations near it (at most m).
+fn letkf_workspaces(members: usize, m: usize) -> Vec<Workspace> {
+    let square = m.min(members);
+    vec![
+        Workspace::of(
+            m,
+            members,
+            "observations",
+            "the local observation anomalies",
+        ),
+        Workspace::of(square, square, "observations", "the local transform"),
+    ]
+}
+
+/// The stochastic EnKF's with localization: the innovation and cross covariances, tapered.
+fn localized_enkf_workspaces(state_dim: usize, members: usize, m: usize) -> Vec<Workspace> {
+    vec![
+        Workspace::of(m, members, "observations", "the perturbed innovations"),
+        Workspace::of(m, m, "observations", "the localized innovation covariance"),
+        Workspace::of(
+            m,
+            state_dim,
+            "observations",
+            "the localized cross covariance",
+        ),
+    ]
+}
+
+/// The stochastic EnKF's without localization: the gain in its low-rank form.
+fn enkf_workspaces(state_dim: usize, members: usize, m: usize) -> Vec<Workspace> {
+    let square = m.min(members);
+    vec![
+        Workspace::of(m, members, "observations", "the perturbed innovations"),
+        Workspace::of(square, square, "observations", "the gain's eigenvectors"),
+        Workspace::of(
+            m.min(members),
+            state_dim,
+            "observations",
+            "the gain's products",
+        ),
+    ]
 }
 
 /// Refuses (`TooLarge`, naming the argument) an analysis whose largest matrix would hold more

@@ -48,12 +48,36 @@ pub(crate) fn symmetric_eigen(
     workers: &dyn Workers,
     interrupt: &dyn Fn(),
 ) -> Result<(DMatrix<f64>, DVector<f64>), NotConverged> {
-    let n = a.nrows();
-    let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n);
-    let mut trid = Mat::<f64>::zeros(n, n);
-    trid.copy_from_triangular_lower(a);
-    let mut householder = Mat::<f64>::zeros(bs, n - 1);
-    {
+    let reduction = Reduction::of(a);
+    interrupt();
+    let (values, mut vectors) =
+        tridiagonal_eigen(&reduction.diagonal(), &reduction.offdiagonal(), workers)?;
+    interrupt();
+    reduction.back_transform(&mut vectors, workers);
+    if !vectors.iter().all(|v| v.is_finite()) {
+        return Err(NotConverged);
+    }
+    Ok((vectors, values))
+}
+
+/// faer's Householder reduction of a symmetric matrix to tridiagonal form, kept for the
+/// back-transformation of the tridiagonal matrix's eigenvectors.
+struct Reduction {
+    /// The tridiagonal matrix (diagonal and subdiagonal) with the reflectors below it.
+    trid: Mat<f64>,
+    /// The reflectors' block factors, in blocks of `block_size` columns.
+    householder: Mat<f64>,
+    block_size: usize,
+}
+
+impl Reduction {
+    /// The reduction of the symmetric `a`, read from its lower triangle.
+    fn of(a: MatRef<'_, f64>) -> Reduction {
+        let n = a.nrows();
+        let block_size = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n);
+        let mut trid = Mat::<f64>::zeros(n, n);
+        trid.copy_from_triangular_lower(a);
+        let mut householder = Mat::<f64>::zeros(block_size, n - 1);
         let mut buf = MemBuffer::new(tridiag_in_place_scratch::<f64>(
             n,
             Par::Seq,
@@ -67,49 +91,62 @@ pub(crate) fn symmetric_eigen(
             Default::default(),
         );
         clear_upper_vector_state();
+        Reduction {
+            trid,
+            householder,
+            block_size,
+        }
     }
-    interrupt();
-    let diag: Vec<f64> = (0..n).map(|i| trid[(i, i)]).collect();
-    let offdiag: Vec<f64> = (0..n - 1).map(|i| trid[(i + 1, i)]).collect();
-    let (values, mut vectors) = tridiagonal_eigen(&diag, &offdiag, workers)?;
-    interrupt();
 
-    // Back to the original basis: the Householder reflectors act on rows 1.., independently
-    // on each column of eigenvectors. Always two halves of the columns, on one thread or two,
-    // so that the arithmetic (the products' blocking) does not depend on the threads.
-    let basis = trid.as_ref().submatrix(1, 0, n - 1, n - 1);
-    let reflectors = householder.as_ref();
-    let width = n.div_ceil(2);
-    let jobs: Vec<Job> = vectors
-        .as_mut_slice()
-        .chunks_mut(n * width)
-        .map(|cols| {
-            Box::new(move || {
-                let k = cols.len() / n;
-                let mut buf = MemBuffer::new(
-                    apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
-                        n - 1,
-                        bs,
-                        k,
-                    ),
-                );
-                apply_block_householder_sequence_on_the_left_in_place_with_conj(
-                    basis,
-                    reflectors,
-                    Conj::No,
-                    view_mut(cols, n, k).subrows_mut(1, n - 1),
-                    Par::Seq,
-                    MemStack::new(&mut buf),
-                );
-                clear_upper_vector_state();
-            }) as Job
-        })
-        .collect();
-    workers.run(jobs);
-    if !vectors.iter().all(|v| v.is_finite()) {
-        return Err(NotConverged);
+    /// The tridiagonal matrix's diagonal.
+    fn diagonal(&self) -> Vec<f64> {
+        (0..self.trid.nrows()).map(|i| self.trid[(i, i)]).collect()
     }
-    Ok((vectors, values))
+
+    /// The tridiagonal matrix's subdiagonal.
+    fn offdiagonal(&self) -> Vec<f64> {
+        (0..self.trid.nrows() - 1)
+            .map(|i| self.trid[(i + 1, i)])
+            .collect()
+    }
+
+    /// Takes `vectors` (columns) back to the original basis: the Householder reflectors act
+    /// on rows 1.., independently on each column. Always two halves of the columns, on one
+    /// thread or two, so that the arithmetic (the products' blocking) does not depend on the
+    /// threads.
+    fn back_transform(&self, vectors: &mut DMatrix<f64>, workers: &dyn Workers) {
+        let n = self.trid.nrows();
+        let bs = self.block_size;
+        let basis = self.trid.as_ref().submatrix(1, 0, n - 1, n - 1);
+        let reflectors = self.householder.as_ref();
+        let width = n.div_ceil(2);
+        let jobs: Vec<Job> = vectors
+            .as_mut_slice()
+            .chunks_mut(n * width)
+            .map(|cols| {
+                Box::new(move || {
+                    let k = cols.len() / n;
+                    let mut buf = MemBuffer::new(
+                        apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
+                            n - 1,
+                            bs,
+                            k,
+                        ),
+                    );
+                    apply_block_householder_sequence_on_the_left_in_place_with_conj(
+                        basis,
+                        reflectors,
+                        Conj::No,
+                        view_mut(cols, n, k).subrows_mut(1, n - 1),
+                        Par::Seq,
+                        MemStack::new(&mut buf),
+                    );
+                    clear_upper_vector_state();
+                }) as Job
+            })
+            .collect();
+        workers.run(jobs);
+    }
 }
 
 /// Eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal matrix with diagonal
@@ -195,39 +232,90 @@ fn merge(
     rho: f64,
     workers: &dyn Workers,
 ) -> Result<Eigenpairs, NotConverged> {
-    let k = d1.len();
-    let n = k + d2.len();
-    let poles: Vec<f64> = d1.iter().chain(d2.iter()).copied().collect();
-    let z: Vec<f64> = (0..n)
-        .map(|j| {
+    let (mut poles, rho) = Poles::sorted(d1, q1, d2, q2, sign, rho);
+    let deflation = deflate(&mut poles, rho);
+    let pole: Vec<f64> = deflation.kept.iter().map(|&i| poles.d[i]).collect();
+    let weight: Vec<f64> = deflation.kept.iter().map(|&i| poles.w[i]).collect();
+    let roots = secular_roots(&pole, &weight, rho, workers)?;
+    let v = secular_eigenvectors(&pole, &weight, rho, &roots);
+    // Eigenvectors in the original basis: the kept columns of Q times V.
+    let (n, nk) = (poles.d.len(), pole.len());
+    let qk = DMatrix::<f64>::from_fn(n, nk, |r, c| poles.q[(r, deflation.kept[c])]);
+    let mut merged = DMatrix::<f64>::zeros(n, nk);
+    gemm_into(view_mut(merged.as_mut_slice(), n, nk), view(&qk), view(&v));
+    let values: Vec<f64> = roots.iter().map(|r| r.value(&pole)).collect();
+    Ok(sorted_eigenpairs(
+        &values,
+        &merged,
+        &poles,
+        &deflation.deflated,
+    ))
+}
+
+/// The rank-one problem of a merge in the basis of the halves' eigenvectors: its poles
+/// ascending, the rank-one vector's components (weights, unit length overall), and the
+/// columns of `diag(Q1, Q2)` in the poles' order.
+struct Poles {
+    d: Vec<f64>,
+    w: Vec<f64>,
+    q: DMatrix<f64>,
+}
+
+impl Poles {
+    /// The rank-one problem of `merge`'s arguments, poles sorted, and rho scaled for a
+    /// rank-one vector of unit length.
+    fn sorted(
+        d1: &DVector<f64>,
+        q1: &DMatrix<f64>,
+        d2: &DVector<f64>,
+        q2: &DMatrix<f64>,
+        sign: f64,
+        rho: f64,
+    ) -> (Poles, f64) {
+        let k = d1.len();
+        let n = k + d2.len();
+        let poles: Vec<f64> = d1.iter().chain(d2.iter()).copied().collect();
+        let z: Vec<f64> = (0..n)
+            .map(|j| {
+                if j < k {
+                    q1[(k - 1, j)]
+                } else {
+                    sign * q2[(0, j - k)]
+                }
+            })
+            .collect();
+        // |z|^2 = |u|^2 = 2 up to rounding: z to unit length, rho scaled accordingly.
+        let norm2: f64 = z.iter().map(|v| v * v).sum();
+        let rho = rho * norm2;
+        let scale = 1.0 / norm2.sqrt();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&i, &j| poles[i].total_cmp(&poles[j]));
+        let d: Vec<f64> = order.iter().map(|&i| poles[i]).collect();
+        let w: Vec<f64> = order.iter().map(|&i| z[i] * scale).collect();
+        let mut q = DMatrix::<f64>::zeros(n, n);
+        for (c, &j) in order.iter().enumerate() {
             if j < k {
-                q1[(k - 1, j)]
+                q.view_mut((0, c), (k, 1)).copy_from(&q1.column(j));
             } else {
-                sign * q2[(0, j - k)]
+                q.view_mut((k, c), (n - k, 1)).copy_from(&q2.column(j - k));
             }
-        })
-        .collect();
-    // |z|^2 = |u|^2 = 2 up to rounding: z to unit length, rho scaled accordingly.
-    let norm2: f64 = z.iter().map(|v| v * v).sum();
-    let rho = rho * norm2;
-    let scale = 1.0 / norm2.sqrt();
-
-    // Poles ascending, with their columns of Q.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| poles[i].total_cmp(&poles[j]));
-    let mut d: Vec<f64> = order.iter().map(|&i| poles[i]).collect();
-    let mut w: Vec<f64> = order.iter().map(|&i| z[i] * scale).collect();
-    let mut qs = DMatrix::<f64>::zeros(n, n);
-    for (c, &j) in order.iter().enumerate() {
-        if j < k {
-            qs.view_mut((0, c), (k, 1)).copy_from(&q1.column(j));
-        } else {
-            qs.view_mut((k, c), (n - k, 1)).copy_from(&q2.column(j - k));
         }
+        (Poles { d, w, q }, rho)
     }
+}
 
-    // Deflation: a negligible weight leaves its pole an eigenvalue with its column as vector;
-    // two poles close enough are rotated so that one of them has weight 0.
+/// The poles that stay in the secular equation (`kept`, ascending) and those that are
+/// eigenvalues already, with their columns as eigenvectors (`deflated`).
+struct Deflation {
+    kept: Vec<usize>,
+    deflated: Vec<usize>,
+}
+
+/// Deflation: a negligible weight leaves its pole an eigenvalue with its column as vector;
+/// two poles close enough are rotated (in `poles`) so that one of them has weight 0.
+fn deflate(poles: &mut Poles, rho: f64) -> Deflation {
+    let Poles { d, w, q } = poles;
+    let n = d.len();
     let dmax = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let tol = 8.0 * f64::EPSILON * dmax.max(rho);
     let mut kept: Vec<usize> = Vec::with_capacity(n);
@@ -242,9 +330,9 @@ fn merge(
             let (c, s) = (w[i] / r, w[p] / r);
             if ((d[i] - d[p]) * c * s).abs() <= tol {
                 for row in 0..n {
-                    let (qp, qi) = (qs[(row, p)], qs[(row, i)]);
-                    qs[(row, p)] = c * qp - s * qi;
-                    qs[(row, i)] = s * qp + c * qi;
+                    let (qp, qi) = (q[(row, p)], q[(row, i)]);
+                    q[(row, p)] = c * qp - s * qi;
+                    q[(row, i)] = s * qp + c * qi;
                 }
                 let (dp, di) = (d[p], d[i]);
                 d[p] = c * c * dp + s * s * di;
@@ -257,100 +345,237 @@ fn merge(
         }
         kept.push(i);
     }
+    Deflation { kept, deflated }
+}
 
-    let pole: Vec<f64> = kept.iter().map(|&i| d[i]).collect();
-    let weight: Vec<f64> = kept.iter().map(|&i| w[i]).collect();
-    let nk = kept.len();
-    // Each root as (index of the pole it is measured from, offset from that pole): the
-    // differences to the poles are then exact where it matters.
-    let mut origin = vec![0usize; nk];
-    let mut offset = vec![0.0; nk];
+/// A root of the secular equation as the index of the pole it is measured from and its
+/// offset from that pole: the differences to the poles are then exact where it matters.
+#[derive(Debug, Clone, Copy)]
+struct Root {
+    pole: usize,
+    offset: f64,
+}
+
+impl Root {
+    /// The eigenvalue, given the poles.
+    fn value(&self, pole: &[f64]) -> f64 {
+        pole[self.pole] + self.offset
+    }
+
+    /// lambda - pole_j, from the root's own pole so that nothing cancels.
+    fn gap(&self, pole: &[f64], j: usize) -> f64 {
+        (pole[self.pole] - pole[j]) + self.offset
+    }
+}
+
+/// Every root of the secular equation of `pole` (ascending) and `weight` (non-zero), in two
+/// halves for `workers`; `NotConverged` if one came out non-finite.
+fn secular_roots(
+    pole: &[f64],
+    weight: &[f64],
+    rho: f64,
+    workers: &dyn Workers,
+) -> Result<Vec<Root>, NotConverged> {
+    let nk = pole.len();
+    let mut roots = vec![
+        Root {
+            pole: 0,
+            offset: 0.0
+        };
+        nk
+    ];
     if nk > 0 {
         let per = nk.div_ceil(2);
-        let (pole, weight) = (&pole, &weight);
-        let jobs: Vec<Job> = origin
+        let jobs: Vec<Job> = roots
             .chunks_mut(per)
-            .zip(offset.chunks_mut(per))
             .enumerate()
-            .map(|(part, (o, m))| {
+            .map(|(part, roots)| {
                 Box::new(move || {
-                    for (k, (o, m)) in o.iter_mut().zip(m.iter_mut()).enumerate() {
-                        (*o, *m) = secular_root(pole, weight, rho, part * per + k);
+                    for (k, root) in roots.iter_mut().enumerate() {
+                        *root = secular_root(pole, weight, rho, part * per + k);
                     }
                 }) as Job
             })
             .collect();
         workers.run(jobs);
     }
-    if !offset.iter().all(|v| v.is_finite()) {
+    if !roots.iter().all(|r| r.offset.is_finite()) {
         return Err(NotConverged);
     }
-    // lambda_i - pole_j, from the root's own pole so that nothing cancels.
-    let gap = |i: usize, j: usize| (pole[origin[i]] - pole[j]) + offset[i];
+    Ok(roots)
+}
 
-    // Weights that the computed roots are exact eigenvalues for (Gu & Eisenstat):
-    // zhat_j^2 = (lambda_j - d_j) / rho * prod_{i != j} (lambda_i - d_j) / (d_i - d_j).
+/// The eigenvectors (columns, unit length) of `diag(pole) + rho zhat zhat^T`, where zhat are
+/// the weights that the computed roots are exact eigenvalues for (Gu & Eisenstat):
+/// zhat_j^2 = (lambda_j - d_j) / rho * prod_{i != j} (lambda_i - d_j) / (d_i - d_j).
+/// Orthogonal to working precision even where roots are close.
+fn secular_eigenvectors(pole: &[f64], weight: &[f64], rho: f64, roots: &[Root]) -> DMatrix<f64> {
+    let nk = pole.len();
     let zhat: Vec<f64> = (0..nk)
         .map(|j| {
-            let mut p = gap(j, j) / rho;
+            let mut p = roots[j].gap(pole, j) / rho;
             for i in 0..nk {
                 if i != j {
-                    p *= gap(i, j) / (pole[i] - pole[j]);
+                    p *= roots[i].gap(pole, j) / (pole[i] - pole[j]);
                 }
             }
             p.max(0.0).sqrt().copysign(weight[j])
         })
         .collect();
     let mut v = DMatrix::<f64>::zeros(nk, nk);
-    for i in 0..nk {
+    for (i, root) in roots.iter().enumerate() {
         let mut col = v.column_mut(i);
         for j in 0..nk {
-            col[j] = zhat[j] / -gap(i, j);
+            col[j] = zhat[j] / -root.gap(pole, j);
         }
         let norm = col.norm();
         col /= norm;
     }
+    v
+}
 
-    // Eigenvectors in the original basis: the kept columns of Q times V.
-    let qk = DMatrix::<f64>::from_fn(n, nk, |r, c| qs[(r, kept[c])]);
-    let mut merged = DMatrix::<f64>::zeros(n, nk);
-    gemm_into(view_mut(merged.as_mut_slice(), n, nk), view(&qk), view(&v));
-
-    let mut pairs: Vec<(f64, usize, bool)> = (0..nk)
-        .map(|i| (pole[origin[i]] + offset[i], i, true))
-        .chain(deflated.iter().map(|&i| (d[i], i, false)))
+/// The merge's eigenpairs, ascending: the roots' `values` with the columns of `merged`, and
+/// the `deflated` poles with their columns of Q.
+fn sorted_eigenpairs(
+    values: &[f64],
+    merged: &DMatrix<f64>,
+    poles: &Poles,
+    deflated: &[usize],
+) -> Eigenpairs {
+    /// An eigenvalue and where its vector is: column `index` of `merged` (a root) or of Q.
+    struct Found {
+        value: f64,
+        index: usize,
+        is_root: bool,
+    }
+    let n = poles.d.len();
+    let mut found: Vec<Found> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &value)| Found {
+            value,
+            index: i,
+            is_root: true,
+        })
+        .chain(deflated.iter().map(|&i| Found {
+            value: poles.d[i],
+            index: i,
+            is_root: false,
+        }))
         .collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let values = DVector::from_iterator(n, pairs.iter().map(|p| p.0));
+    found.sort_by(|a, b| a.value.total_cmp(&b.value));
+    let values = DVector::from_iterator(n, found.iter().map(|f| f.value));
     let mut vectors = DMatrix::<f64>::zeros(n, n);
-    for (c, &(_, i, is_root)) in pairs.iter().enumerate() {
-        let src = if is_root {
-            merged.column(i)
+    for (c, f) in found.iter().enumerate() {
+        let src = if f.is_root {
+            merged.column(f.index)
         } else {
-            qs.column(i)
+            poles.q.column(f.index)
         };
         vectors.column_mut(c).copy_from(&src);
     }
-    Ok((values, vectors))
+    (values, vectors)
 }
 
 /// Root `i` of `1/rho + sum_j w_j^2 / (d_j - lambda)` (poles `d` ascending, weights non-zero,
-/// rho > 0): between d_i and d_{i+1}, or above the last pole, as (pole index, offset).
+/// rho > 0): between d_i and d_{i+1}, or above the last pole.
 /// The iteration fits two poles and a constant to the function and its derivatives at the
 /// current point (LAPACK's dlaed4, "middle way"), safeguarded by bisection on a bracket.
-fn secular_root(d: &[f64], w: &[f64], rho: f64, i: usize) -> (usize, f64) {
+fn secular_root(d: &[f64], w: &[f64], rho: f64, i: usize) -> Root {
     let k = d.len();
-    let inv_rho = 1.0 / rho;
     if k == 1 {
-        return (0, rho * w[0] * w[0]);
+        return Root {
+            pole: 0,
+            offset: rho * w[0] * w[0],
+        };
     }
-    let last = i == k - 1;
-    // The two poles the model keeps: those on either side of the root (the last two poles
-    // for the last root); the partial sums split there.
-    let (left, right) = if last { (k - 2, k - 1) } else { (i, i + 1) };
-    // Partial sums over the poles up to `left` and beyond it, and their derivatives, at
-    // offset `mu` from the pole whose differences to the others are `delta`.
-    let sums = |delta: &[f64], mu: f64| {
+    let secular = Secular::around(w, rho, i);
+    let Start {
+        pole: o,
+        mut lo,
+        mut hi,
+        first,
+    } = secular.start(d, i);
+    let delta: Vec<f64> = d.iter().map(|dj| dj - d[o]).collect();
+    let mut mu = nearest_in_bracket(first, (lo + hi) / 2.0, lo, hi);
+    for _ in 0..100 {
+        let s = secular.sums(&delta, mu);
+        let f = secular.value(&s);
+        if f == 0.0 {
+            break;
+        }
+        if f < 0.0 {
+            lo = mu;
+        } else {
+            hi = mu;
+        }
+        let bound = 8.0 * k as f64 * f64::EPSILON * (secular.inv_rho + s.psi.abs() + s.phi.abs());
+        if f.abs() <= bound {
+            break;
+        }
+        let next = nearest_in_bracket(secular.step(&delta, mu, f, &s), mu, lo, hi);
+        let done = (next - mu).abs() <= 2.0 * f64::EPSILON * next.abs().max(f64::MIN_POSITIVE);
+        mu = next;
+        if done || hi - lo <= 2.0 * f64::EPSILON * lo.abs().max(hi.abs()) {
+            break;
+        }
+    }
+    Root {
+        pole: o,
+        offset: mu,
+    }
+}
+
+/// The secular function of one root, `1/rho + psi + phi`, with psi summed over the poles up
+/// to `left` and phi over those beyond: the model fitted to it keeps the poles `left` and
+/// `right`, those on either side of the root (the last two poles for the last root).
+struct Secular<'a> {
+    w: &'a [f64],
+    rho: f64,
+    inv_rho: f64,
+    left: usize,
+    right: usize,
+}
+
+/// The partial sums psi and phi and their derivatives at one point.
+struct Sums {
+    psi: f64,
+    dpsi: f64,
+    phi: f64,
+    dphi: f64,
+}
+
+/// Where the iteration for a root starts: the root's own pole, the bracket for the offset
+/// from it, and the candidates for a first point.
+struct Start {
+    pole: usize,
+    lo: f64,
+    hi: f64,
+    first: [Option<f64>; 2],
+}
+
+impl<'a> Secular<'a> {
+    /// The function whose root `i` is sought (weights `w`, at least two poles).
+    fn around(w: &'a [f64], rho: f64, i: usize) -> Secular<'a> {
+        let k = w.len();
+        let (left, right) = if i == k - 1 {
+            (k - 2, k - 1)
+        } else {
+            (i, i + 1)
+        };
+        Secular {
+            w,
+            rho,
+            inv_rho: 1.0 / rho,
+            left,
+            right,
+        }
+    }
+
+    /// The partial sums and their derivatives at offset `mu` from the pole whose differences
+    /// to the others are `delta`.
+    fn sums(&self, delta: &[f64], mu: f64) -> Sums {
+        let (w, left) = (self.w, self.left);
         let (mut psi, mut dpsi, mut phi, mut dphi) = (0.0, 0.0, 0.0, 0.0);
         for (wj, dj) in w[..=left].iter().zip(&delta[..=left]) {
             let t = wj / (dj - mu);
@@ -362,67 +587,73 @@ fn secular_root(d: &[f64], w: &[f64], rho: f64, i: usize) -> (usize, f64) {
             phi += wj * t;
             dphi += t * t;
         }
-        (psi, dpsi, phi, dphi)
-    };
-    // The zero of the model fitted at offset `mu` (an offset in the same frame).
-    let step = |delta: &[f64], mu: f64, f: f64, dpsi: f64, dphi: f64| {
-        let (dl, dr) = (delta[left] - mu, delta[right] - mu);
-        let a = (dl + dr) * f - dl * dr * (dpsi + dphi);
-        let b = dl * dr * f;
-        let c = f - dl * dpsi - dr * dphi;
-        quadratic_roots(c, a, b).map(|eta| eta.map(|eta| mu + eta))
-    };
-    // The root's own pole, the bracket for the offset from it, and a first point: for an
-    // inner root, the model's zero fitted at the middle of the interval, where the sign of
-    // the function also tells which pole is nearer.
-    let (o, mut lo, mut hi, first) = if last {
-        let span = rho * w.iter().map(|v| v * v).sum::<f64>();
-        (i, 0.0, span, [Some(span / 2.0), None])
-    } else {
-        let half = (d[i + 1] - d[i]) / 2.0;
-        let from_left: Vec<f64> = d.iter().map(|dj| dj - d[i]).collect();
-        let (psi, dpsi, phi, dphi) = sums(&from_left, half);
-        let f = inv_rho + psi + phi;
-        let guess = step(&from_left, half, f, dpsi, dphi);
-        if f >= 0.0 {
-            (i, 0.0, half, guess)
-        } else {
-            (i + 1, -half, 0.0, guess.map(|g| g.map(|g| g - 2.0 * half)))
-        }
-    };
-    let delta: Vec<f64> = d.iter().map(|dj| dj - d[o]).collect();
-    let pick = |candidates: [Option<f64>; 2], mu: f64, lo: f64, hi: f64| {
-        candidates
-            .into_iter()
-            .flatten()
-            .filter(|m| *m > lo && *m < hi)
-            .min_by(|x, y| (x - mu).abs().total_cmp(&(y - mu).abs()))
-            .unwrap_or((lo + hi) / 2.0)
-    };
-    let mut mu = pick(first, (lo + hi) / 2.0, lo, hi);
-    for _ in 0..100 {
-        let (psi, dpsi, phi, dphi) = sums(&delta, mu);
-        let f = inv_rho + psi + phi;
-        if f == 0.0 {
-            break;
-        }
-        if f < 0.0 {
-            lo = mu;
-        } else {
-            hi = mu;
-        }
-        let bound = 8.0 * k as f64 * f64::EPSILON * (inv_rho + psi.abs() + phi.abs());
-        if f.abs() <= bound {
-            break;
-        }
-        let next = pick(step(&delta, mu, f, dpsi, dphi), mu, lo, hi);
-        let done = (next - mu).abs() <= 2.0 * f64::EPSILON * next.abs().max(f64::MIN_POSITIVE);
-        mu = next;
-        if done || hi - lo <= 2.0 * f64::EPSILON * lo.abs().max(hi.abs()) {
-            break;
+        Sums {
+            psi,
+            dpsi,
+            phi,
+            dphi,
         }
     }
-    (o, mu)
+
+    /// The function's value from its partial sums.
+    fn value(&self, s: &Sums) -> f64 {
+        self.inv_rho + s.psi + s.phi
+    }
+
+    /// The zeros of the model fitted at offset `mu` (offsets in the same frame), where the
+    /// function is `f`.
+    fn step(&self, delta: &[f64], mu: f64, f: f64, s: &Sums) -> [Option<f64>; 2] {
+        let (dl, dr) = (delta[self.left] - mu, delta[self.right] - mu);
+        let a = (dl + dr) * f - dl * dr * (s.dpsi + s.dphi);
+        let b = dl * dr * f;
+        let c = f - dl * s.dpsi - dr * s.dphi;
+        quadratic_roots(c, a, b).map(|eta| eta.map(|eta| mu + eta))
+    }
+
+    /// For root `i` of the poles `d`: above the last pole, the bracket up to rho |w|^2; for an
+    /// inner root, the model's zero fitted at the middle of the interval, where the sign of
+    /// the function also tells which pole is nearer (the root's own).
+    fn start(&self, d: &[f64], i: usize) -> Start {
+        if i == d.len() - 1 {
+            let span = self.rho * self.w.iter().map(|v| v * v).sum::<f64>();
+            return Start {
+                pole: i,
+                lo: 0.0,
+                hi: span,
+                first: [Some(span / 2.0), None],
+            };
+        }
+        let half = (d[i + 1] - d[i]) / 2.0;
+        let from_left: Vec<f64> = d.iter().map(|dj| dj - d[i]).collect();
+        let s = self.sums(&from_left, half);
+        let f = self.value(&s);
+        let guess = self.step(&from_left, half, f, &s);
+        if f >= 0.0 {
+            Start {
+                pole: i,
+                lo: 0.0,
+                hi: half,
+                first: guess,
+            }
+        } else {
+            Start {
+                pole: i + 1,
+                lo: -half,
+                hi: 0.0,
+                first: guess.map(|g| g.map(|g| g - 2.0 * half)),
+            }
+        }
+    }
+}
+
+/// The candidate inside the bracket (`lo`, `hi`) nearest `mu`; the bracket's middle if none.
+fn nearest_in_bracket(candidates: [Option<f64>; 2], mu: f64, lo: f64, hi: f64) -> f64 {
+    candidates
+        .into_iter()
+        .flatten()
+        .filter(|m| *m > lo && *m < hi)
+        .min_by(|x, y| (x - mu).abs().total_cmp(&(y - mu).abs()))
+        .unwrap_or((lo + hi) / 2.0)
 }
 
 /// The roots of `c x^2 - a x + b = 0`, computed without cancellation.
