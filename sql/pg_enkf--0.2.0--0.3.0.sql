@@ -162,6 +162,27 @@ STABLE SECURITY INVOKER PARALLEL RESTRICTED
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'score_wrapper';
+-- Every hub target scored (enkf.target_forecasts).
+CREATE FUNCTION enkf."score_targets"(
+	"twin" TEXT,
+	"reference_from" date DEFAULT NULL,
+	"reference_to" date DEFAULT NULL
+) RETURNS TABLE (
+	"model" TEXT,
+	"target" TEXT,
+	"output_type" TEXT,
+	"horizon" INT,
+	"score" TEXT,
+	"tasks" INT,
+	"mean" double precision,
+	"reference" TEXT,
+	"reference_mean" double precision,
+	"relative" double precision
+)
+STABLE SECURITY INVOKER PARALLEL RESTRICTED  
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'score_targets_wrapper';
 CREATE FUNCTION enkf."backtest"(
 	"twin" TEXT, /* Option < & str > */
 	"observations" regclass, /* Option < RegClass > */
@@ -209,6 +230,41 @@ ALTER TABLE enkf.forecasts ADD CONSTRAINT forecasts_check
     CHECK (pg_catalog.array_ndims(quantile_levels) = 1 AND pg_catalog.array_ndims(quantile_values) = 1
            AND pg_catalog.cardinality(quantile_levels) = pg_catalog.cardinality(quantile_values)
            AND NOT enkf.has_null_elements(quantile_levels) AND NOT enkf.has_null_elements(quantile_values));
+
+-- Every target of the CDC FluSight hub from whole trajectories (enkf.forecast): of the twin
+-- ('enkf') and of the FluSight-style baseline ('baseline'), and the climatological rate-change
+-- pmf of past seasons ('climatology', the reference of the rate-change scores). One row per
+-- reference date, model, location, target, output type and horizon (NULL: the season's peak),
+-- its outputs as arrays of the hub's output type ids and values. The weekly count's quantiles
+-- at horizons 0.. are the rows of enkf.forecasts; here are those at horizon -1.
+CREATE TABLE enkf.target_forecasts (
+    twin_id         bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
+    reference_date  date NOT NULL,
+    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'climatology')),
+    location        text NOT NULL,
+    target          text NOT NULL CHECK (target OPERATOR(pg_catalog.<>) ''),
+    output_type     text NOT NULL CHECK (output_type IN ('quantile', 'pmf', 'sample')),
+    horizon         int4 CHECK (horizon BETWEEN -1 AND 3),
+    target_end_date date,
+    run_id          bigint NOT NULL,
+    output_type_ids text[] NOT NULL,
+    output_values   float8[] NOT NULL,
+    -- Whether the values are admission counts (the small-cell rule applies to each; not to
+    -- probabilities or proportions).
+    counts          boolean NOT NULL,
+    -- As in enkf.forecasts: the smallest count above 0 of the 4 weeks the forecast starts from.
+    recent_min_count float8,
+    UNIQUE NULLS NOT DISTINCT (twin_id, reference_date, model, location, target, output_type, horizon),
+    CHECK ((horizon IS NULL) = (target_end_date IS NULL)),
+    CHECK (pg_catalog.array_ndims(output_type_ids) = 1 AND pg_catalog.array_ndims(output_values) = 1
+           AND pg_catalog.cardinality(output_type_ids) = pg_catalog.cardinality(output_values)
+           AND pg_catalog.array_position(output_type_ids, NULL) IS NULL
+           AND NOT enkf.has_null_elements(output_values))
+);
+SELECT pg_catalog.pg_extension_config_dump('enkf.target_forecasts', '');
+ALTER TABLE enkf.target_forecasts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY by_location ON enkf.target_forecasts
+    USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
 
 -- Twins keep their tables and their creator by identity. twin_summary reads the columns being
 -- converted: it is replaced (grants kept) by a placeholder first, then by its new definition.
@@ -348,7 +404,14 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
 $$;
 
-CREATE OR REPLACE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
+-- hubverse_forecasts covers every output type: output_type_id becomes text, so the view is
+-- dropped and created again, with the grants it had.
+CREATE TEMPORARY TABLE hubverse_grants ON COMMIT DROP AS
+SELECT a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee, a.privilege_type
+  FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+ WHERE c.oid = 'enkf.hubverse_forecasts'::pg_catalog.regclass AND a.grantee <> 0 AND a.grantee <> c.relowner;
+DROP VIEW enkf.hubverse_forecasts;
+CREATE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
 SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
             ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) f.model END AS model_id,
        f.reference_date,
@@ -357,13 +420,72 @@ SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
        f.target_end_date,
        f.location,
        'quantile'::pg_catalog.text AS output_type,
-       q.quantile AS output_type_id,
+       q.quantile::pg_catalog.text AS output_type_id,
        CASE WHEN enkf.forecast_withheld(f.recent_min_count, q.value)
             THEN NULL ELSE q.value END AS value
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location);
+WHERE enkf.location_visible(f.location)
+UNION ALL
+SELECT CASE WHEN g.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
+            ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) g.model END,
+       g.reference_date, g.target, g.horizon, g.target_end_date, g.location, g.output_type, o.id,
+       CASE WHEN CASE WHEN g.counts THEN enkf.forecast_withheld(g.recent_min_count, o.value)
+                      ELSE enkf.suppressed(g.recent_min_count) END
+            THEN NULL ELSE o.value END
+FROM enkf.target_forecasts g
+JOIN enkf.twins t USING (twin_id)
+CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(g.output_type_ids), pg_catalog.unnest(g.output_values)) AS o(id, value)
+WHERE enkf.location_visible(g.location);
+DO $$
+DECLARE g record;
+BEGIN
+    FOR g IN SELECT * FROM hubverse_grants LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON enkf.hubverse_forecasts TO %s', g.privilege_type, g.grantee);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined')
+RETURNS TABLE (reference_date date, target text, horizon int4, target_end_date date, location text,
+               output_type text, output_type_id text, value float8)
+LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    count_target text;
+BEGIN
+    IF quantile_model IS NULL OR quantile_model NOT IN ('enkf', 'baseline', 'trend', 'combined') THEN
+        RAISE EXCEPTION 'quantile_model "%" is not a model of the twin', quantile_model
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'one of enkf (the twin), baseline, trend, combined';
+    END IF;
+    SELECT t.config OPERATOR(pg_catalog.#>>) '{forecast,target}' INTO count_target
+      FROM enkf.twins t WHERE t.name OPERATOR(pg_catalog.=) hub_submission.twin;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'twin "%" does not exist', hub_submission.twin
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM enkf.twin_summary lists the twins you can see';
+    END IF;
+    RETURN QUERY
+    WITH chosen AS (
+        SELECT h.* FROM enkf.hubverse_forecasts h
+         WHERE h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
+           AND CASE WHEN h.target OPERATOR(pg_catalog.=) count_target AND h.output_type OPERATOR(pg_catalog.=) 'quantile'
+                         AND h.horizon OPERATOR(pg_catalog.>=) 0
+                    THEN h.model_id OPERATOR(pg_catalog.=) CASE WHEN quantile_model OPERATOR(pg_catalog.=) 'enkf'
+                                          THEN hub_submission.twin
+                                          ELSE hub_submission.twin OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) quantile_model END
+                    ELSE h.model_id OPERATOR(pg_catalog.=) hub_submission.twin END
+    ), withheld AS (
+        SELECT DISTINCT c.location FROM chosen c WHERE c.value IS NULL
+    )
+    SELECT c.reference_date, c.target, c.horizon, c.target_end_date, c.location, c.output_type,
+           c.output_type_id, c.value
+      FROM chosen c
+     WHERE NOT EXISTS (SELECT 1 FROM withheld w WHERE w.location OPERATOR(pg_catalog.=) c.location)
+     ORDER BY c.location, c.target, c.output_type, c.horizon NULLS FIRST, c.output_type_id;
+END
+$$;
 
 CREATE OR REPLACE VIEW enkf.observed_counts WITH (security_barrier) AS
 SELECT t.name AS twin, c.location, c.week_end,
@@ -416,6 +538,8 @@ CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enk
 CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
 CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.forecasts
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.target_forecasts
     FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
 
 -- Twins: created by enkf.create_twin, removed by enkf.drop_twin; what a twin reads, its model,
@@ -536,7 +660,7 @@ BEGIN
             (1, 'enkf_reader'::name, NULL::name,
              'pg_enkf: reads published results (BI views with small-cell suppression) for the locations granted in enkf.location_grants'),
             (2, 'enkf_analyst', 'enkf_reader',
-             'pg_enkf: enkf_reader plus raw forecasts, run log, state estimates, enkf.score and the array functions'),
+             'pg_enkf: enkf_reader plus raw forecasts, run log, state estimates, enkf.score, enkf.score_targets and the array functions'),
             (3, 'enkf_operator', 'enkf_analyst',
              'pg_enkf: enkf_analyst plus enkf.assimilate and enkf.forecast for granted locations (needs SELECT on the observation tables)'),
             (4, 'enkf_admin', 'enkf_operator',
@@ -568,12 +692,14 @@ BEGIN
                               enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
-                              enkf.compliance_report(), enkf.duration_ms(text) TO enkf_reader;
+                              enkf.compliance_report(), enkf.duration_ms(text),
+                              enkf.hub_submission(text, date, text) TO enkf_reader;
     -- Analysts.
     GRANT SELECT ON enkf.forecast_quantiles, enkf.state_estimates, enkf.run_log TO enkf_analyst;
-    GRANT SELECT ON enkf.twins, enkf.runs, enkf.forecasts TO enkf_analyst;
+    GRANT SELECT ON enkf.twins, enkf.runs, enkf.forecasts, enkf.target_forecasts TO enkf_analyst;
     GRANT EXECUTE ON FUNCTION
         enkf.score(text, date, date),
+        enkf.score_targets(text, date, date),
         enkf.analyze(float8[], float8[], float8[], int4[], text, float8, float8, float8, bool, int8)
         TO enkf_analyst;
     EXECUTE (SELECT format('GRANT EXECUTE ON FUNCTION %s TO enkf_analyst', p.oid::regprocedure)
@@ -581,7 +707,7 @@ BEGIN
                 AND p.proname = 'synthetic_surveillance');
     -- Operators: assimilation and forecasts write checkpoints, forecasts and runs, and set a
     -- twin's origin on its first run.
-    GRANT SELECT, INSERT, UPDATE, DELETE ON enkf.checkpoints, enkf.forecasts TO enkf_operator;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON enkf.checkpoints, enkf.forecasts, enkf.target_forecasts TO enkf_operator;
     GRANT INSERT ON enkf.runs TO enkf_operator;
     GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
     GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
@@ -787,7 +913,7 @@ BEGIN
     control := 'row_level_security';
     SELECT string_agg(c.relname::text, ', ') INTO lines
       FROM pg_class c
-     WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
+     WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass, 'enkf.target_forecasts'::regclass)
        AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
                 AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid));
     -- A hypertable without chunks yet (TimescaleDB's view, when it is installed).
@@ -797,9 +923,9 @@ BEGIN
         lines := (SELECT string_agg(DISTINCT x, ', ') FROM unnest(string_to_array(lines, ', ') || string_to_array(v, ', ')) x);
     END IF;
     status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
-    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts, which have no child tables'
+    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints, enkf.forecasts and enkf.target_forecasts, which have no child tables'
                    ELSE format('not enabled, no policy, or child tables (TimescaleDB chunks) on: %s', lines) END;
-    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants; never make them hypertables (docs/operations.md, "TimescaleDB")';
+    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts and enkf.target_forecasts); grant locations in enkf.location_grants; never make them hypertables (docs/operations.md, "TimescaleDB")';
     RETURN NEXT;
 
     -- 10. Data checksums (detect silent corruption of stored PHI).
@@ -834,9 +960,13 @@ END
 $$;
 
 -- Documentation.
+COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
+COMMENT ON FUNCTION enkf.hub_submission(text, date, text) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): the weekly count''s quantiles at horizons 0.. of quantile_model (default combined), every other output from the twin''s trajectories; locations with a withheld value are left out.';
+COMMENT ON FUNCTION enkf.score_targets(text, date, date) IS
+'Scores the stored hub targets (enkf.target_forecasts, reference dates in the given range) whose truth the observation table now holds (the latest version of each count): WIS of quantiles, ranked probability score and log score (truncated at 10 nats) of pmfs, energy score of the sample trajectories; per model, target, output type, horizon and score, with the mean of its reference on the same tasks (climatology for rate change, the baseline otherwise) and the ratio.';
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';
 COMMENT ON FUNCTION enkf.forecast(text, int4, float8[], date, text) IS
-'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the reference date (default: the week after the last assimilated one; a later week end steps the ensemble through the weeks between without data), at the given quantile levels (default the 23 FluSight levels), by every model: the twin (enkf), the FluSight-style baseline, the trend model and their combination weighted by their recent scores (combined). Stores them all in enkf.forecasts and returns the quantiles of model (default enkf).';
+'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the reference date (default: the week after the last assimilated one; a later week end steps the ensemble through the weeks between without data), at the given quantile levels (default the 23 FluSight levels), by every model: the twin (enkf), the FluSight-style baseline, the trend model and their combination weighted by their recent scores (combined). Stores them all in enkf.forecasts, and every FluSight hub target from the twin''s and the baseline''s trajectories (quantiles at horizon -1, 100 sample trajectories, the rate-change pmf, the season''s peak intensity and peak week, with the climatological rate-change pmf) in enkf.target_forecasts; returns the quantiles of model (default enkf).';
 COMMENT ON FUNCTION enkf.score(text, date, date) IS
 'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived (the latest version of each count): WIS, absolute error and bias (mean of median - observed) of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
 COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4) IS
@@ -851,12 +981,12 @@ COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, wr
 COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
 COMMENT ON FUNCTION enkf.forecast_withheld(float8, float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a forecast made while its location''s recent counts (recent_min: the smallest above 0 of the 4 weeks it starts from) included a withheld one.';
 COMMENT ON FUNCTION enkf.published_quantile(float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
-COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints and enkf.forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
+COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints, enkf.forecasts and enkf.target_forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
 COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
 COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';
 COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'Row-level security of enkf.schedule_slots: a slot is recorded only once due, and as succeeded only with the succeeded assimilation that ran for it.';
 COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role (by OID) may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it; rows of dropped roles are ignored and listed by enkf.compliance_report. Managed by enkf_admin.';
-COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id, value, with values withheld as in enkf.forecast_summary (NULL).';
+COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs, every output type (quantile, pmf, sample) of every target: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id (text), value, with values withheld as in enkf.forecast_summary (NULL).';
 COMMENT ON FUNCTION enkf.compliance_report() IS 'One row per HIPAA technical control PostgreSQL can see (TLS, password hashing, pg_hba methods and TLS on network lines, pgaudit, connection logging, idle timeout, grants of dropped roles, row-level security, checksums, WAL archiving): status pass, fail or unknown (not visible to the caller), detail and remedy.';
 COMMENT ON FUNCTION enkf.record_failed_run(text, text, timestamptz, text) IS
 'Records a failed attempt at a twin''s assimilation or forecast (kind) that started at started_at, with the caller''s identity and the error''s SQLSTATE only (messages can quote data). For schedulers, whose failed work is rolled back. Returns the run id.';
@@ -877,7 +1007,8 @@ DECLARE
 BEGIN
     SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
       FROM pg_inherits i
-     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass,
+                           'enkf.target_forecasts'::pg_catalog.regclass);
     IF children IS NULL AND pg_catalog.to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
         -- A hypertable that has no chunk yet.
         EXECUTE 'SELECT pg_catalog.string_agg(pg_catalog.format(''%I.%I'', h.hypertable_schema, h.hypertable_name), '', '')

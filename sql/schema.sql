@@ -103,6 +103,36 @@ CREATE TABLE enkf.forecasts (
            AND pg_catalog.cardinality(quantile_levels) = pg_catalog.cardinality(quantile_values)
            AND NOT enkf.has_null_elements(quantile_levels) AND NOT enkf.has_null_elements(quantile_values))
 );
+-- Every target of the CDC FluSight hub from whole trajectories (enkf.forecast): of the twin
+-- ('enkf') and of the FluSight-style baseline ('baseline'), and the climatological rate-change
+-- pmf of past seasons ('climatology', the reference of the rate-change scores). One row per
+-- reference date, model, location, target, output type and horizon (NULL: the season's peak),
+-- its outputs as arrays of the hub's output type ids and values. The weekly count's quantiles
+-- at horizons 0.. are the rows of enkf.forecasts; here are those at horizon -1.
+CREATE TABLE enkf.target_forecasts (
+    twin_id         bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
+    reference_date  date NOT NULL,
+    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'climatology')),
+    location        text NOT NULL,
+    target          text NOT NULL CHECK (target OPERATOR(pg_catalog.<>) ''),
+    output_type     text NOT NULL CHECK (output_type IN ('quantile', 'pmf', 'sample')),
+    horizon         int4 CHECK (horizon BETWEEN -1 AND 3),
+    target_end_date date,
+    run_id          bigint NOT NULL,
+    output_type_ids text[] NOT NULL,
+    output_values   float8[] NOT NULL,
+    -- Whether the values are admission counts (the small-cell rule applies to each; not to
+    -- probabilities or proportions).
+    counts          boolean NOT NULL,
+    -- As in enkf.forecasts: the smallest count above 0 of the 4 weeks the forecast starts from.
+    recent_min_count float8,
+    UNIQUE NULLS NOT DISTINCT (twin_id, reference_date, model, location, target, output_type, horizon),
+    CHECK ((horizon IS NULL) = (target_end_date IS NULL)),
+    CHECK (pg_catalog.array_ndims(output_type_ids) = 1 AND pg_catalog.array_ndims(output_values) = 1
+           AND pg_catalog.cardinality(output_type_ids) = pg_catalog.cardinality(output_values)
+           AND pg_catalog.array_position(output_type_ids, NULL) IS NULL
+           AND NOT enkf.has_null_elements(output_values))
+);
 -- Ensembles and quantiles are random-looking doubles that pglz cannot shrink: store them
 -- out of line without trying.
 ALTER TABLE enkf.checkpoints ALTER COLUMN ensemble SET STORAGE EXTERNAL;
@@ -114,6 +144,7 @@ SELECT pg_catalog.pg_extension_config_dump('enkf.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.runs_run_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('enkf.forecasts', '');
+SELECT pg_catalog.pg_extension_config_dump('enkf.target_forecasts', '');
 
 -- TimescaleDB: observation hypertables and continuous aggregates are read with its
 -- time_bucket (extension/src/twin/source.rs), but pg_enkf's own tables stay plain tables in a
@@ -132,7 +163,8 @@ DECLARE
 BEGIN
     SELECT pg_catalog.string_agg(DISTINCT i.inhparent::pg_catalog.regclass::text, ', ') INTO children
       FROM pg_inherits i
-     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass);
+     WHERE i.inhparent IN ('enkf.checkpoints'::pg_catalog.regclass, 'enkf.forecasts'::pg_catalog.regclass,
+                           'enkf.target_forecasts'::pg_catalog.regclass);
     IF children IS NULL AND pg_catalog.to_regclass('timescaledb_information.hypertables') IS NOT NULL THEN
         -- A hypertable that has no chunk yet.
         EXECUTE 'SELECT pg_catalog.string_agg(pg_catalog.format(''%I.%I'', h.hypertable_schema, h.hypertable_name), '', '')
@@ -255,6 +287,7 @@ COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tab
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
 COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr) with the count assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';
+COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
 COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types.';
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';

@@ -18,9 +18,12 @@ $$;
 -- others (see enkf.assimilate) instead of failing on them.
 ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE enkf.forecasts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE enkf.target_forecasts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY by_location ON enkf.checkpoints
     USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.forecasts
+    USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
+CREATE POLICY by_location ON enkf.target_forecasts
     USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
 
 -- Each role sees its own grants; administrators of twins see and manage all of them.
@@ -62,10 +65,12 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
 $$;
 
--- The hubverse forecast format of the FluSight hubs (model_id = twin name for the twin, and
--- the twin name with the model's as suffix for the others: -baseline, -trend, -combined). A
--- publication view: values a reader may not see under small-cell suppression are NULL
--- (enkf.forecast_withheld).
+-- The hubverse forecast format of the FluSight hubs, every output type: the quantile forecasts
+-- of every model (enkf.forecasts) and every target from trajectories (enkf.target_forecasts).
+-- model_id = twin name for the twin, and the twin name with the model's as suffix for the
+-- others: -baseline, -trend, -combined, -climatology. A publication view: values a reader may
+-- not see under small-cell suppression are NULL (enkf.forecast_withheld for counts; for
+-- probabilities and proportions, only the rule of the recent withheld count).
 CREATE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
 SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
             ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) f.model END AS model_id,
@@ -75,14 +80,69 @@ SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
        f.target_end_date,
        f.location,
        'quantile'::pg_catalog.text AS output_type,
-       q.quantile AS output_type_id,
+       q.quantile::pg_catalog.text AS output_type_id,
        CASE WHEN enkf.forecast_withheld(f.recent_min_count, q.value)
             THEN NULL ELSE q.value END AS value
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location);
+WHERE enkf.location_visible(f.location)
+UNION ALL
+SELECT CASE WHEN g.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
+            ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) g.model END,
+       g.reference_date, g.target, g.horizon, g.target_end_date, g.location, g.output_type, o.id,
+       CASE WHEN CASE WHEN g.counts THEN enkf.forecast_withheld(g.recent_min_count, o.value)
+                      ELSE enkf.suppressed(g.recent_min_count) END
+            THEN NULL ELSE o.value END
+FROM enkf.target_forecasts g
+JOIN enkf.twins t USING (twin_id)
+CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(g.output_type_ids), pg_catalog.unnest(g.output_values)) AS o(id, value)
+WHERE enkf.location_visible(g.location);
 
+-- One reference date's submission to the hub, as its CSV wants it (\copy (SELECT ...) TO
+-- 'file.csv' CSV HEADER): the weekly count's quantiles at horizons 0.. of quantile_model
+-- (default the combination, the product's best), and every other output from the twin's
+-- trajectories. A location with any value withheld by small-cell suppression is left out
+-- whole (the hub takes locations as optional; a NULL value it would refuse).
+CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined')
+RETURNS TABLE (reference_date date, target text, horizon int4, target_end_date date, location text,
+               output_type text, output_type_id text, value float8)
+LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    count_target text;
+BEGIN
+    IF quantile_model IS NULL OR quantile_model NOT IN ('enkf', 'baseline', 'trend', 'combined') THEN
+        RAISE EXCEPTION 'quantile_model "%" is not a model of the twin', quantile_model
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'one of enkf (the twin), baseline, trend, combined';
+    END IF;
+    SELECT t.config OPERATOR(pg_catalog.#>>) '{forecast,target}' INTO count_target
+      FROM enkf.twins t WHERE t.name OPERATOR(pg_catalog.=) hub_submission.twin;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'twin "%" does not exist', hub_submission.twin
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM enkf.twin_summary lists the twins you can see';
+    END IF;
+    RETURN QUERY
+    WITH chosen AS (
+        SELECT h.* FROM enkf.hubverse_forecasts h
+         WHERE h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
+           AND CASE WHEN h.target OPERATOR(pg_catalog.=) count_target AND h.output_type OPERATOR(pg_catalog.=) 'quantile'
+                         AND h.horizon OPERATOR(pg_catalog.>=) 0
+                    THEN h.model_id OPERATOR(pg_catalog.=) CASE WHEN quantile_model OPERATOR(pg_catalog.=) 'enkf'
+                                          THEN hub_submission.twin
+                                          ELSE hub_submission.twin OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) quantile_model END
+                    ELSE h.model_id OPERATOR(pg_catalog.=) hub_submission.twin END
+    ), withheld AS (
+        SELECT DISTINCT c.location FROM chosen c WHERE c.value IS NULL
+    )
+    SELECT c.reference_date, c.target, c.horizon, c.target_end_date, c.location, c.output_type,
+           c.output_type_id, c.value
+      FROM chosen c
+     WHERE NOT EXISTS (SELECT 1 FROM withheld w WHERE w.location OPERATOR(pg_catalog.=) c.location)
+     ORDER BY c.location, c.target, c.output_type, c.horizon NULLS FIRST, c.output_type_id;
+END
+$$;
 
 -- Publication views. Observed counts, as assimilated, with small cells withheld.
 CREATE VIEW enkf.observed_counts WITH (security_barrier) AS
@@ -138,6 +198,8 @@ CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enk
 CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
 CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.forecasts
+    FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
+CREATE TRIGGER guard_writes BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON enkf.target_forecasts
     FOR EACH STATEMENT EXECUTE FUNCTION enkf.guard_writes();
 
 -- Twins: created by enkf.create_twin, removed by enkf.drop_twin; what a twin reads, its model,
@@ -264,7 +326,7 @@ BEGIN
             (1, 'enkf_reader'::name, NULL::name,
              'pg_enkf: reads published results (BI views with small-cell suppression) for the locations granted in enkf.location_grants'),
             (2, 'enkf_analyst', 'enkf_reader',
-             'pg_enkf: enkf_reader plus raw forecasts, run log, state estimates, enkf.score and the array functions'),
+             'pg_enkf: enkf_reader plus raw forecasts, run log, state estimates, enkf.score, enkf.score_targets and the array functions'),
             (3, 'enkf_operator', 'enkf_analyst',
              'pg_enkf: enkf_analyst plus enkf.assimilate and enkf.forecast for granted locations (needs SELECT on the observation tables)'),
             (4, 'enkf_admin', 'enkf_operator',
@@ -296,12 +358,14 @@ BEGIN
                               enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
-                              enkf.compliance_report(), enkf.duration_ms(text) TO enkf_reader;
+                              enkf.compliance_report(), enkf.duration_ms(text),
+                              enkf.hub_submission(text, date, text) TO enkf_reader;
     -- Analysts.
     GRANT SELECT ON enkf.forecast_quantiles, enkf.state_estimates, enkf.run_log TO enkf_analyst;
-    GRANT SELECT ON enkf.twins, enkf.runs, enkf.forecasts TO enkf_analyst;
+    GRANT SELECT ON enkf.twins, enkf.runs, enkf.forecasts, enkf.target_forecasts TO enkf_analyst;
     GRANT EXECUTE ON FUNCTION
         enkf.score(text, date, date),
+        enkf.score_targets(text, date, date),
         enkf.analyze(float8[], float8[], float8[], int4[], text, float8, float8, float8, bool, int8)
         TO enkf_analyst;
     EXECUTE (SELECT format('GRANT EXECUTE ON FUNCTION %s TO enkf_analyst', p.oid::regprocedure)
@@ -309,7 +373,7 @@ BEGIN
                 AND p.proname = 'synthetic_surveillance');
     -- Operators: assimilation and forecasts write checkpoints, forecasts and runs, and set a
     -- twin's origin on its first run.
-    GRANT SELECT, INSERT, UPDATE, DELETE ON enkf.checkpoints, enkf.forecasts TO enkf_operator;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON enkf.checkpoints, enkf.forecasts, enkf.target_forecasts TO enkf_operator;
     GRANT INSERT ON enkf.runs TO enkf_operator;
     GRANT UPDATE (origin) ON enkf.twins TO enkf_operator;
     GRANT USAGE ON SEQUENCE enkf.runs_run_id_seq TO enkf_operator;
@@ -516,7 +580,7 @@ BEGIN
     control := 'row_level_security';
     SELECT string_agg(c.relname::text, ', ') INTO lines
       FROM pg_class c
-     WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass)
+     WHERE c.oid IN ('enkf.checkpoints'::regclass, 'enkf.forecasts'::regclass, 'enkf.target_forecasts'::regclass)
        AND NOT (c.relrowsecurity AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
                 AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid));
     -- A hypertable without chunks yet (TimescaleDB's view, when it is installed).
@@ -526,9 +590,9 @@ BEGIN
         lines := (SELECT string_agg(DISTINCT x, ', ') FROM unnest(string_to_array(lines, ', ') || string_to_array(v, ', ')) x);
     END IF;
     status := CASE WHEN lines IS NULL THEN 'pass' ELSE 'fail' END;
-    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints and enkf.forecasts, which have no child tables'
+    detail := CASE WHEN lines IS NULL THEN 'enabled with location policies on enkf.checkpoints, enkf.forecasts and enkf.target_forecasts, which have no child tables'
                    ELSE format('not enabled, no policy, or child tables (TimescaleDB chunks) on: %s', lines) END;
-    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts); grant locations in enkf.location_grants; never make them hypertables (docs/operations.md, "TimescaleDB")';
+    remedy := 'ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY (likewise enkf.forecasts and enkf.target_forecasts); grant locations in enkf.location_grants; never make them hypertables (docs/operations.md, "TimescaleDB")';
     RETURN NEXT;
 
     -- 10. Data checksums (detect silent corruption of stored PHI).
@@ -573,7 +637,7 @@ $$;
 
 COMMENT ON FUNCTION enkf.forecast_withheld(float8, float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a forecast made while its location''s recent counts (recent_min: the smallest above 0 of the 4 weeks it starts from) included a withheld one.';
 COMMENT ON FUNCTION enkf.published_quantile(float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
-COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints and enkf.forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
+COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints, enkf.forecasts and enkf.target_forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
 COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
 COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';
 COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'Row-level security of enkf.schedule_slots: a slot is recorded only once due, and as succeeded only with the succeeded assimilation that ran for it.';
@@ -583,7 +647,8 @@ COMMENT ON FUNCTION enkf.is_member_of(name) IS 'Whether the current user is a me
 COMMENT ON FUNCTION enkf.suppressed(float8) IS 'Whether a count is withheld by small-cell suppression: 0 < count < enkf.suppression_threshold.';
 COMMENT ON FUNCTION enkf.suppression_threshold() IS 'The setting enkf.suppression_threshold (default 11): counts from 1 to this value minus 1 are withheld in the publication views.';
 COMMENT ON VIEW enkf.observed_counts IS 'Publication view: the counts each twin assimilated, per location and week, with small cells (1 to enkf.suppression_threshold - 1) withheld as NULL and flagged in suppressed.';
-COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id, value, with values withheld as in enkf.forecast_summary (NULL).';
+COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs, every output type (quantile, pmf, sample) of every target: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id (text), value, with values withheld as in enkf.forecast_summary (NULL).';
+COMMENT ON FUNCTION enkf.hub_submission(text, date, text) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): the weekly count''s quantiles at horizons 0.. of quantile_model (default combined), every other output from the twin''s trajectories; locations with a withheld value are left out.';
 COMMENT ON VIEW enkf.forecast_summary IS 'Publication view: one row per forecast (twin, model, location, reference_date, horizon) with median, 50% and 95% intervals and the observed count of the target week, small cells withheld (observed_suppressed).';
 COMMENT ON FUNCTION enkf.create_roles() IS 'Creates (if missing) the NOLOGIN group roles enkf_reader, enkf_analyst, enkf_operator and enkf_admin, each including the previous, and grants their privileges. Idempotent; needs CREATEROLE and ownership of the extension. See docs/hipaa.md.';
 COMMENT ON FUNCTION enkf.compliance_report() IS 'One row per HIPAA technical control PostgreSQL can see (TLS, password hashing, pg_hba methods and TLS on network lines, pgaudit, connection logging, idle timeout, grants of dropped roles, row-level security, checksums, WAL archiving): status pass, fail or unknown (not visible to the caller), detail and remedy.';

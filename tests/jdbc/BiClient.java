@@ -180,7 +180,8 @@ public final class BiClient {
             // The hubverse forecasts of one twin and reference date, through a PreparedStatement.
             String hub = "SELECT model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id, value"
                 + " FROM enkf.hubverse_forecasts WHERE model_id = ? AND reference_date = ?"
-                + " ORDER BY location, horizon, output_type_id";
+                + " AND output_type = 'quantile' AND horizon >= 0"
+                + " ORDER BY location, horizon, output_type_id::float8";
             try (PreparedStatement ps = c.prepareStatement(hub)) {
                 ps.setString(1, twin);
                 ps.setDate(2, reference);
@@ -188,7 +189,7 @@ public final class BiClient {
                     ResultSetMetaData m = rs.getMetaData();
                     check(m.getColumnType(2) == Types.DATE && m.getColumnType(5) == Types.DATE, "hubverse dates are DATE");
                     check(m.getColumnType(4) == Types.INTEGER, "hubverse horizon is INTEGER");
-                    check(m.getColumnType(8) == Types.DOUBLE && m.getColumnType(9) == Types.DOUBLE, "hubverse output_type_id and value are DOUBLE");
+                    check(m.getColumnType(8) == Types.VARCHAR && m.getColumnType(9) == Types.DOUBLE, "hubverse output_type_id is VARCHAR (quantile levels, pmf classes, sample ids), value DOUBLE");
                     check(m.getColumnType(1) == Types.VARCHAR && m.getColumnType(6) == Types.VARCHAR, "hubverse text columns are VARCHAR");
                     int rows = 0, withheld = 0;
                     String group = null;
@@ -200,7 +201,7 @@ public final class BiClient {
                             "target_end_date = reference_date + 7 x horizon");
                         check("quantile".equals(rs.getString(7)), "output_type is quantile");
                         String g = rs.getString(6) + "/" + rs.getInt(4);
-                        double level = rs.getDouble(8), value = rs.getDouble(9);
+                        double level = Double.parseDouble(rs.getString(8)), value = rs.getDouble(9);
                         if (rs.wasNull()) {
                             // Withheld by small-cell suppression (a value between 0 and the
                             // threshold, docs/hipaa.md): a NULL the BI tool must show as such.

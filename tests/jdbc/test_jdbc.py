@@ -57,7 +57,8 @@ def test_bi_client_over_tls(tmp_path, storage):
             conn.execute("SELECT * FROM enkf.assimilate('flu')")
             conn.execute("SELECT count(*) FROM enkf.forecast('flu')")
             reference, hub_rows = conn.execute(
-                "SELECT max(reference_date)::text, count(*) FROM enkf.hubverse_forecasts WHERE model_id = 'flu' GROUP BY model_id"
+                """SELECT max(reference_date)::text, count(*) FROM enkf.hubverse_forecasts
+                     WHERE model_id = 'flu' AND output_type = 'quantile' AND horizon >= 0 GROUP BY model_id"""
             ).fetchone()
         assert hub_rows == 3 * 4 * 23
 

@@ -1,6 +1,8 @@
 //! Twins in `enkf.twins`, and checks of the caller's tables against what a twin needs: columns
 //! present, of usable types. Every failure names the argument or column and gives a hint.
 
+use std::collections::HashMap;
+
 use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::TwinConfig;
 use pgrx::datum::DatumWithOid;
@@ -471,4 +473,52 @@ pub fn corrupt_checkpoint(twin: &Twin, location: &str, week: i32, len: usize) ->
         None,
         "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
     )
+}
+
+/// The largest population a location may have (people).
+const MAX_POPULATION: f64 = 1e10;
+
+/// Populations of the twin's locations, read under the caller; every one in (0, 1e10].
+pub fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> {
+    let rows = spi::select(
+        client,
+        &format!(
+            "SELECT (location)::pg_catalog.text, (population)::pg_catalog.float8 FROM {}",
+            twin.locations
+        ),
+        &[],
+        |r| Ok((r.get::<String>(1)?, r.get::<f64>(2)?)),
+    );
+    let mut out = HashMap::with_capacity(rows.len());
+    for (loc, pop) in rows {
+        let loc = match loc {
+            Some(l) => l,
+            None => continue,
+        };
+        match pop {
+            None => raise(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!(
+                    "locations: population of \"{loc}\" in {} is NULL",
+                    twin.locations
+                ),
+                None,
+                "every location needs its population (people), used to scale the compartments",
+            ),
+            // Above the world's population the compartments' variances overflow float8.
+            Some(p) if !(p.is_finite() && p > 0.0 && p <= MAX_POPULATION) => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "locations: population of \"{loc}\" in {} is {p}",
+                    twin.locations
+                ),
+                None,
+                "populations must be numbers of people: positive, at most 10 billion",
+            ),
+            Some(p) => {
+                out.insert(loc, p);
+            }
+        }
+    }
+    out
 }

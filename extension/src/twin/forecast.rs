@@ -6,7 +6,7 @@
 
 use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::combine::{calibrate, Calibration, Scored};
-use enkf_core::twin::forecast::StoredAnalysis;
+use enkf_core::twin::forecast::{target_rows, StoredAnalysis, TargetRow};
 use enkf_core::twin::models::{Component, ComponentForecast, History};
 use enkf_core::EnkfError;
 use pgrx::datum::{Array, Date, DatumWithOid};
@@ -17,10 +17,11 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
 use super::catalog::{self, Twin};
 use super::dates::date;
 use super::provenance;
+use super::targets::{self, TargetWriter};
 use crate::arrays::vector_arg;
 use crate::error::{null_argument, null_option, raise};
 use crate::spi;
-use crate::spi::bulk::{BulkInsert, Sliced};
+use crate::spi::bulk::{BulkInsert, Slices};
 use crate::spi::merge::ByLocation;
 
 /// Quantile levels: strictly increasing, inside (0, 1).
@@ -160,6 +161,7 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     let gap = gap_weeks(name, last, req.reference);
     let reference = last + 7 * (gap as i32 + 1);
     let bounds = Bounds::new(client, &twin, last, req.horizons, req.levels.len());
+    targets::check_trajectories(&twin);
     // Learned before this run replaces anything: from forecasts already scored.
     let calibration = calibration(client, &twin, last, req.levels);
     replace_stored(client, &twin, reference);
@@ -168,6 +170,7 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
         reference,
         bounds,
         writer: Writer::new(&twin, started.id, req.levels, reference),
+        targets: TargetWriter::new(&twin, started.id, reference),
         out: Vec::new(),
         returned_values: 0,
         locations: 0,
@@ -176,10 +179,15 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     let mut reader = Reader::open(client, &twin, last, sink.bounds.fetch_locations);
     let clock = std::time::Instant::now();
     // Reading and writing overlap the computing when enkf.threads > 1.
+    let count_target = twin.config.forecast.target.as_str();
     crate::parallel::pipeline(
         || reader.next(),
-        |a: &StoredAnalysis| {
-            a.forecast(&twin.config, twin.members, &steps, req.levels, &calibration)
+        |a: &StoredAnalysis| -> Result<Computed, EnkfError> {
+            let cfg = &twin.config;
+            let models = a.forecast(cfg, twin.members, &steps, req.levels, &calibration)?;
+            let t = a.targets(cfg, twin.members, reference, req.horizons, req.levels)?;
+            let targets = target_rows(&t, &a.location, req.levels, count_target);
+            Ok(Computed { models, targets })
         },
         |batch, computed| sink.store(client, batch, computed),
     );
@@ -190,6 +198,7 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     );
     reader.close(client);
     sink.writer.flush(client);
+    sink.targets.flush(client);
     let (horizons, levels) = (req.horizons, req.levels.len());
     provenance::record(
         client,
@@ -210,14 +219,22 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
 /// A forecast replaces whatever an earlier one from the same analysis stored (of the locations
 /// the caller may see: row-level security applies to the DELETE as to the rest).
 fn replace_stored(client: &mut SpiClient<'_>, twin: &Twin, reference: i32) {
-    spi::update(
-        client,
-        "DELETE FROM enkf.forecasts WHERE twin_id = $1 AND reference_date = $2",
-        &[
-            DatumWithOid::from(twin.id),
-            DatumWithOid::from(date(reference)),
-        ],
-    );
+    for table in ["enkf.forecasts", "enkf.target_forecasts"] {
+        spi::update(
+            client,
+            &format!("DELETE FROM {table} WHERE twin_id = $1 AND reference_date = $2"),
+            &[
+                DatumWithOid::from(twin.id),
+                DatumWithOid::from(date(reference)),
+            ],
+        );
+    }
+}
+
+/// One location's forecasts: every model's quantiles, and every hub target's rows.
+struct Computed {
+    models: Vec<ComponentForecast>,
+    targets: Vec<TargetRow>,
 }
 
 /// Where computed forecasts go: stored, and the returned model's kept (database work, on the
@@ -227,6 +244,7 @@ struct Sink<'a> {
     reference: i32,
     bounds: Bounds,
     writer: Writer,
+    targets: TargetWriter,
     out: Vec<Block>,
     returned_values: usize,
     locations: i32,
@@ -237,10 +255,11 @@ impl Sink<'_> {
         &mut self,
         client: &mut SpiClient<'_>,
         batch: Vec<StoredAnalysis>,
-        computed: Vec<Result<Vec<ComponentForecast>, EnkfError>>,
+        computed: Vec<Result<Computed, EnkfError>>,
     ) {
-        for (input, forecasts) in batch.into_iter().zip(computed) {
-            let forecasts = forecasts.unwrap_or_else(|e| crate::error::raise_core(e));
+        for (input, computed) in batch.into_iter().zip(computed) {
+            let computed = computed.unwrap_or_else(|e| crate::error::raise_core(e));
+            let forecasts = computed.models;
             self.returned_values += self.req.horizons * self.req.levels.len();
             self.bounds.check_rows(self.returned_values);
             let recent = input.recent_smallest_count();
@@ -263,6 +282,8 @@ impl Sink<'_> {
                 }
             }
             self.writer.flush_if_full(client);
+            self.targets
+                .queue(client, &input.location, recent, computed.targets);
             self.locations += 1;
         }
     }
@@ -485,10 +506,8 @@ impl Writer {
                 ("target_end_date", "pg_catalog.date"),
                 ("recent_min_count", "pg_catalog.float8"),
             ],
-            sliced: Sliced {
-                column: "quantile_values",
-                len: levels.len(),
-            },
+            sliced: &["quantile_values"],
+            slices: Slices::Fixed(levels.len()),
         }
         .sql();
         Writer {

@@ -10,6 +10,7 @@ mod dates;
 mod forecast;
 mod provenance;
 mod score;
+mod score_targets;
 mod source;
-
 mod synthetic;
+mod targets;

@@ -134,7 +134,7 @@ pub(super) fn accumulate(
 }
 
 /// The observation table as scores read it: the latest version of every count.
-fn latest_counts(client: &SpiClient<'_>, twin: &Twin) -> Source {
+pub(super) fn latest_counts(client: &SpiClient<'_>, twin: &Twin) -> Source {
     let (source, _) = Source::checked(client, twin);
     match &twin.as_of_column {
         Some(column) => {

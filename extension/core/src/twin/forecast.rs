@@ -7,7 +7,10 @@ use super::combine::Calibration;
 use super::config::TwinConfig;
 use super::location::LocationModel;
 use super::models::{forecast_all, ComponentForecast, History};
+use super::season::MAX_SEASON_WEEKS;
 use super::streams::location_seed;
+use super::targets::{forecast_targets, ModelTargets, TargetInputs, Targets, RATE_CHANGE_CLASSES};
+use crate::dates::iso;
 use crate::error::Result;
 use crate::model::seirh::{E, I, R, S, STATE_DIM};
 
@@ -25,7 +28,69 @@ pub struct StoredAnalysis {
 /// directly (the baseline starts from the last count, the trend model from the last two).
 pub const RECENT_WEEKS: i32 = 4;
 
+/// The hub's names of the targets beside the weekly count (`forecast.target`).
+pub const RATE_CHANGE_TARGET: &str = "wk flu hosp rate change";
+pub const PEAK_TARGET: &str = "peak inc flu hosp";
+pub const PEAK_WEEK_TARGET: &str = "peak week inc flu hosp";
+pub const ED_TARGET: &str = "wk inc flu prop ed visits";
+
+/// The most weeks the members are run for the targets: a reference date at most 53 weeks
+/// after the analysis (as `enkf.forecast` allows), then a whole season.
+pub const MAX_TARGET_WEEKS: usize = 53 + MAX_SEASON_WEEKS + 4;
+
+/// One stored row of the hub's targets: one model's output of one output type for one
+/// target and horizon (None: the season's peak), as output type ids and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRow {
+    /// "enkf", "baseline" or "climatology" (the rate-change reference).
+    pub model: &'static str,
+    pub target: String,
+    /// "quantile", "pmf" or "sample".
+    pub output_type: &'static str,
+    pub horizon: Option<i32>,
+    pub target_end_date: Option<i32>,
+    pub ids: Vec<String>,
+    pub values: Vec<f64>,
+}
+
 impl StoredAnalysis {
+    fn model<'a>(&self, cfg: &'a TwinConfig, members: usize) -> (DMatrix<f64>, LocationModel<'a>) {
+        let ens = DMatrix::from_row_slice(STATE_DIM, members, &self.ensemble);
+        // Every member carries the whole population in its compartments (H counts flows).
+        let population: f64 = [S, E, I, R].iter().map(|&c| ens[(c, 0)]).sum();
+        let model = LocationModel::new(cfg, &self.location, population);
+        (ens, model)
+    }
+
+    /// Every hub target from the twin's trajectories and the baseline's, for the reference
+    /// date and the horizons -1 up to min(horizons, 4) - 1.
+    pub fn targets(
+        &self,
+        cfg: &TwinConfig,
+        members: usize,
+        reference_date: i32,
+        horizons: usize,
+        levels: &[f64],
+    ) -> Result<Targets> {
+        let (ens, model) = self.model(cfg, members);
+        let hs: Vec<i32> = (-1..horizons.min(4) as i32).collect();
+        forecast_targets(
+            &model,
+            &TargetInputs {
+                ensemble: &ens,
+                last_week: self.week,
+                history: &self.history,
+                ed_history: None,
+                reference_date,
+                horizons: &hs,
+                levels,
+                season: cfg.targets.season(reference_date)?,
+                max_weeks: MAX_TARGET_WEEKS,
+                location_seed: location_seed(cfg.seed, &self.location),
+            },
+        )
+    }
+
     /// Every model's forecast at `steps` weeks after the analysis (a step per horizon).
     pub fn forecast(
         &self,
@@ -35,10 +100,7 @@ impl StoredAnalysis {
         levels: &[f64],
         calibration: &Calibration,
     ) -> Result<Vec<ComponentForecast>> {
-        let ens = DMatrix::from_row_slice(STATE_DIM, members, &self.ensemble);
-        // Every member carries the whole population in its compartments (H counts flows).
-        let population: f64 = [S, E, I, R].iter().map(|&c| ens[(c, 0)]).sum();
-        let model = LocationModel::new(cfg, &self.location, population);
+        let (ens, model) = self.model(cfg, members);
         forecast_all(
             cfg,
             &model,
@@ -68,6 +130,117 @@ impl StoredAnalysis {
     }
 }
 
+/// The rows of one location's targets as stored (enkf.target_forecasts), each in the hub's
+/// terms: the weekly count's quantiles at horizon -1 (those at 0.. are the stored forecasts of
+/// every model), its 100 sample trajectories (ids "<location>_<k>", one per trajectory across
+/// the horizons), the rate-change pmf at horizons 0.. (at -1 it is "stable" by definition), the
+/// season's peak intensity and peak week, the ED proportion's quantiles when the twin has the
+/// stream; for the twin, the baseline, and the climatological rate-change pmf.
+pub fn target_rows(
+    t: &Targets,
+    location: &str,
+    levels: &[f64],
+    count_target: &str,
+) -> Vec<TargetRow> {
+    let level_ids: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+    let mut rows = Vec::new();
+    for (model, m) in [("enkf", &t.twin), ("baseline", &t.baseline)] {
+        model_rows(&mut rows, model, m, t, location, &level_ids, count_target);
+    }
+    for (h, pmf) in t.horizons.iter().zip(&t.climatology) {
+        if *h >= 0 {
+            rows.push(rate_change_row("climatology", t, *h, pmf));
+        }
+    }
+    rows
+}
+
+fn model_rows(
+    rows: &mut Vec<TargetRow>,
+    model: &'static str,
+    m: &ModelTargets,
+    t: &Targets,
+    location: &str,
+    level_ids: &[String],
+    count_target: &str,
+) {
+    let weekly =
+        |target: &str, output_type, h: usize, ids: Vec<String>, values: Vec<f64>| TargetRow {
+            model,
+            target: target.to_string(),
+            output_type,
+            horizon: Some(t.horizons[h]),
+            target_end_date: Some(t.target_end_dates[h]),
+            ids,
+            values,
+        };
+    let digits = m.samples.len().saturating_sub(1).max(1).to_string().len();
+    let sample_ids: Vec<String> = (0..m.samples.len())
+        .map(|k| format!("{location}_{k:0digits$}"))
+        .collect();
+    for (h, &horizon) in t.horizons.iter().enumerate() {
+        if horizon == -1 {
+            rows.push(weekly(
+                count_target,
+                "quantile",
+                h,
+                level_ids.to_vec(),
+                m.quantiles[h].clone(),
+            ));
+        }
+        let samples = m.samples.iter().map(|s| s[h]).collect();
+        rows.push(weekly(
+            count_target,
+            "sample",
+            h,
+            sample_ids.clone(),
+            samples,
+        ));
+        if horizon >= 0 {
+            rows.push(rate_change_row(model, t, horizon, &m.rate_change[h]));
+        }
+        if let Some(ed) = &m.ed_quantiles {
+            rows.push(weekly(
+                ED_TARGET,
+                "quantile",
+                h,
+                level_ids.to_vec(),
+                ed[h].clone(),
+            ));
+        }
+    }
+    let season = |target: &str, output_type, ids: Vec<String>, values: Vec<f64>| TargetRow {
+        model,
+        target: target.to_string(),
+        output_type,
+        horizon: None,
+        target_end_date: None,
+        ids,
+        values,
+    };
+    rows.push(season(
+        PEAK_TARGET,
+        "quantile",
+        level_ids.to_vec(),
+        m.peak_intensity.clone(),
+    ));
+    let weeks = t.season_weeks.iter().map(|w| iso(*w)).collect();
+    rows.push(season(PEAK_WEEK_TARGET, "pmf", weeks, m.peak_week.clone()));
+}
+
+fn rate_change_row(model: &'static str, t: &Targets, horizon: i32, pmf: &[f64; 5]) -> TargetRow {
+    let h = t.horizons.iter().position(|x| *x == horizon).unwrap_or(0);
+    TargetRow {
+        model,
+        target: RATE_CHANGE_TARGET.to_string(),
+        output_type: "pmf",
+        horizon: Some(horizon),
+        target_end_date: Some(t.target_end_dates[h]),
+        ids: RATE_CHANGE_CLASSES.iter().map(|c| c.to_string()).collect(),
+        values: pmf.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +258,75 @@ mod tests {
         };
         // Weeks 49..70 are the last four: 0 (not a small count), a gap, 9, 5.
         assert_eq!(a.recent_smallest_count(), Some(5.0));
+    }
+
+    #[test]
+    fn target_rows_hold_every_hub_output_once() {
+        use crate::dates::from_civil;
+        use crate::scoring::FLUSIGHT_LEVELS;
+        let cfg = TwinConfig::default();
+        let members = 20;
+        let model = LocationModel::new(&cfg, "06", 1e6);
+        let last = from_civil(2024, 1, 6);
+        let history = History {
+            weeks: (0..12).map(|k| last - 7 * (11 - k)).collect(),
+            values: (0..12).map(|k| Some(50.0 + 10.0 * k as f64)).collect(),
+        };
+        let a = StoredAnalysis {
+            location: "06".into(),
+            week: last,
+            ensemble: model.prior(members).transpose().as_slice().to_vec(),
+            history,
+        };
+        let t = a
+            .targets(&cfg, members, last + 7, 4, &FLUSIGHT_LEVELS)
+            .expect("targets");
+        let rows = target_rows(&t, "06", &FLUSIGHT_LEVELS, "wk inc flu hosp");
+        let count = |model: &str, target: &str, output_type: &str| {
+            rows.iter()
+                .filter(|r| r.model == model && r.target == target && r.output_type == output_type)
+                .count()
+        };
+        for model in ["enkf", "baseline"] {
+            assert_eq!(
+                count(model, "wk inc flu hosp", "quantile"),
+                1,
+                "horizon -1 only"
+            );
+            assert_eq!(
+                count(model, "wk inc flu hosp", "sample"),
+                5,
+                "horizons -1..3"
+            );
+            assert_eq!(count(model, RATE_CHANGE_TARGET, "pmf"), 4, "horizons 0..3");
+            assert_eq!(count(model, PEAK_TARGET, "quantile"), 1);
+            assert_eq!(count(model, PEAK_WEEK_TARGET, "pmf"), 1);
+        }
+        assert_eq!(count("climatology", RATE_CHANGE_TARGET, "pmf"), 4);
+        assert_eq!(rows.len(), 2 * 12 + 4);
+        for r in &rows {
+            assert_eq!(r.ids.len(), r.values.len(), "{r:?}");
+            assert_eq!(r.horizon.is_none(), r.target.starts_with("peak"));
+            if let (Some(h), Some(d)) = (r.horizon, r.target_end_date) {
+                assert_eq!(d, last + 7 + 7 * h);
+            }
+            if r.output_type == "pmf" {
+                assert_eq!(r.values.iter().sum::<f64>(), 1.0, "{r:?}");
+            }
+            if r.output_type == "sample" {
+                assert_eq!(r.ids[0], "06_00");
+                assert_eq!(r.ids[99], "06_99");
+                assert!(r.values.iter().all(|v| v.fract() == 0.0 && *v >= 0.0));
+            }
+        }
+        let weeks = rows
+            .iter()
+            .find(|r| r.target == PEAK_WEEK_TARGET)
+            .expect("peak week");
+        assert_eq!(
+            weeks.ids[0], "2023-11-18",
+            "the season's first Saturday on or after Nov 17"
+        );
+        assert_eq!(weeks.ids.last().map(String::as_str), Some("2024-05-25"));
     }
 }

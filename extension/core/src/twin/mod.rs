@@ -12,6 +12,7 @@ pub mod models;
 pub mod season;
 pub mod streams;
 pub mod synthetic;
+pub mod target_scores;
 pub mod targets;
 pub mod trend;
 

@@ -1,7 +1,5 @@
 //! What the observation table holds for a run: the source as read (versions included), the
-//! populations, the span of weeks, and the twin's time grid.
-
-use std::collections::HashMap;
+//! span of weeks, and the twin's time grid.
 
 use pgrx::datum::{Date, DatumWithOid, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -31,54 +29,6 @@ pub(super) fn source(client: &SpiClient<'_>, twin: &Twin, as_of: Option<i32>) ->
         );
     }
     source
-}
-
-/// The largest population a location may have (people).
-const MAX_POPULATION: f64 = 1e10;
-
-/// Populations of the twin's locations, read under the caller; every one in (0, 1e10].
-pub(super) fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> {
-    let rows = spi::select(
-        client,
-        &format!(
-            "SELECT (location)::pg_catalog.text, (population)::pg_catalog.float8 FROM {}",
-            twin.locations
-        ),
-        &[],
-        |r| Ok((r.get::<String>(1)?, r.get::<f64>(2)?)),
-    );
-    let mut out = HashMap::with_capacity(rows.len());
-    for (loc, pop) in rows {
-        let loc = match loc {
-            Some(l) => l,
-            None => continue,
-        };
-        match pop {
-            None => raise(
-                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                format!(
-                    "locations: population of \"{loc}\" in {} is NULL",
-                    twin.locations
-                ),
-                None,
-                "every location needs its population (people), used to scale the compartments",
-            ),
-            // Above the world's population the compartments' variances overflow float8.
-            Some(p) if !(p.is_finite() && p > 0.0 && p <= MAX_POPULATION) => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "locations: population of \"{loc}\" in {} is {p}",
-                    twin.locations
-                ),
-                None,
-                "populations must be numbers of people: positive, at most 10 billion",
-            ),
-            Some(p) => {
-                out.insert(loc, p);
-            }
-        }
-    }
-    out
 }
 
 /// The weeks a run covers: the week of the table's first row, and the last week with data on

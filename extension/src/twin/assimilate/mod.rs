@@ -90,7 +90,7 @@ pub(super) fn run(
     let twin = catalog::load_locked(client, name);
     let started = provenance::start(client);
     let source = data::source(client, &twin, as_of);
-    let populations = data::populations(client, &twin);
+    let populations = catalog::populations(client, &twin);
     let span = data::span(client, &twin, &source, through);
     let origin = data::origin(client, &twin, span.first);
     let plan = plan::plan(client, &twin, &source, origin, span.end_week);

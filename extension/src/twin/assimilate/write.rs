@@ -10,7 +10,7 @@ use pgrx::spi::SpiClient;
 use super::plan::Plan;
 use crate::arrays::Float8Array2;
 use crate::spi;
-use crate::spi::bulk::{BulkInsert, Sliced};
+use crate::spi::bulk::{BulkInsert, Slices};
 use crate::twin::catalog::Twin;
 use crate::twin::dates::date;
 
@@ -85,10 +85,8 @@ const CHECKPOINTS: BulkInsert<'static> = BulkInsert {
         ("source_rows", "pg_catalog.int4"),
     ],
     // The rows' ensembles stacked in one [rows * STATE_DIM][members] array.
-    sliced: Sliced {
-        column: "ensemble",
-        len: STATE_DIM,
-    },
+    sliced: &["ensemble"],
+    slices: Slices::Fixed(STATE_DIM),
 };
 
 /// Stores a run's checkpoints in statements of at most `FLUSH_ROWS` rows and `FLUSH_VALUES`
