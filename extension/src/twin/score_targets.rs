@@ -132,7 +132,8 @@ fn tally(
         };
         let counts = counts_of(client, &source, &location);
         let count = |w: i32| counts.get(&w).copied();
-        for (reference, rows) in rows_of(client, twin.id, (reference_from, reference_to), &location) {
+        for (reference, rows) in rows_of(client, twin.id, (reference_from, reference_to), &location)
+        {
             let season = twin
                 .config
                 .targets
@@ -144,7 +145,10 @@ fn tally(
                 population,
                 season_weeks: &season,
             };
-            add(&mut out, score_rows(&rows, reference, &count_target, &truth));
+            add(
+                &mut out,
+                score_rows(&rows, reference, &count_target, &truth),
+            );
         }
     }
     out
@@ -153,11 +157,10 @@ fn tally(
 /// Each score beside its reference's on the same task.
 fn add(out: &mut BTreeMap<Key, Tally>, scores: Vec<TaskScore>) {
     let task = |s: &TaskScore| (s.target.clone(), s.output_type, s.horizon, s.score);
-    let by_task: HashMap<_, HashMap<&str, f64>> =
-        scores.iter().fold(HashMap::new(), |mut m, s| {
-            m.entry(task(s)).or_default().insert(s.model, s.value);
-            m
-        });
+    let by_task: HashMap<_, HashMap<&str, f64>> = scores.iter().fold(HashMap::new(), |mut m, s| {
+        m.entry(task(s)).or_default().insert(s.model, s.value);
+        m
+    });
     for s in &scores {
         let reference = reference_of(&s.target);
         let Some(r) = by_task.get(&task(s)).and_then(|m| m.get(reference)) else {
@@ -187,7 +190,9 @@ fn counts_of(client: &SpiClient<'_>, source: &Source, location: &str) -> HashMap
     );
     spi::select(client, &query, &[DatumWithOid::from(location)], |r| {
         Ok((
-            r.get::<Date>(1)?.map(|d| d.to_pg_epoch_days()).unwrap_or_default(),
+            r.get::<Date>(1)?
+                .map(|d| d.to_pg_epoch_days())
+                .unwrap_or_default(),
             r.get::<f64>(2)?.unwrap_or_default(),
         ))
     })

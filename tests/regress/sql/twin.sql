@@ -61,7 +61,12 @@ ORDER BY 1, 3;
 SELECT bool_and(value >= lag) AS monotone FROM (
   SELECT value, lag(value, 1, 0.0) OVER (PARTITION BY model, location, horizon ORDER BY quantile) AS lag
   FROM enkf.forecast_quantiles WHERE twin = 'reg') q;
-SELECT model_id, target, output_type, count(*) FROM enkf.hubverse_forecasts GROUP BY 1, 2, 3 ORDER BY 1;
+SELECT model_id, target, output_type, count(*) FROM enkf.hubverse_forecasts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+-- One reference date's submission file: locations with a withheld value left out whole.
+SELECT target, output_type, count(*), count(DISTINCT location) AS locations
+FROM enkf.hub_submission('reg', '2024-07-13') GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT regress.try($$SELECT * FROM enkf.hub_submission('reg', '2024-07-13', 'ensemble')$$);
+SELECT regress.try($$SELECT * FROM enkf.hub_submission('nosuch', '2024-07-13')$$);
 
 -- Forecast arguments.
 SELECT regress.try($$SELECT * FROM enkf.forecast('reg', horizons => 0)$$);
@@ -78,6 +83,10 @@ SELECT count(*) FROM enkf.forecast('reg30');
 SELECT location, horizon, forecasts, round(wis::numeric, 2) AS wis, round(baseline_wis::numeric, 2) AS baseline_wis,
        round(relative_wis::numeric, 3) AS relative_wis, coverage_95, baseline_coverage_95
 FROM enkf.score('reg30') ORDER BY 1, 2;
+-- Every hub target scored once its truth is known (the season's peak: not before its end).
+SELECT model, target, output_type, horizon, score, tasks, round(mean::numeric, 3) AS mean, reference,
+       round(relative::numeric, 3) AS relative
+FROM enkf.score_targets('reg30') ORDER BY 1, 2, 3, 4, 5;
 
 -- Bad data in the table: each refused by name, nothing stored.
 CREATE TABLE obs_bad AS SELECT * FROM obs;
