@@ -152,12 +152,13 @@ def main() -> int:
                               'quantile', quantile, value FROM enkf.forecast_quantiles
                         WHERE model = 'combined' ORDER BY reference_date, location, horizon, quantile"""):
                 w.writerow(r)
+        print_target_scores(conn, out / "target_scores.csv")
         chart = out / "fan_chart.svg"
         twins = ["realtime_" + s.replace("-", "_") for s in SEASONS]
         write_fan_chart(conn, twins, "combined", CHART_LOCATIONS, min(f for f, _ in SEASONS.values()),
                         max(l for _, l in SEASONS.values()), chart)
         print(f"fan chart:  {chart}")
-        print(f"scores:     {out / 'relative_wis.csv'}")
+        print(f"scores:     {out / 'relative_wis.csv'}, {out / 'target_scores.csv'}")
         print(f"forecasts:  {out / 'hubverse-combined.csv'} (hubverse format)")
     print("\nThe demo database is still running. Connect with:")
     print(f"    {cluster.psql_command('flu_demo')}")
@@ -166,6 +167,50 @@ def main() -> int:
     stop = f"pg_ctl -D {datadir} stop"
     print(f"    {'runuser -u postgres -- ' if cluster_is_root() else ''}/usr/lib/postgresql/15/bin/{stop}")
     return 0
+
+
+# Every hub target of the twin, its horizons pooled: (label, target, output type, score).
+TARGET_LINES = [
+    ("wk inc flu hosp, WIS, h -1 (nowcast)", "wk inc flu hosp", "quantile", "wis"),
+    ("samples over h -1..3, energy score", "wk inc flu hosp", "sample", "energy"),
+    ("rate change h 0..3, RPS", "wk flu hosp rate change", "pmf", "rps"),
+    ("rate change h 0..3, log score", "wk flu hosp rate change", "pmf", "log"),
+    ("peak intensity, WIS", "peak inc flu hosp", "quantile", "wis"),
+    ("peak week, RPS", "peak week inc flu hosp", "pmf", "rps"),
+    ("peak week, log score", "peak week inc flu hosp", "pmf", "log"),
+]
+
+
+def print_target_scores(conn, path: Path) -> None:
+    """Every hub target from the twin's trajectories, scored in SQL (enkf.score_targets) against
+    the final counts, relative to its reference: the climatological pmf of past seasons for
+    rate change (the hub publishes no baseline pmf), pg_enkf's baseline for the rest."""
+    print("Every hub target of the twin (enkf.score_targets; real time; against the final counts)")
+    print(f"{'season':<9}{'target, score':<40}{'tasks':>7}{'twin':>10}{'reference':>12}{'ratio':>8}")
+    rows = []
+    for season in SEASONS:
+        twin = "realtime_" + season.replace("-", "_")
+        got = {
+            (t, o, sc): (n, m, ref, rm)
+            for t, o, sc, n, m, ref, rm in conn.execute(
+                """SELECT target, output_type, score, sum(tasks), sum(mean * tasks) / sum(tasks), min(reference),
+                          sum(reference_mean * tasks) / sum(tasks)
+                     FROM enkf.score_targets(%s) WHERE model = 'enkf' GROUP BY 1, 2, 3""",
+                (twin,),
+            ).fetchall()
+        }
+        for label, target, output_type, score in TARGET_LINES:
+            if (target, output_type, score) not in got:
+                continue
+            n, m, ref, rm = got[(target, output_type, score)]
+            ratio = m / rm if rm else float("nan")
+            rows.append((season, label, n, m, ref, rm, ratio))
+            print(f"{season:<9}{label:<40}{n:>7}{m:>10.3f}{rm:>12.3f}{ratio:>8.3f}  vs {ref}")
+        print()
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["season", "target_score", "tasks", "twin", "reference_model", "reference", "ratio"])
+        w.writerows(rows)
 
 
 def cluster_is_root() -> bool:

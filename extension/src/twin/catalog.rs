@@ -184,6 +184,7 @@ fn checked(s: Stored) -> Twin {
     };
     let members = usize::try_from(s.members).unwrap_or(0);
     check_size(members, &config);
+    check_supported(&config);
     Twin {
         id: s.id,
         name: s.name,
@@ -521,4 +522,18 @@ pub fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> 
         }
     }
     out
+}
+
+/// Refuses (0A000) what the core knows but the SQL functions do not run yet: the ED-visit
+/// stream (`ed.enabled`), which the standalone backtest assimilates but `enkf.assimilate` does
+/// not read, so a twin would silently run without it.
+pub fn check_supported(config: &TwinConfig) {
+    if config.ed.enabled {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "config: ed.enabled is not supported by the SQL functions yet",
+            None,
+            "leave ed.enabled false; the ED-visit stream runs in the standalone backtest only (docs/twin.md)",
+        );
+    }
 }

@@ -87,6 +87,7 @@ fn create_twin(
     let config = config.unwrap_or_else(|| null_option("config"));
     let cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
     super::catalog::check_size(members as usize, &cfg);
+    super::catalog::check_supported(&cfg);
     let cfg_json = cfg.to_json();
 
     Spi::connect_mut(|client| {
@@ -201,7 +202,7 @@ fn drop_twin(name: Option<&str>) -> bool {
 )]
 #[search_path(pg_catalog, pg_temp)]
 pub fn twin_config(config: JsonB) -> String {
-    TwinConfig::from_json(&config.0.to_string())
-        .or_raise()
-        .to_json()
+    let cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
+    super::catalog::check_supported(&cfg);
+    cfg.to_json()
 }

@@ -32,6 +32,7 @@ SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', time_column =
 SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', members => 1)$$);
 SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"filter": {"method": "kalman"}}')$$);
 SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"horizon": 4}')$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"ed": {"enabled": true}}')$$);
 
 -- Thirty weeks assimilated, then the rest: incremental.
 SELECT locations, observations, first_time::date, last_time::date
