@@ -480,7 +480,11 @@ BEGIN
         SELECT DISTINCT c.location FROM chosen c WHERE c.value IS NULL
     )
     SELECT c.reference_date, c.target, c.horizon, c.target_end_date, c.location, c.output_type,
-           c.output_type_id, c.value
+           c.output_type_id,
+           -- Counts are whole numbers in the file (rounding keeps quantiles in order).
+           CASE WHEN c.output_type OPERATOR(pg_catalog.<>) 'pmf'
+                     AND c.target IN (count_target, 'peak inc flu hosp')
+                THEN pg_catalog.round(c.value) ELSE c.value END
       FROM chosen c
      WHERE NOT EXISTS (SELECT 1 FROM withheld w WHERE w.location OPERATOR(pg_catalog.=) c.location)
      ORDER BY c.location, c.target, c.output_type, c.horizon NULLS FIRST, c.output_type_id;
@@ -961,7 +965,7 @@ $$;
 
 -- Documentation.
 COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
-COMMENT ON FUNCTION enkf.hub_submission(text, date, text) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): the weekly count''s quantiles at horizons 0.. of quantile_model (default combined), every other output from the twin''s trajectories; locations with a withheld value are left out.';
+COMMENT ON FUNCTION enkf.hub_submission(text, date, text) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): the weekly count''s quantiles at horizons 0.. of quantile_model (default combined), every other output from the twin''s trajectories, counts rounded to whole numbers; locations with a withheld value are left out.';
 COMMENT ON FUNCTION enkf.score_targets(text, date, date) IS
 'Scores the stored hub targets (enkf.target_forecasts, reference dates in the given range) whose truth the observation table now holds (the latest version of each count): WIS of quantiles, ranked probability score and log score (truncated at 10 nats) of pmfs, energy score of the sample trajectories; per model, target, output type, horizon and score, with the mean of its reference on the same tasks (climatology for rate change, the baseline otherwise) and the ratio.';
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';

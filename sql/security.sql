@@ -102,8 +102,9 @@ WHERE enkf.location_visible(g.location);
 -- One reference date's submission to the hub, as its CSV wants it (\copy (SELECT ...) TO
 -- 'file.csv' CSV HEADER): the weekly count's quantiles at horizons 0.. of quantile_model
 -- (default the combination, the product's best), and every other output from the twin's
--- trajectories. A location with any value withheld by small-cell suppression is left out
--- whole (the hub takes locations as optional; a NULL value it would refuse).
+-- trajectories; counts rounded to whole numbers. A location with any value withheld by
+-- small-cell suppression is left out whole (the hub takes locations as optional; a NULL value
+-- it would refuse).
 CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined')
 RETURNS TABLE (reference_date date, target text, horizon int4, target_end_date date, location text,
                output_type text, output_type_id text, value float8)
@@ -137,7 +138,11 @@ BEGIN
         SELECT DISTINCT c.location FROM chosen c WHERE c.value IS NULL
     )
     SELECT c.reference_date, c.target, c.horizon, c.target_end_date, c.location, c.output_type,
-           c.output_type_id, c.value
+           c.output_type_id,
+           -- Counts are whole numbers in the file (rounding keeps quantiles in order).
+           CASE WHEN c.output_type OPERATOR(pg_catalog.<>) 'pmf'
+                     AND c.target IN (count_target, 'peak inc flu hosp')
+                THEN pg_catalog.round(c.value) ELSE c.value END
       FROM chosen c
      WHERE NOT EXISTS (SELECT 1 FROM withheld w WHERE w.location OPERATOR(pg_catalog.=) c.location)
      ORDER BY c.location, c.target, c.output_type, c.horizon NULLS FIRST, c.output_type_id;
@@ -648,7 +653,7 @@ COMMENT ON FUNCTION enkf.suppressed(float8) IS 'Whether a count is withheld by s
 COMMENT ON FUNCTION enkf.suppression_threshold() IS 'The setting enkf.suppression_threshold (default 11): counts from 1 to this value minus 1 are withheld in the publication views.';
 COMMENT ON VIEW enkf.observed_counts IS 'Publication view: the counts each twin assimilated, per location and week, with small cells (1 to enkf.suppression_threshold - 1) withheld as NULL and flagged in suppressed.';
 COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs, every output type (quantile, pmf, sample) of every target: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id (text), value, with values withheld as in enkf.forecast_summary (NULL).';
-COMMENT ON FUNCTION enkf.hub_submission(text, date, text) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): the weekly count''s quantiles at horizons 0.. of quantile_model (default combined), every other output from the twin''s trajectories; locations with a withheld value are left out.';
+COMMENT ON FUNCTION enkf.hub_submission(text, date, text) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): the weekly count''s quantiles at horizons 0.. of quantile_model (default combined), every other output from the twin''s trajectories, counts rounded to whole numbers; locations with a withheld value are left out.';
 COMMENT ON VIEW enkf.forecast_summary IS 'Publication view: one row per forecast (twin, model, location, reference_date, horizon) with median, 50% and 95% intervals and the observed count of the target week, small cells withheld (observed_suppressed).';
 COMMENT ON FUNCTION enkf.create_roles() IS 'Creates (if missing) the NOLOGIN group roles enkf_reader, enkf_analyst, enkf_operator and enkf_admin, each including the previous, and grants their privileges. Idempotent; needs CREATEROLE and ownership of the extension. See docs/hipaa.md.';
 COMMENT ON FUNCTION enkf.compliance_report() IS 'One row per HIPAA technical control PostgreSQL can see (TLS, password hashing, pg_hba methods and TLS on network lines, pgaudit, connection logging, idle timeout, grants of dropped roles, row-level security, checksums, WAL archiving): status pass, fail or unknown (not visible to the caller), detail and remedy.';

@@ -108,6 +108,9 @@ def test_the_submission_file_obeys_the_hubs_task_definitions(cluster, dbname, co
         if output_type == "quantile":
             ordered = [v for _, v in sorted(zip(map(float, ids), values))]
             assert all(a <= b for a, b in zip(ordered, ordered[1:])), (location, target)
+            # Counts are whole numbers in the file.
+            if target in ("wk inc flu hosp", "peak inc flu hosp"):
+                assert all(v == int(v) for v in values), (location, target)
     # Every target and output type the twin makes is in the file, for every location shown.
     made = {(k[1], k[2]) for k in groups}
     assert made == {
