@@ -391,6 +391,14 @@ CROSS JOIN LATERAL pg_catalog.unnest(l.ensemble[v.k:v.k][:]) AS x
 GROUP BY t.name, l.location, l.week_end, v.variable, v.k
 ORDER BY 1, 2, v.k;
 
+-- A threshold of 1 turns suppression off, for forecast values below 1 too.
+CREATE OR REPLACE FUNCTION enkf.suppressed(observed float8) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(enkf.suppression_threshold() OPERATOR(pg_catalog.>) 1
+                    AND observed OPERATOR(pg_catalog.>) 0
+                    AND observed OPERATOR(pg_catalog.<) enkf.suppression_threshold(), false)
+$$;
+
 CREATE FUNCTION enkf.forecast_withheld(recent_min float8, value float8)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -983,6 +991,7 @@ COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb, i
 'Synthetic weekly admissions from the seirh model with known parameters (beta, ihr per location), for tests and demos: never real data. With versions > 1, each week is published as it ends and revised in each of the next versions - 1 weeks (as_of: the publication day), its first releases short of the final count by a known backfill.';
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
 COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
+COMMENT ON FUNCTION enkf.suppressed(float8) IS 'Whether a count (or forecast value) is withheld by small-cell suppression: 0 < value < enkf.suppression_threshold, when the threshold is above 1 (1 turns suppression off).';
 COMMENT ON FUNCTION enkf.forecast_withheld(float8, float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a forecast made while its location''s recent counts (recent_min: the smallest above 0 of the 4 weeks it starts from) included a withheld one.';
 COMMENT ON FUNCTION enkf.published_quantile(float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
 COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints, enkf.forecasts and enkf.target_forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';

@@ -36,10 +36,12 @@ CREATE POLICY administrators ON enkf.location_grants
     USING (enkf.is_member_of('enkf_admin')) WITH CHECK (enkf.is_member_of('enkf_admin'));
 
 -- Small-cell suppression: counts from 1 to threshold - 1 are withheld (NULL, suppressed =
--- true); zeros and missing weeks are shown as they are. Threshold: enkf.suppression_threshold.
+-- true); zeros and missing weeks are shown as they are. Threshold: enkf.suppression_threshold;
+-- 1 turns suppression off, for forecast values below 1 too.
 CREATE FUNCTION enkf.suppressed(observed float8) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT coalesce(observed OPERATOR(pg_catalog.>) 0
+    SELECT coalesce(enkf.suppression_threshold() OPERATOR(pg_catalog.>) 1
+                    AND observed OPERATOR(pg_catalog.>) 0
                     AND observed OPERATOR(pg_catalog.<) enkf.suppression_threshold(), false)
 $$;
 
@@ -649,7 +651,7 @@ COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'R
 COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role (by OID) may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it; rows of dropped roles are ignored and listed by enkf.compliance_report. Managed by enkf_admin.';
 COMMENT ON FUNCTION enkf.location_visible(text) IS 'Whether the current user may see a location''s results: through enkf.location_grants, or always when row-level security does not apply to them (table owner, superuser).';
 COMMENT ON FUNCTION enkf.is_member_of(name) IS 'Whether the current user is a member of the role; false when the role does not exist.';
-COMMENT ON FUNCTION enkf.suppressed(float8) IS 'Whether a count is withheld by small-cell suppression: 0 < count < enkf.suppression_threshold.';
+COMMENT ON FUNCTION enkf.suppressed(float8) IS 'Whether a count (or forecast value) is withheld by small-cell suppression: 0 < value < enkf.suppression_threshold, when the threshold is above 1 (1 turns suppression off).';
 COMMENT ON FUNCTION enkf.suppression_threshold() IS 'The setting enkf.suppression_threshold (default 11): counts from 1 to this value minus 1 are withheld in the publication views.';
 COMMENT ON VIEW enkf.observed_counts IS 'Publication view: the counts each twin assimilated, per location and week, with small cells (1 to enkf.suppression_threshold - 1) withheld as NULL and flagged in suppressed.';
 COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs, every output type (quantile, pmf, sample) of every target: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id (text), value, with values withheld as in enkf.forecast_summary (NULL).';

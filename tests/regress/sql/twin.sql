@@ -63,7 +63,8 @@ SELECT bool_and(value >= lag) AS monotone FROM (
   SELECT value, lag(value, 1, 0.0) OVER (PARTITION BY model, location, horizon ORDER BY quantile) AS lag
   FROM enkf.forecast_quantiles WHERE twin = 'reg') q;
 SELECT model_id, target, output_type, count(*) FROM enkf.hubverse_forecasts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
--- One reference date's submission file: locations with a withheld value left out whole.
+-- One reference date's submission file: locations with a withheld value left out whole (in
+-- July's small counts, every one).
 SELECT target, output_type, count(*), count(DISTINCT location) AS locations
 FROM enkf.hub_submission('reg', '2024-07-13') GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT regress.try($$SELECT * FROM enkf.hub_submission('reg', '2024-07-13', 'ensemble')$$);
@@ -88,6 +89,12 @@ FROM enkf.score('reg30') ORDER BY 1, 2;
 SELECT model, target, output_type, horizon, score, tasks, round(mean::numeric, 3) AS mean, reference,
        round(relative::numeric, 3) AS relative
 FROM enkf.score_targets('reg30') ORDER BY 1, 2, 3, 4, 5;
+-- reg30's submission file with nothing withheld: every target, counts as whole numbers.
+SET enkf.suppression_threshold = 1;
+SELECT target, output_type, count(*), count(DISTINCT location) AS locations,
+       min(horizon), max(horizon), bool_and(output_type = 'pmf' OR value = round(value)) AS whole
+FROM enkf.hub_submission('reg30', '2024-05-04') GROUP BY 1, 2 ORDER BY 1, 2;
+RESET enkf.suppression_threshold;
 
 -- Bad data in the table: each refused by name, nothing stored.
 CREATE TABLE obs_bad AS SELECT * FROM obs;
