@@ -414,7 +414,7 @@ $$;
 
 -- hubverse_forecasts covers every output type: output_type_id becomes text, so the view is
 -- dropped and created again, with the grants it had.
-CREATE TEMPORARY TABLE hubverse_grants ON COMMIT DROP AS
+CREATE TEMPORARY TABLE hubverse_grants AS
 SELECT a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee, a.privilege_type
   FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
  WHERE c.oid = 'enkf.hubverse_forecasts'::pg_catalog.regclass AND a.grantee <> 0 AND a.grantee <> c.relowner;
@@ -454,6 +454,8 @@ BEGIN
     END LOOP;
 END
 $$;
+-- Dropped here: as a member of the extension being updated it could not be dropped at commit.
+DROP TABLE hubverse_grants;
 
 CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined')
 RETURNS TABLE (reference_date date, target text, horizon int4, target_end_date date, location text,
@@ -467,13 +469,18 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'one of enkf (the twin), baseline, trend, combined';
     END IF;
-    SELECT t.config OPERATOR(pg_catalog.#>>) '{forecast,target}' INTO count_target
-      FROM enkf.twins t WHERE t.name OPERATOR(pg_catalog.=) hub_submission.twin;
+    -- Readers see twins through twin_summary and forecasts through the view, not enkf.twins:
+    -- the weekly count's target is the one of the trend model, which forecasts only that.
+    PERFORM FROM enkf.twin_summary t WHERE t.name OPERATOR(pg_catalog.=) hub_submission.twin;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'twin "%" does not exist', hub_submission.twin
             USING ERRCODE = 'undefined_object',
                   HINT = 'SELECT name FROM enkf.twin_summary lists the twins you can see';
     END IF;
+    SELECT h.target INTO count_target FROM enkf.hubverse_forecasts h
+     WHERE h.model_id OPERATOR(pg_catalog.=) (hub_submission.twin OPERATOR(pg_catalog.||) '-trend')
+       AND h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
+     LIMIT 1;
     RETURN QUERY
     WITH chosen AS (
         SELECT h.* FROM enkf.hubverse_forecasts h

@@ -119,13 +119,18 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'one of enkf (the twin), baseline, trend, combined';
     END IF;
-    SELECT t.config OPERATOR(pg_catalog.#>>) '{forecast,target}' INTO count_target
-      FROM enkf.twins t WHERE t.name OPERATOR(pg_catalog.=) hub_submission.twin;
+    -- Readers see twins through twin_summary and forecasts through the view, not enkf.twins:
+    -- the weekly count's target is the one of the trend model, which forecasts only that.
+    PERFORM FROM enkf.twin_summary t WHERE t.name OPERATOR(pg_catalog.=) hub_submission.twin;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'twin "%" does not exist', hub_submission.twin
             USING ERRCODE = 'undefined_object',
                   HINT = 'SELECT name FROM enkf.twin_summary lists the twins you can see';
     END IF;
+    SELECT h.target INTO count_target FROM enkf.hubverse_forecasts h
+     WHERE h.model_id OPERATOR(pg_catalog.=) (hub_submission.twin OPERATOR(pg_catalog.||) '-trend')
+       AND h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
+     LIMIT 1;
     RETURN QUERY
     WITH chosen AS (
         SELECT h.* FROM enkf.hubverse_forecasts h

@@ -288,12 +288,22 @@ def test_no_number_a_reader_sees_reveals_a_small_count(cluster, conn, dbname, ro
         return v is not None and 0 < v < 11
 
     with login(cluster, dbname, roles["reader"]) as r:
-        rows = r.execute("SELECT model_id, location, reference_date, value FROM enkf.hubverse_forecasts").fetchall()
-        assert rows and not [row for row in rows if small(row[3])]
-        for model_id, loc, ref, value in rows:
+        rows = r.execute(
+            "SELECT model_id, location, reference_date, value, output_type FROM enkf.hubverse_forecasts"
+        ).fetchall()
+        # Counts (quantiles and samples; a pmf's values are probabilities).
+        assert rows and not [row for row in rows if row[4] != "pmf" and small(row[3])]
+        assert {row[4] for row in rows if row[3] is not None} == {"quantile", "sample", "pmf"}
+        for model_id, loc, ref, value, _ in rows:
             if 0 < last[(loc, ref)] < 11 or small(recent[(loc, ref)]):
                 assert value is None, (model_id, loc, ref, last[(loc, ref)], recent[(loc, ref)])
-        assert {m.split("-")[-1] for m, _, _, v in rows if v is not None} >= {"tw", "baseline", "trend", "combined"}
+        assert {m.split("-")[-1] for m, _, _, v, _ in rows if v is not None} >= {"tw", "baseline", "trend", "combined"}
+        # The hub's submission file: no small count, and no location with a withheld value.
+        for ref in sorted({row[2] for row in rows}):
+            sub = r.execute("SELECT location, output_type, value FROM enkf.hub_submission('tw', %s)", (ref,)).fetchall()
+            assert not [s for s in sub if s[2] is None or (s[1] != "pmf" and small(s[2]))], ref
+            for loc in {s[0] for s in sub}:
+                assert not (0 < last[(loc, ref)] < 11 or small(recent[(loc, ref)])), (loc, ref)
         summary = r.execute(
             "SELECT model, location, reference_date, median, lower_50, upper_50, lower_95, upper_95, observed FROM enkf.forecast_summary"
         ).fetchall()

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from support.data import make_data
+from support.errors import sqlstate
 
 # Bounds on what a caller's arguments allocate: the same whatever the tables are (conftest.py).
 pytestmark = pytest.mark.plain_only
@@ -114,9 +115,13 @@ def test_large_allowed_runs_stay_within_the_limit(conn):
     # 7 x 40 = 280 values a checkpoint: 1,000 allows 3 location-weeks a round.
     conn.execute("SET enkf.max_ensemble_elements = 1000")
     conn.execute("SELECT * FROM enkf.assimilate('b')")
+    # A forecast's trajectories to the season's end (the hub's peak targets) are bounded by the
+    # same limit, before they are allocated.
+    state, _, hint = sqlstate(conn, "SELECT count(*) FROM enkf.forecast('b')")
+    assert state == "54000" and "targets.baseline_paths" in hint, (state, hint)
+    conn.execute("RESET enkf.max_ensemble_elements")
     fa = conn.execute("SELECT count(*) FROM enkf.forecast('a')").fetchone()[0]
     fb = conn.execute("SELECT count(*) FROM enkf.forecast('b')").fetchone()[0]
-    conn.execute("RESET enkf.max_ensemble_elements")
     same = conn.execute(
         """SELECT count(*) FILTER (WHERE a.ensemble = b.ensemble AND a.observed IS NOT DISTINCT FROM b.observed), count(*)
              FROM enkf.checkpoints a JOIN enkf.checkpoints b USING (location, week_end)

@@ -673,15 +673,21 @@ fn check_inputs(inputs: &TargetInputs<'_>, population: f64) -> Result<()> {
     Ok(())
 }
 
-/// Every target for the twin and the baseline at one location (the composition of the
-/// functions above). Weeks run: up to the later of the last horizon's target and the season's
-/// last week, at most `inputs.max_weeks`.
-pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) -> Result<Targets> {
-    let cfg = model.cfg;
-    let tc = &cfg.targets;
-    check_inputs(inputs, model.population)?;
+/// What every target of one location needs: the simulation steps of the horizons, of the
+/// week before the reference date (`base_step`) and of the latest horizon, the weeks to run,
+/// the season's Saturdays with their counts so far, and the samples' random stream.
+struct TargetPlan {
+    steps: Vec<usize>,
+    base_step: usize,
+    last_step: usize,
+    weeks: usize,
+    season_weeks: Vec<i32>,
+    observed: Vec<Option<f64>>,
+    sample_seed: u64,
+}
+
+fn target_plan(inputs: &TargetInputs<'_>) -> Result<TargetPlan> {
     let steps = horizon_steps(inputs.reference_date, inputs.last_week, inputs.horizons)?;
-    let base_step = ((inputs.reference_date - 7 - inputs.last_week) / 7) as usize;
     let last_step = steps.iter().copied().max().unwrap_or(0);
     let season_steps = ((inputs.season.last_week - inputs.last_week) / 7).max(0) as usize;
     let weeks = last_step.max(season_steps);
@@ -695,96 +701,27 @@ pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) ->
             hint: "forecast from current data, or raise the limit".into(),
         });
     }
-    let damped = match tc.peak_damped_weeks {
-        Some(k) => last_step + k as usize,
-        None => weeks,
-    };
     let season_weeks = inputs.season.weeks();
-    let observed = observed_in(inputs.history, &season_weeks);
-    let sample_seed = week_seed(inputs.location_seed, inputs.reference_date, PURPOSE_SAMPLES);
-
-    let (mut twin, twin_ed) = twin_draws(
-        model,
-        inputs.ensemble,
-        inputs.last_week,
+    Ok(TargetPlan {
+        base_step: ((inputs.reference_date - 7 - inputs.last_week) / 7) as usize,
+        last_step,
         weeks,
-        damped,
-        tc.noise,
-    );
-    if tc.nowcast == Nowcast::Reported {
-        if let Some(y) = observed_in(inputs.history, &[inputs.last_week])[0] {
-            twin.values[0].iter_mut().for_each(|v| *v = y);
-        }
-    }
-    let (peak_q, peak_w) = peak_targets(&twin, &season_weeks, &observed, inputs.levels);
-    let twin_targets = ModelTargets {
-        samples: select_samples(&twin, &steps, tc.samples, sample_seed, true),
-        quantiles: quantiles_at(&twin, &steps, inputs.levels, true),
-        rate_change: rate_change_pmf(&twin, base_step, &steps, inputs.horizons, model.population)?,
-        peak_intensity: peak_q,
-        peak_week: peak_w,
-        ed_quantiles: twin_ed.map(|d| quantiles_at(&d, &steps, inputs.levels, false)),
-    };
+        observed: observed_in(inputs.history, &season_weeks),
+        season_weeks,
+        sample_seed: week_seed(inputs.location_seed, inputs.reference_date, PURPOSE_SAMPLES),
+        steps,
+    })
+}
 
-    // The baseline sees the counts as published, as the hub's does; its quantiles at the
-    // weeks after the data are exactly those `forecast_all` stores (rounded), the week of the
-    // data itself is its last value.
-    let published = inputs.history.observed();
-    let paths = baseline_draws(
-        &published,
-        inputs.last_week,
-        weeks,
-        tc.baseline_paths,
-        week_seed(
-            inputs.location_seed,
-            inputs.last_week,
-            PURPOSE_BASELINE_PATHS,
-        ),
-    );
-    let stored = baseline_quantiles_all(
-        &published,
-        last_step.max(1),
-        inputs.levels,
-        week_seed(inputs.location_seed, inputs.last_week, PURPOSE_BASELINE),
-    );
-    let last_value = published.last().copied().unwrap_or(f64::NAN);
-    let base_quantiles = steps
-        .iter()
-        .map(|&s| match s {
-            0 => vec![last_value.round(); inputs.levels.len()],
-            s => stored[s - 1].iter().map(|v| v.round()).collect(),
-        })
-        .collect();
-    let (bpeak_q, bpeak_w) = peak_targets(&paths, &season_weeks, &observed, inputs.levels);
-    let base_ed = inputs.ed_history.map(|h| {
-        let ed = h.observed();
-        let last = ed.last().copied().unwrap_or(f64::NAN);
-        let q = baseline_quantiles_all(
-            &ed,
-            last_step.max(1),
-            inputs.levels,
-            week_seed(
-                inputs.location_seed,
-                inputs.last_week,
-                super::ed::PURPOSE_ED_BASELINE,
-            ),
-        );
-        steps
-            .iter()
-            .map(|&s| match s {
-                0 => vec![last; inputs.levels.len()],
-                s => q[s - 1].iter().map(|v| v.clamp(0.0, 1.0)).collect(),
-            })
-            .collect()
-    });
-    let baseline = ModelTargets {
-        samples: select_samples(&paths, &steps, tc.samples, sample_seed, true),
-        quantiles: base_quantiles,
-        rate_change: rate_change_pmf(&paths, base_step, &steps, inputs.horizons, model.population)?,
-        peak_intensity: bpeak_q,
-        peak_week: bpeak_w,
-        ed_quantiles: base_ed,
-    };
+/// Every target for the twin and the baseline at one location (the composition of the
+/// functions above). Weeks run: up to the later of the last horizon's target and the season's
+/// last week, at most `inputs.max_weeks`.
+pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) -> Result<Targets> {
+    check_inputs(inputs, model.population)?;
+    let plan = target_plan(inputs)?;
+    let twin = twin_targets(model, inputs, &plan)?;
+    let baseline = baseline_targets(model, inputs, &plan)?;
+    let tc = &model.cfg.targets;
     let climatology = climatological_rate_change(
         inputs.history,
         inputs.reference_date,
@@ -801,11 +738,130 @@ pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) ->
             .iter()
             .map(|h| inputs.reference_date + 7 * h)
             .collect(),
-        season_weeks,
-        twin: twin_targets,
+        season_weeks: plan.season_weeks,
+        twin,
         baseline,
         climatology,
     })
+}
+
+/// The twin's targets, from its members' trajectories.
+fn twin_targets(
+    model: &LocationModel<'_>,
+    inputs: &TargetInputs<'_>,
+    plan: &TargetPlan,
+) -> Result<ModelTargets> {
+    let tc = &model.cfg.targets;
+    let damped = match tc.peak_damped_weeks {
+        Some(k) => plan.last_step + k as usize,
+        None => plan.weeks,
+    };
+    let (mut twin, twin_ed) = twin_draws(
+        model,
+        inputs.ensemble,
+        inputs.last_week,
+        plan.weeks,
+        damped,
+        tc.noise,
+    );
+    if tc.nowcast == Nowcast::Reported {
+        if let Some(y) = observed_in(inputs.history, &[inputs.last_week])[0] {
+            twin.values[0].iter_mut().for_each(|v| *v = y);
+        }
+    }
+    let steps = &plan.steps;
+    let (peak_q, peak_w) = peak_targets(&twin, &plan.season_weeks, &plan.observed, inputs.levels);
+    Ok(ModelTargets {
+        samples: select_samples(&twin, steps, tc.samples, plan.sample_seed, true),
+        quantiles: quantiles_at(&twin, steps, inputs.levels, true),
+        rate_change: rate_change_pmf(
+            &twin,
+            plan.base_step,
+            steps,
+            inputs.horizons,
+            model.population,
+        )?,
+        peak_intensity: peak_q,
+        peak_week: peak_w,
+        ed_quantiles: twin_ed.map(|d| quantiles_at(&d, steps, inputs.levels, false)),
+    })
+}
+
+/// The baseline's targets. It sees the counts as published, as the hub's does; its quantiles
+/// at the weeks after the data are exactly those `forecast_all` stores (rounded), the week of
+/// the data itself is its last value.
+fn baseline_targets(
+    model: &LocationModel<'_>,
+    inputs: &TargetInputs<'_>,
+    plan: &TargetPlan,
+) -> Result<ModelTargets> {
+    let published = inputs.history.observed();
+    let paths = baseline_draws(
+        &published,
+        inputs.last_week,
+        plan.weeks,
+        model.cfg.targets.baseline_paths,
+        week_seed(
+            inputs.location_seed,
+            inputs.last_week,
+            PURPOSE_BASELINE_PATHS,
+        ),
+    );
+    let seed = week_seed(inputs.location_seed, inputs.last_week, PURPOSE_BASELINE);
+    let quantiles = baseline_at_steps(&published, inputs.levels, &plan.steps, seed, |v| v.round());
+    let (peak_q, peak_w) = peak_targets(&paths, &plan.season_weeks, &plan.observed, inputs.levels);
+    let ed_seed = week_seed(
+        inputs.location_seed,
+        inputs.last_week,
+        super::ed::PURPOSE_ED_BASELINE,
+    );
+    let ed_quantiles = inputs.ed_history.map(|h| {
+        baseline_at_steps(&h.observed(), inputs.levels, &plan.steps, ed_seed, |v| {
+            v.clamp(0.0, 1.0)
+        })
+    });
+    Ok(ModelTargets {
+        samples: select_samples(
+            &paths,
+            &plan.steps,
+            model.cfg.targets.samples,
+            plan.sample_seed,
+            true,
+        ),
+        quantiles,
+        rate_change: rate_change_pmf(
+            &paths,
+            plan.base_step,
+            &plan.steps,
+            inputs.horizons,
+            model.population,
+        )?,
+        peak_intensity: peak_q,
+        peak_week: peak_w,
+        ed_quantiles,
+    })
+}
+
+/// The baseline's quantiles of `series` at each step: step 0 (the week of the data) is its
+/// last value at every level (as given), later steps `baseline_quantiles_all`'s, through
+/// `finish` (rounding for counts, clamping for proportions).
+fn baseline_at_steps(
+    series: &[f64],
+    levels: &[f64],
+    steps: &[usize],
+    seed: u64,
+    finish: impl Fn(f64) -> f64,
+) -> Vec<Vec<f64>> {
+    let last_step = steps.iter().copied().max().unwrap_or(0);
+    let stored = baseline_quantiles_all(series, last_step.max(1), levels, seed);
+    let last = series.last().copied().unwrap_or(f64::NAN);
+    steps
+        .iter()
+        .map(|&s| match s {
+            0 => vec![finish(last); levels.len()],
+            s => stored[s - 1].iter().map(|&v| finish(v)).collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -193,76 +193,116 @@ fn revision_starts(
     previous_end: Option<i32>,
     kept: &HashMap<String, i32>,
 ) -> (HashMap<String, (i32, bool)>, Vec<String>) {
-    let weekly = source.weekly_values_sql(Some((1, 2)));
-    let (from, to) = (date(compare_from), date(end_week));
+    let weeks = (date(compare_from), date(end_week));
     let suspects: Option<Vec<String>> = previous_end.map(|prev| {
-        let table: HashMap<String, Fingerprint> = spi::select(
-            client,
-            &format!(
-                "SELECT loc, pg_catalog.min(week_end),
-                        coalesce(pg_catalog.bit_xor({print}) FILTER (WHERE week_end <= $3), 0),
-                        pg_catalog.count(*) FILTER (WHERE week_end <= $3), false
-                   FROM ({raw}) o GROUP BY loc",
-                print = source.row_print_sql(),
-                raw = source.raw_sql(Some((1, 2))),
-            ),
-            &[
-                DatumWithOid::from(from),
-                DatumWithOid::from(to),
-                DatumWithOid::from(date(prev)),
-            ],
-            fingerprint_row,
-        )
-        .into_iter()
-        .collect();
-        // Checkpoints written before 0.2.0 have no fingerprint (NULL): their locations are
-        // compared week by week, and `refresh_prints` fills the fingerprints in.
-        let stored: HashMap<String, Fingerprint> = spi::select(
-            client,
-            "SELECT location, pg_catalog.min(week_end), coalesce(pg_catalog.bit_xor(rows_print), 0),
-                    coalesce(pg_catalog.sum(source_rows), 0),
-                    pg_catalog.bool_or(source_rows IS NULL OR rows_print IS NULL)
-               FROM enkf.checkpoints
-              WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2
-              GROUP BY location",
-            &[
-                DatumWithOid::from(from),
-                DatumWithOid::from(date(prev)),
-                DatumWithOid::from(twin_id),
-            ],
-            fingerprint_row,
-        )
-        .into_iter()
-        .collect();
-        // Differs: a fingerprint, or data earlier than the first checkpoint, or one side only,
-        // or a location not carried to the last week (left out of an earlier run).
-        let mut out: Vec<String> = table
-            .iter()
-            .filter(|(loc, here)| match stored.get(*loc) {
-                Some(there) => {
-                    there.legacy
-                        || (here.print, here.rows) != (there.print, there.rows)
-                        || here.first < there.first
-                        || !kept.contains_key(*loc)
-                }
-                None => true,
-            })
-            .map(|(loc, _)| loc.clone())
-            .collect();
-        out.extend(
-            stored
-                .iter()
-                .filter(|(loc, there)| {
-                    (there.rows > 0 || there.legacy) && !table.contains_key(*loc)
-                })
-                .map(|(loc, _)| loc.clone()),
-        );
-        out
+        let table = table_prints(client, source, weeks, prev);
+        let stored = stored_prints(client, twin_id, weeks.0, prev);
+        differing_prints(&table, &stored, kept)
     });
     if suspects.as_ref().is_some_and(|s| s.is_empty()) {
         return (HashMap::new(), Vec::new());
     }
-    // Week by week, for the suspects only (all locations on a twin's first run).
+    let starts = weekly_differences(client, source, twin_id, weeks, suspects.as_deref());
+    (starts, suspects.unwrap_or_default())
+}
+
+/// Per location of the table: its first week from `weeks.0` and the fingerprint and number
+/// of its rows up to the previous run's last week `prev`.
+fn table_prints(
+    client: &SpiClient<'_>,
+    source: &Source,
+    (from, to): (Date, Date),
+    prev: i32,
+) -> HashMap<String, Fingerprint> {
+    spi::select(
+        client,
+        &format!(
+            "SELECT loc, pg_catalog.min(week_end),
+                    coalesce(pg_catalog.bit_xor({print}) FILTER (WHERE week_end <= $3), 0),
+                    pg_catalog.count(*) FILTER (WHERE week_end <= $3), false
+               FROM ({raw}) o GROUP BY loc",
+            print = source.row_print_sql(),
+            raw = source.raw_sql(Some((1, 2))),
+        ),
+        &[
+            DatumWithOid::from(from),
+            DatumWithOid::from(to),
+            DatumWithOid::from(date(prev)),
+        ],
+        fingerprint_row,
+    )
+    .into_iter()
+    .collect()
+}
+
+/// The same per location of the twin's checkpoints from `from` to `prev`. Checkpoints
+/// written before 0.2.0 have no fingerprint (NULL): their locations are flagged `legacy`, to
+/// be compared week by week (and `refresh_prints` fills the fingerprints in).
+fn stored_prints(
+    client: &SpiClient<'_>,
+    twin_id: i64,
+    from: Date,
+    prev: i32,
+) -> HashMap<String, Fingerprint> {
+    spi::select(
+        client,
+        "SELECT location, pg_catalog.min(week_end), coalesce(pg_catalog.bit_xor(rows_print), 0),
+                coalesce(pg_catalog.sum(source_rows), 0),
+                pg_catalog.bool_or(source_rows IS NULL OR rows_print IS NULL)
+           FROM enkf.checkpoints
+          WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2
+          GROUP BY location",
+        &[
+            DatumWithOid::from(from),
+            DatumWithOid::from(date(prev)),
+            DatumWithOid::from(twin_id),
+        ],
+        fingerprint_row,
+    )
+    .into_iter()
+    .collect()
+}
+
+/// The locations to compare week by week: a fingerprint differs, or data earlier than the
+/// first checkpoint, or one side only, or a location not carried to the last week (left out
+/// of an earlier run).
+fn differing_prints(
+    table: &HashMap<String, Fingerprint>,
+    stored: &HashMap<String, Fingerprint>,
+    kept: &HashMap<String, i32>,
+) -> Vec<String> {
+    let mut out: Vec<String> = table
+        .iter()
+        .filter(|(loc, here)| match stored.get(*loc) {
+            Some(there) => {
+                there.legacy
+                    || (here.print, here.rows) != (there.print, there.rows)
+                    || here.first < there.first
+                    || !kept.contains_key(*loc)
+            }
+            None => true,
+        })
+        .map(|(loc, _)| loc.clone())
+        .collect();
+    out.extend(
+        stored
+            .iter()
+            .filter(|(loc, there)| (there.rows > 0 || there.legacy) && !table.contains_key(*loc))
+            .map(|(loc, _)| loc.clone()),
+    );
+    out
+}
+
+/// Week by week, for the `suspects` only (every location on a twin's first run, `None`): per
+/// location, the earliest week whose count differs from its checkpoint's, and whether that
+/// week had been assimilated.
+fn weekly_differences(
+    client: &SpiClient<'_>,
+    source: &Source,
+    twin_id: i64,
+    (from, to): (Date, Date),
+    suspects: Option<&[String]>,
+) -> HashMap<String, (i32, bool)> {
     let only = |col: &str| match suspects {
         Some(_) => format!(" AND {col} = ANY($4::pg_catalog.text[])"),
         None => String::new(),
@@ -279,6 +319,7 @@ fn revision_starts(
           WHERE (c.location IS NULL OR c.observed IS DISTINCT FROM o.value)
             AND coalesce(o.week_end, c.week_end) BETWEEN $1 AND $2
           GROUP BY 1",
+        weekly = source.weekly_values_sql(Some((1, 2))),
         o_only = only("w.loc"),
         c_only = only("location"),
     );
@@ -287,10 +328,10 @@ fn revision_starts(
         DatumWithOid::from(to),
         DatumWithOid::from(twin_id),
     ];
-    if let Some(s) = &suspects {
-        args.push(DatumWithOid::from(s.clone()));
+    if let Some(s) = suspects {
+        args.push(DatumWithOid::from(s.to_vec()));
     }
-    let starts = spi::select(client, &diff_sql, &args, |r| {
+    spi::select(client, &diff_sql, &args, |r| {
         Ok((
             r.get::<String>(1)?.unwrap_or_default(),
             (
@@ -302,8 +343,7 @@ fn revision_starts(
         ))
     })
     .into_iter()
-    .collect();
-    (starts, suspects.unwrap_or_default())
+    .collect()
 }
 
 /// A location's first week in the compared weeks and the fingerprint of its rows there.

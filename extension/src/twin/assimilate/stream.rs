@@ -10,7 +10,7 @@ use enkf_core::twin::cycle::{self, CycleContext, DataProblem, LocationJob, WeekD
 use pgrx::datum::{Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
+use pgrx::spi::{SpiClient, SpiCursor, SpiHeapTupleData, SpiResult};
 
 use super::plan::Plan;
 use super::write::{self, CheckpointWriter};
@@ -90,50 +90,8 @@ pub(super) fn run(
         writer: CheckpointWriter::new(twin, run_id),
         totals: Totals::default(),
     };
-    let locations: Vec<String> = plan.locations.iter().map(|p| p.location.clone()).collect();
-    let starts: Vec<Date> = plan.locations.iter().map(|p| date(p.start)).collect();
-    let min_start = plan
-        .locations
-        .iter()
-        .map(|p| p.start)
-        .min()
-        .unwrap_or(plan.origin);
-    let window = twin.config.observation_error.window as i64;
-    let mut states = spi::ok(client.try_open_cursor(
-        "SELECT p.loc, p.start, cp.ensemble,
-                ARRAY(SELECT r.observed FROM enkf.checkpoints r
-                       WHERE r.twin_id = $1 AND r.location = p.loc AND r.week_end < p.start
-                         AND r.observed IS NOT NULL ORDER BY r.week_end DESC LIMIT $4)
-           FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.date[])) AS p(loc, start)
-           LEFT JOIN enkf.checkpoints cp ON cp.twin_id = $1 AND cp.location = p.loc AND cp.week_end = p.start - 7
-          ORDER BY p.loc COLLATE \"C\"",
-        &[
-            DatumWithOid::from(twin.id),
-            DatumWithOid::from(locations.clone()),
-            DatumWithOid::from(starts.clone()),
-            DatumWithOid::from(window),
-        ],
-    ));
-    let rows_sql = format!(
-        "SELECT s.loc, s.week_end, CASE WHEN pg_catalog.bool_and(s.ok) THEN pg_catalog.sum(s.v) END,
-                pg_catalog.count(*), pg_catalog.count(DISTINCT s.t),
-                pg_catalog.min(s.v) FILTER (WHERE s.ok), pg_catalog.bit_xor({print})
-           FROM ({raw}) s JOIN ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.date[])) AS p(loc, start)
-             ON p.loc = s.loc AND s.week_end >= p.start
-          WHERE s.week_end <= $2
-          GROUP BY s.loc, s.week_end ORDER BY s.loc COLLATE \"C\", s.week_end",
-        raw = source.raw_sql(Some((1, 2))),
-        print = source.row_print_sql(),
-    );
-    let mut data = spi::ok(client.try_open_cursor(
-        rows_sql.as_str(),
-        &[
-            DatumWithOid::from(date(min_start)),
-            DatumWithOid::from(date(plan.end_week)),
-            DatumWithOid::from(locations),
-            DatumWithOid::from(starts),
-        ],
-    ));
+    let mut states = open_start_states(client, twin, plan);
+    let mut data = open_weekly_rows(client, source, plan);
     // Start states hold an ensemble each: fetched no more at a time than the budget allows.
     let fetch_states = stream.budget_weeks.clamp(1, 256) as i64;
     let mut scratch = PgMemoryContexts::new("pg_enkf assimilate states");
@@ -166,6 +124,67 @@ pub(super) fn run(
     drop(states);
     drop(data);
     stream.totals
+}
+
+/// The planned locations' start states (`start_of`), in location order: the checkpoint of
+/// the week before each start and the recent counts the observation error needs.
+fn open_start_states<'c>(client: &SpiClient<'c>, twin: &Twin, plan: &Plan) -> SpiCursor<'c> {
+    let (locations, starts) = plan_columns(plan);
+    spi::ok(client.try_open_cursor(
+        "SELECT p.loc, p.start, cp.ensemble,
+                ARRAY(SELECT r.observed FROM enkf.checkpoints r
+                       WHERE r.twin_id = $1 AND r.location = p.loc AND r.week_end < p.start
+                         AND r.observed IS NOT NULL ORDER BY r.week_end DESC LIMIT $4)
+           FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.date[])) AS p(loc, start)
+           LEFT JOIN enkf.checkpoints cp ON cp.twin_id = $1 AND cp.location = p.loc AND cp.week_end = p.start - 7
+          ORDER BY p.loc COLLATE \"C\"",
+        &[
+            DatumWithOid::from(twin.id),
+            DatumWithOid::from(locations),
+            DatumWithOid::from(starts),
+            DatumWithOid::from(twin.config.observation_error.window as i64),
+        ],
+    ))
+}
+
+/// The planned locations' weekly rows (`week_of`) from their starts to the end week, in the
+/// same location order.
+fn open_weekly_rows<'c>(client: &SpiClient<'c>, source: &Source, plan: &Plan) -> SpiCursor<'c> {
+    let (locations, starts) = plan_columns(plan);
+    let min_start = plan
+        .locations
+        .iter()
+        .map(|p| p.start)
+        .min()
+        .unwrap_or(plan.origin);
+    let rows_sql = format!(
+        "SELECT s.loc, s.week_end, CASE WHEN pg_catalog.bool_and(s.ok) THEN pg_catalog.sum(s.v) END,
+                pg_catalog.count(*), pg_catalog.count(DISTINCT s.t),
+                pg_catalog.min(s.v) FILTER (WHERE s.ok), pg_catalog.bit_xor({print})
+           FROM ({raw}) s JOIN ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.date[])) AS p(loc, start)
+             ON p.loc = s.loc AND s.week_end >= p.start
+          WHERE s.week_end <= $2
+          GROUP BY s.loc, s.week_end ORDER BY s.loc COLLATE \"C\", s.week_end",
+        raw = source.raw_sql(Some((1, 2))),
+        print = source.row_print_sql(),
+    );
+    spi::ok(client.try_open_cursor(
+        rows_sql.as_str(),
+        &[
+            DatumWithOid::from(date(min_start)),
+            DatumWithOid::from(date(plan.end_week)),
+            DatumWithOid::from(locations),
+            DatumWithOid::from(starts),
+        ],
+    ))
+}
+
+/// The plan's locations and start weeks, as the two array parameters of the cursors.
+fn plan_columns(plan: &Plan) -> (Vec<String>, Vec<Date>) {
+    plan.locations
+        .iter()
+        .map(|p| (p.location.clone(), date(p.start)))
+        .unzip()
 }
 
 fn start_of(r: &SpiHeapTupleData<'_>) -> SpiResult<Start> {
