@@ -186,6 +186,31 @@ def test_install_binds_nothing_planted_beforehand(cluster, roles):
             admin.execute(f"DROP ROLE IF EXISTS m_{name}")
 
 
+def test_a_schema_named_enkf_made_beforehand_stops_the_install(cluster):
+    """The extension creates its schema itself: a role with CREATE on the database that made a
+    schema enkf first (to own what lands in it) makes CREATE EXTENSION fail, with nothing
+    installed. (This is why the control file names no schema: PostgreSQL would create it
+    before the script, and the script could not tell it from a squatter's.)"""
+    name = "h_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f"CREATE ROLE s_{name} LOGIN")
+        admin.execute(f'GRANT CREATE ON DATABASE "{name}" TO s_{name}')
+    try:
+        with login(cluster, name, f"s_{name}") as db:
+            db.execute("CREATE SCHEMA enkf")
+        with psycopg.connect(cluster.dsn(name), autocommit=True) as db:
+            with pytest.raises(psycopg.Error) as err:
+                db.execute("CREATE EXTENSION pg_enkf")
+            assert "is not a member of extension" in str(err.value), str(err.value)
+            assert db.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_enkf'").fetchone()[0] == 0
+            assert db.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'enkf'::regnamespace").fetchone()[0] == 0
+    finally:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f"DROP ROLE IF EXISTS s_{name}")
+
+
 def test_every_function_pins_its_search_path(conn):
     unpinned = conn.execute(
         """SELECT p.oid::regprocedure::text FROM pg_proc p
