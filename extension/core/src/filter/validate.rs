@@ -59,6 +59,13 @@ fn check_values(data: &[f64], members: usize) -> Result<()> {
 }
 
 pub(super) fn validate_arguments(n: usize, obs: &Observations, opts: &Options) -> Result<()> {
+    validate_observations(n, obs)?;
+    validate_options(opts)
+}
+
+/// The observations: one variance and one state index (below `n`) per value, all finite,
+/// variances positive.
+fn validate_observations(n: usize, obs: &Observations) -> Result<()> {
     let m = obs.values.len();
     if obs.variance.len() != m {
         return Err(EnkfError::shape(
@@ -106,6 +113,11 @@ pub(super) fn validate_arguments(n: usize, obs: &Observations, opts: &Options) -
             hint: "obs_index is 1-based and must not exceed the number of state elements (rows of ensemble)".into(),
         });
     }
+    Ok(())
+}
+
+/// The filter's options: inflation, relaxation and localization radius.
+fn validate_options(opts: &Options) -> Result<()> {
     if !(opts.inflation.is_finite() && opts.inflation >= 1.0) {
         return Err(EnkfError::invalid(
             "inflation",

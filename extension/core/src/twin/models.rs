@@ -97,17 +97,7 @@ pub fn forecast_all(
             hint: "steps[h] = h + 1 when the data are current".into(),
         });
     }
-    if levels.is_empty()
-        || !levels.windows(2).all(|w| w[0] < w[1])
-        || levels[0] <= 0.0
-        || levels[levels.len() - 1] >= 1.0
-    {
-        return Err(EnkfError::InvalidValue {
-            arg: "quantile_levels",
-            detail: "levels must increase strictly within (0, 1)".into(),
-            hint: "e.g. the 23 FluSight levels 0.01, 0.025, 0.05, ..., 0.975, 0.99".into(),
-        });
-    }
+    check_levels(levels)?;
     let max_steps = steps.iter().copied().max().unwrap_or(1);
     let pick =
         |all: &[Vec<f64>]| -> Vec<Vec<f64>> { steps.iter().map(|s| all[s - 1].clone()).collect() };
@@ -138,15 +128,44 @@ pub fn forecast_all(
             quantiles: trend,
         },
     ];
+    let combined = combination(cfg, &out, steps.len(), levels, calibration);
+    out.push(combined);
+    Ok(out)
+}
+
+/// Refuses quantile levels that do not increase strictly within (0, 1).
+pub(crate) fn check_levels(levels: &[f64]) -> Result<()> {
+    if levels.is_empty()
+        || !levels.windows(2).all(|w| w[0] < w[1])
+        || levels[0] <= 0.0
+        || levels[levels.len() - 1] >= 1.0
+    {
+        return Err(EnkfError::InvalidValue {
+            arg: "quantile_levels",
+            detail: "levels must increase strictly within (0, 1)".into(),
+            hint: "e.g. the 23 FluSight levels 0.01, 0.025, 0.05, ..., 0.975, 0.99".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The combination of the components `cfg.combination.components` names, per horizon.
+fn combination(
+    cfg: &TwinConfig,
+    components: &[ComponentForecast],
+    horizons: usize,
+    levels: &[f64],
+    calibration: &Calibration,
+) -> ComponentForecast {
     let members: Vec<Component> = cfg
         .combination
         .components
         .iter()
         .filter_map(|n| Component::from_name(n))
         .collect();
-    let combined = (0..steps.len())
+    let quantiles = (0..horizons)
         .map(|h| {
-            let parts: Vec<(Component, &[f64])> = out
+            let parts: Vec<(Component, &[f64])> = components
                 .iter()
                 .filter(|c| members.contains(&c.component))
                 .map(|c| (c.component, c.quantiles[h].as_slice()))
@@ -154,11 +173,10 @@ pub fn forecast_all(
             combine(levels, h, &parts, calibration)
         })
         .collect();
-    out.push(ComponentForecast {
+    ComponentForecast {
         component: Component::Combined,
-        quantiles: combined,
-    });
-    Ok(out)
+        quantiles,
+    }
 }
 
 #[cfg(test)]

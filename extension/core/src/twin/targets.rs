@@ -651,18 +651,7 @@ fn check_inputs(inputs: &TargetInputs<'_>, population: f64) -> Result<()> {
             "the locations table's population",
         ));
     }
-    let levels = inputs.levels;
-    if levels.is_empty()
-        || !levels.windows(2).all(|w| w[0] < w[1])
-        || levels[0] <= 0.0
-        || levels[levels.len() - 1] >= 1.0
-    {
-        return Err(EnkfError::invalid(
-            "quantile_levels",
-            "levels must increase strictly within (0, 1)",
-            "e.g. the 23 FluSight levels 0.01, 0.025, 0.05, ..., 0.975, 0.99",
-        ));
-    }
+    super::models::check_levels(inputs.levels)?;
     if inputs.ensemble.ncols() == 0 {
         return Err(EnkfError::shape(
             "ensemble",

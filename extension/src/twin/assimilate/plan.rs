@@ -387,40 +387,7 @@ fn refresh_prints(
     prev: i32,
     suspects: Vec<String>,
 ) {
-    let weeks = spi::select(
-        client,
-        &format!(
-            "SELECT w.loc, w.week_end, w.value, w.print, w.n_rows FROM ({weekly}) w
-              WHERE w.loc = ANY($3::pg_catalog.text[])",
-            weekly = source.weekly_sql(Some((1, 2))),
-        ),
-        &[
-            DatumWithOid::from(date(from)),
-            DatumWithOid::from(date(prev)),
-            DatumWithOid::from(suspects.clone()),
-        ],
-        |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<Date>(2)?,
-                r.get::<f64>(3)?,
-                r.get::<i64>(4)?.unwrap_or(0),
-                r.get::<i64>(5)?.unwrap_or(0),
-            ))
-        },
-    );
-    let mut locations = Vec::with_capacity(weeks.len());
-    let mut week_ends = Vec::with_capacity(weeks.len());
-    let mut values = Vec::with_capacity(weeks.len());
-    let mut prints = Vec::with_capacity(weeks.len());
-    let mut counts = Vec::with_capacity(weeks.len());
-    for (loc, week, value, print, n) in weeks {
-        locations.push(loc);
-        week_ends.push(week);
-        values.push(value);
-        prints.push(print);
-        counts.push(i32::try_from(n).unwrap_or(i32::MAX));
-    }
+    let w = weekly_prints(client, source, from, prev, &suspects);
     // Weeks with rows, then weeks without (missing, assimilated as such).
     spi::update(
         client,
@@ -433,11 +400,11 @@ fn refresh_prints(
             DatumWithOid::from(date(from)),
             DatumWithOid::from(date(prev)),
             DatumWithOid::from(twin_id),
-            DatumWithOid::from(locations.clone()),
-            DatumWithOid::from(week_ends.clone()),
-            DatumWithOid::from(values),
-            DatumWithOid::from(prints),
-            DatumWithOid::from(counts),
+            DatumWithOid::from(w.locations.clone()),
+            DatumWithOid::from(w.week_ends.clone()),
+            DatumWithOid::from(w.values),
+            DatumWithOid::from(w.prints),
+            DatumWithOid::from(w.counts),
         ],
     );
     spi::update(
@@ -453,10 +420,66 @@ fn refresh_prints(
             DatumWithOid::from(date(prev)),
             DatumWithOid::from(twin_id),
             DatumWithOid::from(suspects),
-            DatumWithOid::from(locations),
-            DatumWithOid::from(week_ends),
+            DatumWithOid::from(w.locations),
+            DatumWithOid::from(w.week_ends),
         ],
     );
+}
+
+/// The table's weeks with rows of some locations, as columns: each week's sum, fingerprint
+/// and number of rows.
+struct WeeklyPrints {
+    locations: Vec<String>,
+    week_ends: Vec<Option<Date>>,
+    values: Vec<Option<f64>>,
+    prints: Vec<i64>,
+    counts: Vec<i32>,
+}
+
+fn weekly_prints(
+    client: &SpiClient<'_>,
+    source: &Source,
+    from: i32,
+    prev: i32,
+    locations: &[String],
+) -> WeeklyPrints {
+    let weeks = spi::select(
+        client,
+        &format!(
+            "SELECT w.loc, w.week_end, w.value, w.print, w.n_rows FROM ({weekly}) w
+              WHERE w.loc = ANY($3::pg_catalog.text[])",
+            weekly = source.weekly_sql(Some((1, 2))),
+        ),
+        &[
+            DatumWithOid::from(date(from)),
+            DatumWithOid::from(date(prev)),
+            DatumWithOid::from(locations.to_vec()),
+        ],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<Date>(2)?,
+                r.get::<f64>(3)?,
+                r.get::<i64>(4)?.unwrap_or(0),
+                r.get::<i64>(5)?.unwrap_or(0),
+            ))
+        },
+    );
+    let mut out = WeeklyPrints {
+        locations: Vec::with_capacity(weeks.len()),
+        week_ends: Vec::with_capacity(weeks.len()),
+        values: Vec::with_capacity(weeks.len()),
+        prints: Vec::with_capacity(weeks.len()),
+        counts: Vec::with_capacity(weeks.len()),
+    };
+    for (loc, week, value, print, n) in weeks {
+        out.locations.push(loc);
+        out.week_ends.push(week);
+        out.values.push(value);
+        out.prints.push(print);
+        out.counts.push(i32::try_from(n).unwrap_or(i32::MAX));
+    }
+    out
 }
 
 /// The least work_mem the revision check runs with: its passes aggregate every row of the table
