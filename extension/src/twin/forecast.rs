@@ -4,8 +4,8 @@
 //! recent scores. All are stored in `enkf.forecasts`, each under its own model name; one
 //! (the twin's by default) is returned.
 
-use enkf_core::twin::ed;
 use enkf_core::twin::combine::{calibrate, Calibration, Scored};
+use enkf_core::twin::ed;
 use enkf_core::twin::forecast::{target_rows, StoredAnalysis, TargetRow};
 use enkf_core::twin::models::{Component, ComponentForecast, History};
 use enkf_core::EnkfError;

@@ -257,7 +257,8 @@ impl Source {
                 "pg_catalog.hashfloat8extended(pg_catalog.date_part('epoch', t), 0)".to_string()
             }
         };
-        let count = format!("pg_catalog.hashfloat8extended(coalesce(v, 'NaN'::pg_catalog.float8), {seed})");
+        let count =
+            format!("pg_catalog.hashfloat8extended(coalesce(v, 'NaN'::pg_catalog.float8), {seed})");
         // With the ED stream a row's proportion is part of it too (a revised proportion is a
         // revision); without, the hash is the one of before, bit for bit.
         match self.ed {

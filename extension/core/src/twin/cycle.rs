@@ -242,9 +242,8 @@ impl Stepper<'_> {
                 let admissions = o
                     .value
                     .map(|y| (y, push_mean(&mut self.recent, self.window, y)));
-                let proportion = o
-                    .ed
-                    .map(|p| (p, push_mean(&mut self.recent_ed, ed_window, p)));
+                let proportion =
+                    o.ed.map(|p| (p, push_mean(&mut self.recent_ed, ed_window, p)));
                 ed::update(&self.model, &mut self.ens, admissions, proportion, week)
                     .map_err(DataProblem::Numerics)?;
                 o.ed
@@ -543,7 +542,12 @@ mod tests {
         let model = LocationModel::new(&cfg, "06", 1e6);
         let mut ens = model.prior(members);
         let mut counts = VecDeque::new();
-        for (k, (a, b)) in with_ed.checkpoints.iter().zip(&without.checkpoints).enumerate() {
+        for (k, (a, b)) in with_ed
+            .checkpoints
+            .iter()
+            .zip(&without.checkpoints)
+            .enumerate()
+        {
             model.step(&mut ens, a.week);
             if let Some(y) = data[k].value {
                 let mean = push_mean(&mut counts, 3, y);
@@ -552,7 +556,11 @@ mod tests {
             assert_eq!(a.ensemble.nrows(), STATE_DIM_PLAIN);
             assert_eq!(a.observed_ed, None);
             for (x, y) in [(a, &ens), (b, &ens)] {
-                let same = x.ensemble.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits());
+                let same = x
+                    .ensemble
+                    .iter()
+                    .zip(y.iter())
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
                 assert!(same, "week {k}");
             }
         }

@@ -404,7 +404,13 @@ mod tests {
         // Every model's weekly forecast takes the ED twin's 10 rows too.
         let a = analysis(None);
         let out = a
-            .forecast(&cfg, members, &[1, 2], &FLUSIGHT_LEVELS, &Calibration::neutral())
+            .forecast(
+                &cfg,
+                members,
+                &[1, 2],
+                &FLUSIGHT_LEVELS,
+                &Calibration::neutral(),
+            )
             .expect("forecast");
         assert!(out.iter().all(|f| f.quantiles.len() == 2));
     }

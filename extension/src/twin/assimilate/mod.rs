@@ -195,9 +195,10 @@ mod tests {
         let values: Vec<Option<f64>> = Spi::get_one("SELECT array_agg(value ORDER BY time) FROM o")
             .expect("spi")
             .expect("values");
-        let proportions: Vec<Option<f64>> = Spi::get_one("SELECT array_agg(ed ORDER BY time) FROM o")
-            .expect("spi")
-            .expect("proportions");
+        let proportions: Vec<Option<f64>> =
+            Spi::get_one("SELECT array_agg(ed ORDER BY time) FROM o")
+                .expect("spi")
+                .expect("proportions");
         let weeks: Vec<WeekData> = weeks_with_rows
             .iter()
             .zip(values.iter().zip(&proportions))
@@ -256,10 +257,9 @@ mod tests {
             }
         }
         if with_ed {
-            let assimilated: Option<i64> = Spi::get_one(
-                "SELECT count(*) FROM enkf.checkpoints WHERE observed_ed IS NOT NULL",
-            )
-            .expect("spi");
+            let assimilated: Option<i64> =
+                Spi::get_one("SELECT count(*) FROM enkf.checkpoints WHERE observed_ed IS NOT NULL")
+                    .expect("spi");
             // 11 weeks with rows; two without a proportion (one of them without a count).
             assert_eq!(assimilated, Some(9));
         }

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use enkf_core::twin::ed;
 use enkf_core::twin::cycle::{self, CycleContext, DataProblem, LocationJob, WeekData};
+use enkf_core::twin::ed;
 use pgrx::datum::{Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::prelude::*;

@@ -1,8 +1,8 @@
 //! What a run writes: it cuts the checkpoints a revision invalidates, stores the new ones in
 //! bulk, and prunes those older than `checkpoints.keep_weeks`.
 
-use enkf_core::twin::ed;
 use enkf_core::twin::cycle::Checkpoint;
+use enkf_core::twin::ed;
 use pgrx::datum::{Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::spi::SpiClient;
