@@ -421,6 +421,46 @@ mod tests {
             .collect()
     }
 
+    /// Known answer: a week's proportion pulls the ensemble's modelled proportion (row ED_P)
+    /// towards it; the same week without a proportion is the count-only update of that row.
+    #[test]
+    fn a_weeks_proportion_pulls_the_ed_rows_towards_it_and_its_absence_leaves_them_count_only() {
+        let cfg = ed_config();
+        let members = 40;
+        let ctx = CycleContext {
+            config: &cfg,
+            members,
+            origin: 0,
+            end_week: 7 * 8,
+        };
+        let mean_p = |e: &DMatrix<f64>| e.row(ed::ED_P).mean();
+        let mut data: Vec<WeekData> = (0..8).map(|k| week(7 * k, Some(30.0))).collect();
+        let plain = run(&ctx, &job(data.clone()), 1000).unwrap();
+        // The forecast of week 7 from week 6's analysis: its proportion is what week 7 would
+        // have without any ED data.
+        let model = LocationModel::new(&cfg, "06", 1e6);
+        let mut forecast = plain.checkpoints[6].ensemble.clone();
+        model.step_any(&mut forecast, 49, 1.0);
+        let prior = mean_p(&forecast);
+        for target in [0.2, 1e-4] {
+            data[7].ed = Some(target);
+            let with = run(&ctx, &job(data.clone()), 1000).unwrap();
+            assert_eq!(with.checkpoints[7].observed_ed, Some(target));
+            let post = mean_p(&with.checkpoints[7].ensemble);
+            assert!(
+                (post - target).abs() < (prior - target).abs(),
+                "target {target}: prior {prior}, posterior {post}"
+            );
+            // Weeks before it are untouched.
+            assert_eq!(with.checkpoints[6].ensemble, plain.checkpoints[6].ensemble);
+        }
+        // Without a proportion, week 7 is ed::update with the count alone.
+        let mut count_only = forecast.clone();
+        ed::update(&model, &mut count_only, Some((30.0, 30.0)), None, 49).unwrap();
+        assert_eq!(plain.checkpoints[7].ensemble, count_only);
+        assert_eq!(plain.checkpoints[7].observed_ed, None);
+    }
+
     #[test]
     fn the_ed_stream_is_the_joint_update_of_both_streams_week_by_week() {
         let cfg = ed_config();
