@@ -601,6 +601,12 @@ BEGIN
         END IF;
     END IF;
     canonical := enkf.twin_config(NEW.config);
+    -- The ED-visit stream is on exactly when the twin reads its column (10 state rows).
+    IF ((canonical::jsonb #>> '{ed,enabled}')::boolean) IS DISTINCT FROM (NEW.ed_column IS NOT NULL) THEN
+        RAISE EXCEPTION 'config: ed.enabled of twin "%" must be %, as set by its ed_column', NEW.name, NEW.ed_column IS NOT NULL
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the ED-visit stream is turned on by ed_column at enkf.create_twin; drop and re-create the twin to change it';
+    END IF;
     IF TG_OP = 'UPDATE' AND OLD.origin IS NOT NULL
        AND (canonical::jsonb ->> 'week_ends_on') IS DISTINCT FROM (OLD.config ->> 'week_ends_on') THEN
         RAISE EXCEPTION 'config: week_ends_on of twin "%" cannot change after its first assimilation', OLD.name
