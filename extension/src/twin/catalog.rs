@@ -308,7 +308,7 @@ fn missing_column(argument: &str, relation: &str, column_name: &str) -> ! {
         PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
         format!("{argument}: column \"{column_name}\" does not exist in {relation}"),
         None,
-        "name the columns with time_column, location_column, value_column (and as_of_column) at enkf.create_twin, or expose them under those names through a view",
+        "name the columns with time_column, location_column, value_column (and as_of_column, ed_column) at enkf.create_twin, or expose them under those names through a view",
     )
 }
 
