@@ -414,8 +414,8 @@ mod tests {
     fn ed_weeks(n: i32) -> Vec<WeekData> {
         (0..n)
             .map(|k| {
-                let mut w = week(7 * k, (k % 5 != 3).then(|| 20.0 + 4.0 * k as f64));
-                w.ed = (k % 4 != 2).then(|| 0.004 + 0.0005 * k as f64);
+                let mut w = week(7 * k, (k % 5 != 3).then_some(20.0 + 4.0 * k as f64));
+                w.ed = (k % 4 != 2).then_some(0.004 + 0.0005 * k as f64);
                 w
             })
             .collect()
