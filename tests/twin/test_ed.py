@@ -7,7 +7,6 @@ proportions are derived from the generator's counts, so the truth is known."""
 
 from __future__ import annotations
 
-import pytest
 
 from support.errors import sqlstate
 
