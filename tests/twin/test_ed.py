@@ -7,7 +7,6 @@ proportions are derived from the generator's counts, so the truth is known."""
 
 from __future__ import annotations
 
-
 from support.errors import sqlstate
 
 ED_TARGET = "wk inc flu prop ed visits"
