@@ -233,7 +233,7 @@ impl Source {
                     {ed} AS e
                FROM {rel} AS src{filter}",
             ed = self.ed.as_ref().map_or("NULL::pg_catalog.float8".to_string(), |c| format!(
-                "pg_catalog.nullif((src.{c})::pg_catalog.float8, 'NaN'::pg_catalog.float8)"
+                "NULLIF((src.{c})::pg_catalog.float8, 'NaN'::pg_catalog.float8)"
             )),
             loc = self.location,
             week = self.week_expr(),

@@ -134,17 +134,19 @@ SELECT o.time, o.location, o.value,
        CASE WHEN o.time <> '2023-11-04' THEN 0.005 + 0.4 * o.value / l.population * 1e3 END AS ed
 FROM obs o JOIN locs l USING (location);
 SELECT enkf.create_twin('reg_ed', 'obs_ed', 'locs', members => 20, config => '{"seed": 7}', ed_column => 'ed') > 0 AS created;
-SELECT config->'ed'->'enabled' AS ed_enabled, ed_column FROM enkf.twins JOIN enkf.twin_summary USING (twin_id, name) WHERE name = 'reg_ed';
+SELECT config->'ed'->'enabled' AS ed_enabled, ed_column FROM enkf.twins WHERE name = 'reg_ed';
+SELECT ed_column FROM enkf.twin_summary WHERE name = 'reg_ed';
 SELECT locations, observations FROM enkf.assimilate('reg_ed', through => '2024-04-30');
 SELECT pg_catalog.array_length(ensemble, 1) AS rows, pg_catalog.array_length(ensemble, 2) AS members,
        count(*) AS checkpoints, count(observed_ed) AS with_ed
 FROM enkf.checkpoints JOIN enkf.twins USING (twin_id) WHERE name = 'reg_ed' GROUP BY 1, 2;
 SELECT variable, count(*) AS locations FROM enkf.state_estimates WHERE twin = 'reg_ed' GROUP BY variable ORDER BY 1;
 SELECT min(reference_date) AS reference_date, count(*) > 0 AS forecast FROM enkf.forecast('reg_ed');
-SELECT model, count(*) AS rows, min(horizon) AS first_horizon, max(horizon) AS last_horizon, bool_or(counts) AS counts,
-       bool_and(output_values[1] >= 0 AND output_values[cardinality(output_values)] <= 1) AS in_0_1
-FROM enkf.target_forecasts JOIN enkf.twins USING (twin_id)
-WHERE name = 'reg_ed' AND target = 'wk inc flu prop ed visits' GROUP BY model ORDER BY model;
+SELECT f.model, count(*) AS rows, min(f.horizon) AS first_horizon, max(f.horizon) AS last_horizon,
+       bool_or(f.counts) AS counts,
+       bool_and(f.output_values[1] >= 0 AND f.output_values[cardinality(f.output_values)] <= 1) AS in_0_1
+FROM enkf.target_forecasts f JOIN enkf.twins t USING (twin_id)
+WHERE t.name = 'reg_ed' AND f.target = 'wk inc flu prop ed visits' GROUP BY f.model ORDER BY f.model;
 SELECT count(*) AS submission_rows FROM enkf.hub_submission('reg_ed', '2024-05-04') WHERE target = 'wk inc flu prop ed visits';
 -- A proportion outside [0, 1] (a percentage) is refused by name, and nothing is stored.
 UPDATE obs_ed SET ed = 2.5 WHERE time = '2024-05-04' AND location = (SELECT min(location) FROM locs);
