@@ -460,6 +460,9 @@ BEGIN
     END LOOP;
 END
 $$;
+-- Dropped here: created in this script it is a member of the extension, which ON COMMIT DROP
+-- alone may not drop.
+DROP TABLE hubverse_grants;
 
 CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined')
 RETURNS TABLE (reference_date date, target text, horizon int4, target_end_date date, location text,
