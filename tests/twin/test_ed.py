@@ -140,7 +140,7 @@ def test_twins_without_the_column_are_unchanged_and_bad_columns_and_values_are_r
 
     # A percentage instead of a proportion: refused by name, and nothing stored.
     conn.execute("SELECT enkf.create_twin('ed', 'obs', 'locs', members => 20, ed_column => 'ed_prop')")
-    conn.execute("UPDATE obs SET ed_prop = 100 * ed_prop WHERE time = '2025-09-06'")
+    conn.execute("UPDATE obs SET ed_prop = 2.5 WHERE time = '2025-09-06'")
     state, message, hint = sqlstate(conn, "SELECT * FROM enkf.assimilate('ed')")
     assert state == "22023", message
     assert "ed_prop" in message and "outside [0, 1]" in message and "2025-09-06" in message

@@ -147,7 +147,11 @@ SELECT f.model, count(*) AS rows, min(f.horizon) AS first_horizon, max(f.horizon
        bool_and(f.output_values[1] >= 0 AND f.output_values[cardinality(f.output_values)] <= 1) AS in_0_1
 FROM enkf.target_forecasts f JOIN enkf.twins t USING (twin_id)
 WHERE t.name = 'reg_ed' AND f.target = 'wk inc flu prop ed visits' GROUP BY f.model ORDER BY f.model;
-SELECT count(*) AS submission_rows FROM enkf.hub_submission('reg_ed', '2024-05-04') WHERE target = 'wk inc flu prop ed visits';
+-- The submission file has it (small counts of these synthetic locations withheld otherwise).
+SET enkf.suppression_threshold = 1;
+SELECT location, count(*) AS ed_rows, min(value) >= 0 AND max(value) <= 1 AS in_0_1
+FROM enkf.hub_submission('reg_ed', '2024-05-04') WHERE target = 'wk inc flu prop ed visits' GROUP BY 1 ORDER BY 1;
+RESET enkf.suppression_threshold;
 -- A proportion outside [0, 1] (a percentage) is refused by name, and nothing is stored.
 UPDATE obs_ed SET ed = 2.5 WHERE time = '2024-05-04' AND location = (SELECT min(location) FROM locs);
 SELECT regress.try($$SELECT * FROM enkf.assimilate('reg_ed')$$);
