@@ -36,7 +36,7 @@ pub struct Versions {
 
 impl Source {
     /// The twin's observation table, its columns checked to exist with usable types (42703,
-    /// 42804 otherwise), every version; and whether every row can be placed in a week (the
+    /// 42804 otherwise; the ED column too), every version; and whether every row can be placed in a week (the
     /// time and location columns are NOT NULL).
     pub fn checked(client: &SpiClient<'_>, twin: &Twin) -> (Source, bool) {
         let columns = catalog::check_observations(
@@ -46,6 +46,9 @@ impl Source {
             &twin.location_column,
             &twin.value_column,
         );
+        if let Some(ed) = &twin.ed_column {
+            catalog::check_ed_column(client, &twin.observations, ed);
+        }
         let source = Source::new(twin, columns.kind, catalog::timescaledb_schema(client));
         (source, columns.always_placed)
     }
