@@ -60,6 +60,10 @@ ALTER FUNCTION enkf.duration_ms(text) SET search_path = pg_catalog, pg_temp;
 -- publication day it read. The two functions gain an optional argument each.
 ALTER TABLE enkf.twins ADD COLUMN as_of_column name;
 ALTER TABLE enkf.runs ADD COLUMN as_of date;
+-- The ED-visit proportion as a second observed stream (create_twin's ed_column): the twin
+-- names its column, and each checkpoint keeps the proportion it assimilated.
+ALTER TABLE enkf.twins ADD COLUMN ed_column name;
+ALTER TABLE enkf.checkpoints ADD COLUMN observed_ed float8;
 DROP FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb);
 DROP FUNCTION enkf.assimilate(text, timestamptz);
 -- Synthetic data gains versions with a known backfill (an optional argument and a column).
@@ -95,7 +99,8 @@ CREATE FUNCTION enkf."create_twin"(
 	"model" TEXT DEFAULT 'seirh', /* Option < & str > */
 	"members" INT DEFAULT 300, /* Option < i32 > */
 	"config" jsonb DEFAULT '{}', /* Option < JsonB > */
-	"as_of_column" name DEFAULT NULL /* Option < SqlName > */
+	"as_of_column" name DEFAULT NULL, /* Option < SqlName > */
+	"ed_column" name DEFAULT NULL /* Option < SqlName > */
 ) RETURNS bigint /* i64 */
 VOLATILE SECURITY INVOKER PARALLEL UNSAFE  
 SET search_path TO pg_catalog, pg_temp
@@ -369,7 +374,8 @@ SELECT t.twin_id, t.name,
          WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS last_week,
        (SELECT pg_catalog.count(DISTINCT c.location) FROM enkf.checkpoints c
          WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated,
-       t.as_of_column
+       t.as_of_column,
+       t.ed_column
 FROM enkf.twins t;
 
 CREATE OR REPLACE VIEW enkf.state_estimates WITH (security_barrier) AS
@@ -385,7 +391,7 @@ SELECT t.name AS twin, l.location, l.week_end, v.variable,
        pg_catalog.percentile_cont(0.95::pg_catalog.float8) WITHIN GROUP (ORDER BY x) AS q95
 FROM latest l
 JOIN enkf.twins t USING (twin_id)
-CROSS JOIN LATERAL pg_catalog.unnest(ARRAY['S', 'E', 'I', 'R', 'H', 'beta', 'ihr']::pg_catalog.text[])
+CROSS JOIN LATERAL pg_catalog.unnest(ARRAY['S', 'E', 'I', 'R', 'H', 'beta', 'ihr', 'ed_p', 'ed_ratio', 'ed_background']::pg_catalog.text[])
     WITH ORDINALITY AS v(variable, k)
 CROSS JOIN LATERAL pg_catalog.unnest(l.ensemble[v.k:v.k][:]) AS x
 GROUP BY t.name, l.location, l.week_end, v.variable, v.k
@@ -587,10 +593,10 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NOT trusted THEN
         IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
-            NEW.value_column, NEW.as_of_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+            NEW.value_column, NEW.as_of_column, NEW.ed_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
            IS DISTINCT FROM
            (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
-            OLD.value_column, OLD.as_of_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
+            OLD.value_column, OLD.as_of_column, OLD.ed_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
             RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
@@ -602,6 +608,12 @@ BEGIN
         END IF;
     END IF;
     canonical := enkf.twin_config(NEW.config);
+    -- The ED-visit stream is on exactly when the twin reads its column (10 state rows).
+    IF ((canonical::jsonb #>> '{ed,enabled}')::boolean) IS DISTINCT FROM (NEW.ed_column IS NOT NULL) THEN
+        RAISE EXCEPTION 'config: ed.enabled of twin "%" must be %, as set by its ed_column', NEW.name, NEW.ed_column IS NOT NULL
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the ED-visit stream is turned on by ed_column at enkf.create_twin; drop and re-create the twin to change it';
+    END IF;
     IF TG_OP = 'UPDATE' AND OLD.origin IS NOT NULL
        AND (canonical::jsonb ->> 'week_ends_on') IS DISTINCT FROM (OLD.config ->> 'week_ends_on') THEN
         RAISE EXCEPTION 'config: week_ends_on of twin "%" cannot change after its first assimilation', OLD.name
@@ -990,8 +1002,8 @@ COMMENT ON FUNCTION enkf.score(text, date, date) IS
 'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived (the latest version of each count): WIS, absolute error and bias (mean of median - observed) of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
 COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4) IS
 'The real-time backtest: creates twin (or continues an earlier backtest of it), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. A NOTICE per reference date shows progress; cancel stops it with nothing written.';
-COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb, name) IS
-'Registers an epidemic twin over the caller''s observation table (one row per time and location, or per time, location and version with as_of_column; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). Returns the twin id. Needs SELECT on both tables.';
+COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb, name, name) IS
+'Registers an epidemic twin over the caller''s observation table (one row per time and location, or per time, location and version with as_of_column; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). With ed_column (the weekly proportion of emergency-department visits due to flu, in [0, 1]; NULL = not reported) the twin assimilates that second stream jointly with the counts and forecasts wk inc flu prop ed visits. Returns the twin id. Needs SELECT on both tables.';
 COMMENT ON FUNCTION enkf.assimilate(text, timestamptz, date) IS
 'Assimilates the twin''s observations through the given time (default now()), incrementally from the last analysis; revised counts are re-assimilated from the earliest changed week. For a twin over a table of versions, the latest version of each count published on or before as_of (default: all). Reads the observation table under the caller; only locations granted to the caller (enkf.location_grants) when row-level security applies. Returns the run id, locations, observations and the time range.';
 COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb, int4) IS
@@ -1055,3 +1067,6 @@ BEGIN
     END IF;
 END
 $$;
+
+COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr, and ed_p, ed_ratio, ed_background for a twin with the ED-visit stream) with the count (and ED-visit proportion) assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
+COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr), and for a twin with the ED-visit stream ed_p (the modelled proportion), ed_ratio and ed_background.';

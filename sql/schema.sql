@@ -28,7 +28,10 @@ CREATE TABLE enkf.twins (
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- For a table that keeps every published version of a count: the column of each
     -- version's publication day (NULL: one row per time and location).
-    as_of_column    name
+    as_of_column    name,
+    -- The column of the weekly proportion of emergency-department visits due to flu: the
+    -- twin's second observed stream (NULL: counts only). Set exactly when config ed.enabled.
+    ed_column       name
 );
 
 -- Provenance of every assimilation and forecast.
@@ -67,7 +70,8 @@ CREATE TABLE enkf.checkpoints (
     run_id   bigint NOT NULL,
     -- The count assimilated that week; NULL when it was missing.
     observed float8,
-    -- [state_dim][members] after the analysis; rows: S, E, I, R, H, beta, ihr.
+    -- [state_dim][members] after the analysis; rows: S, E, I, R, H, beta, ihr (and ed_p,
+    -- ed_ratio, ed_background for a twin with the ED-visit stream).
     ensemble float8[] NOT NULL
         CHECK (pg_catalog.array_ndims(ensemble) = 2 AND NOT enkf.has_null_elements(ensemble)),
     -- The week's rows in the observation table when they were assimilated: the XOR of a hash
@@ -75,6 +79,8 @@ CREATE TABLE enkf.checkpoints (
     -- compares these with the table. NULL in checkpoints written before 0.2.0.
     rows_print  int8,
     source_rows int4,
+    -- The ED-visit proportion assimilated that week (a twin with ed_column); NULL otherwise.
+    observed_ed float8,
     PRIMARY KEY (twin_id, location, week_end)
 );
 -- Only the primary key indexes checkpoints: every lookup is by (twin, location, week), and a
@@ -259,7 +265,8 @@ SELECT t.twin_id, t.name,
          WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS last_week,
        (SELECT pg_catalog.count(DISTINCT c.location) FROM enkf.checkpoints c
          WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated,
-       t.as_of_column
+       t.as_of_column,
+       t.ed_column
 FROM enkf.twins t;
 
 -- The latest analysis of every twin and location: ensemble mean and 90% range of each state
@@ -277,7 +284,7 @@ SELECT t.name AS twin, l.location, l.week_end, v.variable,
        pg_catalog.percentile_cont(0.95::pg_catalog.float8) WITHIN GROUP (ORDER BY x) AS q95
 FROM latest l
 JOIN enkf.twins t USING (twin_id)
-CROSS JOIN LATERAL pg_catalog.unnest(ARRAY['S', 'E', 'I', 'R', 'H', 'beta', 'ihr']::pg_catalog.text[])
+CROSS JOIN LATERAL pg_catalog.unnest(ARRAY['S', 'E', 'I', 'R', 'H', 'beta', 'ihr', 'ed_p', 'ed_ratio', 'ed_background']::pg_catalog.text[])
     WITH ORDINALITY AS v(variable, k)
 CROSS JOIN LATERAL pg_catalog.unnest(l.ensemble[v.k:v.k][:]) AS x
 GROUP BY t.name, l.location, l.week_end, v.variable, v.k
@@ -285,11 +292,11 @@ ORDER BY 1, 2, v.k;
 
 COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
-COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr) with the count assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
+COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr, and ed_p, ed_ratio, ed_background for a twin with the ED-visit stream) with the count (and ED-visit proportion) assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';
 COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
 COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types.';
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';
-COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr).';
+COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr), and for a twin with the ED-visit stream ed_p (the modelled proportion), ed_ratio and ed_background.';
 COMMENT ON FUNCTION enkf.enable_timescaledb() IS 'Whether TimescaleDB is installed in this database (observation hypertables are then read with time_bucket). pg_enkf''s own tables stay plain tables, which row-level security covers whole: raises 55000 if they have child tables (chunks). Kept for scripts written for 0.2.0, which called it after creating TimescaleDB.';

@@ -240,10 +240,10 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NOT trusted THEN
         IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
-            NEW.value_column, NEW.as_of_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+            NEW.value_column, NEW.as_of_column, NEW.ed_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
            IS DISTINCT FROM
            (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
-            OLD.value_column, OLD.as_of_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
+            OLD.value_column, OLD.as_of_column, OLD.ed_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
             RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
@@ -255,6 +255,12 @@ BEGIN
         END IF;
     END IF;
     canonical := enkf.twin_config(NEW.config);
+    -- The ED-visit stream is on exactly when the twin reads its column (10 state rows).
+    IF ((canonical::jsonb #>> '{ed,enabled}')::boolean) IS DISTINCT FROM (NEW.ed_column IS NOT NULL) THEN
+        RAISE EXCEPTION 'config: ed.enabled of twin "%" must be %, as set by its ed_column', NEW.name, NEW.ed_column IS NOT NULL
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the ED-visit stream is turned on by ed_column at enkf.create_twin; drop and re-create the twin to change it';
+    END IF;
     IF TG_OP = 'UPDATE' AND OLD.origin IS NOT NULL
        AND (canonical::jsonb ->> 'week_ends_on') IS DISTINCT FROM (OLD.config ->> 'week_ends_on') THEN
         RAISE EXCEPTION 'config: week_ends_on of twin "%" cannot change after its first assimilation', OLD.name

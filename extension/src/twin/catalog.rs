@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 
-use enkf_core::model::seirh::STATE_DIM;
-use enkf_core::twin::TwinConfig;
+use enkf_core::twin::{ed, TwinConfig};
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
@@ -29,6 +28,9 @@ pub struct Twin {
     pub value_column: String,
     /// The column of the publication day of each version, for a table that keeps versions.
     pub as_of_column: Option<String>,
+    /// The column of the week's ED-visit proportion: the twin's second observed stream
+    /// (`config.ed.enabled` exactly when it is set).
+    pub ed_column: Option<String>,
     pub members: usize,
     pub config: TwinConfig,
     pub config_json: String,
@@ -47,6 +49,7 @@ struct Stored {
     location_column: String,
     value_column: String,
     as_of_column: Option<String>,
+    ed_column: Option<String>,
     members: i32,
     config_json: String,
     config_hash: String,
@@ -82,7 +85,7 @@ fn stored(client: &SpiClient<'_>, id: i64) -> Option<Stored> {
                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.locations)
                   AND pg_catalog.has_table_privilege(r.oid, t.observations, 'SELECT')
                   AND pg_catalog.has_table_privilege(r.oid, t.locations, 'SELECT'),
-                t.as_of_column::pg_catalog.text
+                t.as_of_column::pg_catalog.text, t.ed_column::pg_catalog.text
            FROM enkf.twins t LEFT JOIN pg_catalog.pg_roles r ON r.oid = t.created_by
           WHERE t.twin_id = $1",
         &[DatumWithOid::from(id)],
@@ -102,6 +105,7 @@ fn stored(client: &SpiClient<'_>, id: i64) -> Option<Stored> {
                 creator: r.get::<String>(12)?,
                 creator_reads: r.get::<bool>(13)?.unwrap_or(false),
                 as_of_column: r.get::<String>(14)?,
+                ed_column: r.get::<String>(15)?,
             })
         },
     )
@@ -184,7 +188,14 @@ fn checked(s: Stored) -> Twin {
     };
     let members = usize::try_from(s.members).unwrap_or(0);
     check_size(members, &config);
-    check_supported(&config);
+    if config.ed.enabled != s.ed_column.is_some() {
+        raise(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            format!("twin \"{name}\" has ed.enabled = {} in its configuration but {} ed_column", config.ed.enabled, if s.ed_column.is_some() { "an" } else { "no" }),
+            None,
+            "the ED-visit stream is turned on by ed_column at enkf.create_twin; drop and re-create the twin",
+        );
+    }
     Twin {
         id: s.id,
         name: s.name,
@@ -194,6 +205,7 @@ fn checked(s: Stored) -> Twin {
         location_column: s.location_column,
         value_column: s.value_column,
         as_of_column: s.as_of_column,
+        ed_column: s.ed_column,
         members,
         config,
         config_json: s.config_json,
@@ -207,7 +219,7 @@ fn checked(s: Stored) -> Twin {
 /// at creation and at every run, since the setting may have been lowered since.
 pub fn check_size(members: usize, config: &TwinConfig) {
     let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
-    let ensemble = members.saturating_mul(STATE_DIM);
+    let ensemble = members.saturating_mul(ed::state_dim(config));
     let draws = members.saturating_mul(config.forecast.draws_per_member as usize);
     if ensemble > max {
         raise(
@@ -296,7 +308,7 @@ fn missing_column(argument: &str, relation: &str, column_name: &str) -> ! {
         PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
         format!("{argument}: column \"{column_name}\" does not exist in {relation}"),
         None,
-        "name the columns with time_column, location_column, value_column (and as_of_column) at enkf.create_twin, or expose them under those names through a view",
+        "name the columns with time_column, location_column, value_column (and as_of_column, ed_column) at enkf.create_twin, or expose them under those names through a view",
     )
 }
 
@@ -460,7 +472,8 @@ pub fn last_week(client: &SpiClient<'_>, twin_id: i64) -> Option<i32> {
         .map(|d| d.to_pg_epoch_days())
 }
 
-/// 'XX001' for a stored analysis that is not STATE_DIM x members values: the checkpoints table
+/// 'XX001' for a stored analysis that is not state_dim x members values (7 rows per member, 10
+/// with the ED stream): the checkpoints table
 /// was written by something other than pg_enkf.
 pub fn corrupt_checkpoint(twin: &Twin, location: &str, week: i32, len: usize) -> ! {
     raise(
@@ -469,7 +482,7 @@ pub fn corrupt_checkpoint(twin: &Twin, location: &str, week: i32, len: usize) ->
             "checkpoint of twin \"{}\", location \"{location}\", week {} has {len} values, expected {}",
             twin.name,
             enkf_core::dates::iso(week),
-            enkf_core::model::seirh::STATE_DIM * twin.members
+            ed::state_dim(&twin.config) * twin.members
         ),
         None,
         "the checkpoints table was changed outside pg_enkf; drop and re-create the twin",
@@ -524,16 +537,31 @@ pub fn populations(client: &SpiClient<'_>, twin: &Twin) -> HashMap<String, f64> 
     out
 }
 
-/// Refuses (0A000) what the core knows but the SQL functions do not run yet: the ED-visit
-/// stream (`ed.enabled`), which the standalone backtest assimilates but `enkf.assimilate` does
-/// not read, so a twin would silently run without it.
-pub fn check_supported(config: &TwinConfig) {
-    if config.ed.enabled {
+/// Refuses a configuration that turns on the ED-visit stream by itself (22023): the stream
+/// is turned on by naming its column, `ed_column` at `enkf.create_twin`, which sets
+/// `ed.enabled`; `ed_column` is whether the twin has one.
+pub fn check_ed(config: &TwinConfig, ed_column: bool) {
+    if config.ed.enabled && !ed_column {
         raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "config: ed.enabled is not supported by the SQL functions yet",
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "config: ed.enabled needs the column of the ED-visit proportions",
             None,
-            "leave ed.enabled false; the ED-visit stream runs in the standalone backtest only (docs/twin.md)",
+            "name it with ed_column => 'the column of the weekly proportion of ED visits due to flu' at enkf.create_twin (which sets ed.enabled)",
+        );
+    }
+}
+
+/// Checks the ED-visit proportion column: present (42703), numeric (42804).
+pub fn check_ed_column(client: &SpiClient<'_>, relation: &str, ed_column: &str) {
+    let c = column(client, relation, ed_column)
+        .unwrap_or_else(|| missing_column("ed_column", relation, ed_column));
+    if !is_numeric_type(&c.type_name) {
+        wrong_type(
+            "ed_column",
+            relation,
+            ed_column,
+            &c.type_name,
+            "a numeric type holding proportions in [0, 1] (numeric, real or double precision)",
         );
     }
 }

@@ -47,6 +47,7 @@ fn create_twin(
     members: default!(Option<i32>, 300),
     config: default!(Option<JsonB>, "'{}'"),
     as_of_column: default!(Option<SqlName>, "NULL"),
+    ed_column: default!(Option<SqlName>, "NULL"),
 ) -> i64 {
     let name = name.unwrap_or_else(|| null_argument("name"));
     if name.trim().is_empty() {
@@ -85,9 +86,11 @@ fn create_twin(
         );
     }
     let config = config.unwrap_or_else(|| null_option("config"));
-    let cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
+    let mut cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
+    super::catalog::check_ed(&cfg, ed_column.is_some());
+    // Naming the ED column turns the stream on (state of 10 rows per member).
+    cfg.ed.enabled = ed_column.is_some();
     super::catalog::check_size(members as usize, &cfg);
-    super::catalog::check_supported(&cfg);
     let cfg_json = cfg.to_json();
 
     Spi::connect_mut(|client| {
@@ -124,6 +127,9 @@ fn create_twin(
         if let Some(as_of) = &as_of_column {
             super::catalog::check_as_of(client, &obs_rel, &as_of.0);
         }
+        if let Some(ed) = &ed_column {
+            super::catalog::check_ed_column(client, &obs_rel, &ed.0);
+        }
         let exists = spi::one::<bool>(
             client,
             "SELECT true FROM enkf.twins WHERE name = $1",
@@ -143,10 +149,10 @@ fn create_twin(
         let rows = spi::update_rows(
             client,
             "INSERT INTO enkf.twins (name, observations, locations, time_column, location_column, value_column,
-                                     model, members, config, config_hash, created_by, as_of_column)
+                                     model, members, config, config_hash, created_by, as_of_column, ed_column)
              VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3::pg_catalog.oid::pg_catalog.regclass,
                      $4::pg_catalog.name, $5::pg_catalog.name, $6::pg_catalog.name, $7, $8, $9::pg_catalog.jsonb, '',
-                     CURRENT_USER::pg_catalog.text::pg_catalog.regrole, $10::pg_catalog.name)
+                     CURRENT_USER::pg_catalog.text::pg_catalog.regrole, $10::pg_catalog.name, $11::pg_catalog.name)
              RETURNING twin_id",
             &[
                 DatumWithOid::from(name),
@@ -159,6 +165,9 @@ fn create_twin(
                 DatumWithOid::from(members),
                 DatumWithOid::from(cfg_json.as_str()),
                 as_of_column.as_ref().map_or(DatumWithOid::null::<String>(), |c| {
+                    DatumWithOid::from(c.0.as_str())
+                }),
+                ed_column.as_ref().map_or(DatumWithOid::null::<String>(), |c| {
                     DatumWithOid::from(c.0.as_str())
                 }),
             ],
@@ -202,7 +211,7 @@ fn drop_twin(name: Option<&str>) -> bool {
 )]
 #[search_path(pg_catalog, pg_temp)]
 pub fn twin_config(config: JsonB) -> String {
-    let cfg = TwinConfig::from_json(&config.0.to_string()).or_raise();
-    super::catalog::check_supported(&cfg);
-    cfg.to_json()
+    TwinConfig::from_json(&config.0.to_string())
+        .or_raise()
+        .to_json()
 }

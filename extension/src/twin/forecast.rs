@@ -4,8 +4,8 @@
 //! recent scores. All are stored in `enkf.forecasts`, each under its own model name; one
 //! (the twin's by default) is returned.
 
-use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::combine::{calibrate, Calibration, Scored};
+use enkf_core::twin::ed;
 use enkf_core::twin::forecast::{target_rows, StoredAnalysis, TargetRow};
 use enkf_core::twin::models::{Component, ComponentForecast, History};
 use enkf_core::EnkfError;
@@ -358,7 +358,8 @@ fn calibration(client: &SpiClient<'_>, twin: &Twin, last: i32, levels: &[f64]) -
 struct Reader<'c, 't> {
     analyses: pgrx::spi::SpiCursor<'c>,
     histories: pgrx::spi::SpiCursor<'c>,
-    merged: ByLocation<History>,
+    /// Each location's counts, and its ED-visit proportions.
+    merged: ByLocation<(History, History)>,
     fetch: i64,
     twin: &'t Twin,
     scratch: PgMemoryContexts,
@@ -381,8 +382,10 @@ impl<'c, 't> Reader<'c, 't> {
         // into locations and sorting each location's weeks afterwards took half the time of
         // sorting all of the twin's rows (bench/twin_breakdown.py --explain).
         let histories = spi::ok(client.try_open_cursor(
-            "SELECT location, pg_catalog.array_agg(week_end - DATE '2000-01-01'), pg_catalog.array_agg(observed)
-               FROM enkf.checkpoints WHERE twin_id = $1 AND observed IS NOT NULL
+            "SELECT location, pg_catalog.array_agg(week_end - DATE '2000-01-01'), pg_catalog.array_agg(observed),
+                    pg_catalog.array_agg(observed_ed)
+               FROM enkf.checkpoints
+              WHERE twin_id = $1 AND (observed IS NOT NULL OR observed_ed IS NOT NULL)
               GROUP BY location ORDER BY location COLLATE \"C\"",
             &[DatumWithOid::from(twin.id)],
         ));
@@ -413,11 +416,11 @@ impl<'c, 't> Reader<'c, 't> {
         unsafe { self.scratch.reset() };
         let mut batch = Vec::with_capacity(latest.len());
         for (location, week, ensemble) in latest {
-            if ensemble.len() != STATE_DIM * self.twin.members {
+            if ensemble.len() != ed::state_dim(&self.twin.config) * self.twin.members {
                 catalog::corrupt_checkpoint(self.twin, &location, week, ensemble.len());
             }
             let histories = &mut self.histories;
-            let history = self
+            let (history, ed_history) = self
                 .merged
                 .take(&location, || {
                     let table = spi::ok(histories.fetch(FETCH_HISTORIES));
@@ -432,6 +435,7 @@ impl<'c, 't> Reader<'c, 't> {
                 week,
                 ensemble,
                 history,
+                ed_history: self.twin.config.ed.enabled.then_some(ed_history),
             });
         }
         pgrx::check_for_interrupts!();
@@ -456,18 +460,27 @@ fn analysis_of(r: &SpiHeapTupleData<'_>) -> SpiResult<(String, i32, Vec<f64>)> {
     ))
 }
 
-/// A location's assimilated counts in week order (the aggregate leaves them in any order).
-fn history_of(r: &SpiHeapTupleData<'_>) -> SpiResult<(String, History)> {
+/// A location's assimilated counts, and ED-visit proportions, in week order (the aggregate
+/// leaves them in any order); each holds only the weeks that reported it.
+fn history_of(r: &SpiHeapTupleData<'_>) -> SpiResult<(String, (History, History))> {
     let weeks = r.get::<Vec<i32>>(2)?.unwrap_or_default();
-    let counts = r.get::<Vec<f64>>(3)?.unwrap_or_default();
-    let mut pairs: Vec<(i32, f64)> = weeks.into_iter().zip(counts).collect();
-    pairs.sort_unstable_by_key(|p| p.0);
-    Ok((
-        r.get::<String>(1)?.unwrap_or_default(),
+    let counts = r.get::<Vec<Option<f64>>>(3)?.unwrap_or_default();
+    let proportions = r.get::<Vec<Option<f64>>>(4)?.unwrap_or_default();
+    let of = |values: Vec<Option<f64>>| {
+        let mut pairs: Vec<(i32, f64)> = weeks
+            .iter()
+            .zip(values)
+            .filter_map(|(w, v)| v.map(|v| (*w, v)))
+            .collect();
+        pairs.sort_unstable_by_key(|p| p.0);
         History {
             weeks: pairs.iter().map(|p| p.0).collect(),
             values: pairs.iter().map(|p| Some(p.1)).collect(),
-        },
+        }
+    };
+    Ok((
+        r.get::<String>(1)?.unwrap_or_default(),
+        (of(counts), of(proportions)),
     ))
 }
 
@@ -635,7 +648,8 @@ impl Bounds {
     ) -> Bounds {
         let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
         let bounds = Bounds {
-            fetch_locations: (max / (STATE_DIM * twin.members).max(1)).clamp(1, 200) as i64,
+            fetch_locations: (max / (ed::state_dim(&twin.config) * twin.members).max(1))
+                .clamp(1, 200) as i64,
             max_rows: max,
             horizons,
             levels,

@@ -130,8 +130,9 @@ fn tally(
         let Some(&population) = populations.get(&location) else {
             continue;
         };
-        let counts = counts_of(client, &source, &location);
+        let (counts, proportions) = truths_of(client, &source, &location);
         let count = |w: i32| counts.get(&w).copied();
+        let proportion = |w: i32| proportions.get(&w).copied();
         for (reference, rows) in rows_of(client, twin.id, (reference_from, reference_to), &location)
         {
             let season = twin
@@ -142,6 +143,7 @@ fn tally(
                 .unwrap_or_default();
             let truth = Truth {
                 count: &count,
+                ed: &proportion,
                 population,
                 season_weeks: &season,
             };
@@ -182,22 +184,35 @@ fn add(out: &mut BTreeMap<Key, Tally>, scores: Vec<TaskScore>) {
     }
 }
 
-/// A location's weekly counts as the table holds them now.
-fn counts_of(client: &SpiClient<'_>, source: &Source, location: &str) -> HashMap<i32, f64> {
+/// A location's weekly counts, and ED-visit proportions (a twin with the ED stream; those in
+/// [0, 1] only), as the table holds them now.
+type Truths = (HashMap<i32, f64>, HashMap<i32, f64>);
+
+fn truths_of(client: &SpiClient<'_>, source: &Source, location: &str) -> Truths {
     let query = format!(
-        "SELECT week_end, value FROM ({}) w WHERE loc = $1 AND value IS NOT NULL",
+        "SELECT week_end, value, ed FROM ({}) w
+          WHERE loc = $1 AND (value IS NOT NULL OR ed IS NOT NULL)",
         source.weekly_values_sql(None)
     );
-    spi::select(client, &query, &[DatumWithOid::from(location)], |r| {
+    let rows = spi::select(client, &query, &[DatumWithOid::from(location)], |r| {
         Ok((
             r.get::<Date>(1)?
                 .map(|d| d.to_pg_epoch_days())
                 .unwrap_or_default(),
-            r.get::<f64>(2)?.unwrap_or_default(),
+            r.get::<f64>(2)?,
+            r.get::<f64>(3)?,
         ))
-    })
-    .into_iter()
-    .collect()
+    });
+    let mut out: Truths = Default::default();
+    for (week, value, ed) in rows {
+        if let Some(v) = value {
+            out.0.insert(week, v);
+        }
+        if let Some(p) = ed.filter(|p| (0.0..=1.0).contains(p)) {
+            out.1.insert(week, p);
+        }
+    }
+    out
 }
 
 /// A location's stored target rows in the range, by reference date.

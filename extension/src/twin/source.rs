@@ -16,6 +16,8 @@ pub struct Source {
     time: String,
     location: String,
     value: String,
+    /// The quoted ED-visit proportion column (a twin with the ED stream).
+    ed: Option<String>,
     kind: TimeKind,
     /// A week end (PostgreSQL day number): weeks end on this date's weekday.
     anchor: i32,
@@ -34,7 +36,7 @@ pub struct Versions {
 
 impl Source {
     /// The twin's observation table, its columns checked to exist with usable types (42703,
-    /// 42804 otherwise), every version; and whether every row can be placed in a week (the
+    /// 42804 otherwise; the ED column too), every version; and whether every row can be placed in a week (the
     /// time and location columns are NOT NULL).
     pub fn checked(client: &SpiClient<'_>, twin: &Twin) -> (Source, bool) {
         let columns = catalog::check_observations(
@@ -44,6 +46,9 @@ impl Source {
             &twin.location_column,
             &twin.value_column,
         );
+        if let Some(ed) = &twin.ed_column {
+            catalog::check_ed_column(client, &twin.observations, ed);
+        }
         let source = Source::new(twin, columns.kind, catalog::timescaledb_schema(client));
         (source, columns.always_placed)
     }
@@ -56,6 +61,7 @@ impl Source {
             time: quote_identifier(&twin.time_column),
             location: quote_identifier(&twin.location_column),
             value: quote_identifier(&twin.value_column),
+            ed: twin.ed_column.as_deref().map(quote_identifier),
             kind,
             anchor: weekday - 6,
             timescaledb,
@@ -208,7 +214,9 @@ impl Source {
         }
     }
 
-    /// The caller's rows as (loc, week_end, t, v, ok): `ok` is false for NULL or NaN counts.
+    /// The caller's rows as (loc, week_end, t, v, ok, e): `ok` is false for NULL or NaN counts;
+    /// `e` is the row's ED-visit proportion (NULL for NULL or NaN, and for a twin without the
+    /// ED stream).
     /// With `weeks = Some((a, b))`, only rows of the weeks ending from date parameter `$a` to
     /// date parameter `$b` are read.
     pub fn raw_sql(&self, weeks: Option<(usize, usize)>) -> String {
@@ -224,8 +232,12 @@ impl Source {
         format!(
             "SELECT (src.{loc})::pg_catalog.text AS loc, {week} AS week_end, src.{time} AS t,
                     (src.{value})::pg_catalog.float8 AS v,
-                    (src.{value} IS NOT NULL AND (src.{value})::pg_catalog.float8 <> 'NaN'::pg_catalog.float8) AS ok
+                    (src.{value} IS NOT NULL AND (src.{value})::pg_catalog.float8 <> 'NaN'::pg_catalog.float8) AS ok,
+                    {ed} AS e
                FROM {rel} AS src{filter}",
+            ed = self.ed.as_ref().map_or("NULL::pg_catalog.float8".to_string(), |c| format!(
+                "NULLIF((src.{c})::pg_catalog.float8, 'NaN'::pg_catalog.float8)"
+            )),
             loc = self.location,
             week = self.week_expr(),
             time = self.time,
@@ -248,8 +260,22 @@ impl Source {
                 "pg_catalog.hashfloat8extended(pg_catalog.date_part('epoch', t), 0)".to_string()
             }
         };
-        format!("pg_catalog.hashfloat8extended(coalesce(v, 'NaN'::pg_catalog.float8), {seed})")
+        let count =
+            format!("pg_catalog.hashfloat8extended(coalesce(v, 'NaN'::pg_catalog.float8), {seed})");
+        // With the ED stream a row's proportion is part of it too (a revised proportion is a
+        // revision); without, the hash is the one of before, bit for bit.
+        match self.ed {
+            None => count,
+            Some(_) => format!(
+                "pg_catalog.hashfloat8extended(coalesce(e, 'NaN'::pg_catalog.float8), {count})"
+            ),
+        }
     }
+
+    /// A week's ED-visit proportion from its rows `e`: their mean, or, when a row is outside
+    /// [0, 1], the smallest such value (which the cycle refuses by name). NULL without any.
+    const WEEK_ED: &'static str = "CASE WHEN pg_catalog.bool_or(e < 0 OR e > 1)
+              THEN pg_catalog.min(e) FILTER (WHERE e < 0 OR e > 1) ELSE pg_catalog.avg(e) END";
 
     /// The last week end on or before `day` (a PostgreSQL day number; the infinite dates, and
     /// days too early to have a week end before them in PostgreSQL's range, are kept as they are).
@@ -319,22 +345,31 @@ impl Source {
         format!(
             "SELECT loc, week_end, CASE WHEN pg_catalog.bool_and(ok) THEN pg_catalog.sum(v) END AS value,
                     pg_catalog.count(*) AS n_rows, pg_catalog.count(DISTINCT t) AS n_times,
-                    pg_catalog.min(v) FILTER (WHERE ok) AS min_value, pg_catalog.bit_xor({print}) AS print
+                    pg_catalog.min(v) FILTER (WHERE ok) AS min_value, pg_catalog.bit_xor({print}) AS print,
+                    {ed} AS ed
                FROM ({raw}) s
               GROUP BY loc, week_end",
+            ed = Self::WEEK_ED,
             print = self.row_print_sql(),
             raw = self.raw_sql(weeks)
         )
     }
 
-    /// One row per (location, week) with the week's count only: the cheap form for comparing
-    /// the table with what was assimilated.
+    /// One row per (location, week) with the week's count and ED-visit proportion only: the
+    /// cheap form for comparing the table with what was assimilated.
     pub fn weekly_values_sql(&self, weeks: Option<(usize, usize)>) -> String {
         format!(
-            "SELECT loc, week_end, CASE WHEN pg_catalog.bool_and(ok) THEN pg_catalog.sum(v) END AS value
-               FROM ({}) s GROUP BY loc, week_end",
-            self.raw_sql(weeks)
+            "SELECT loc, week_end, CASE WHEN pg_catalog.bool_and(ok) THEN pg_catalog.sum(v) END AS value,
+                    {ed} AS ed
+               FROM ({raw}) s GROUP BY loc, week_end",
+            ed = Self::WEEK_ED,
+            raw = self.raw_sql(weeks)
         )
+    }
+
+    /// The SQL of a week's ED-visit proportion from rows `e` (see `weekly_sql`).
+    pub fn week_ed_sql() -> &'static str {
+        Self::WEEK_ED
     }
 }
 
@@ -354,6 +389,7 @@ mod unit {
             time: "time".into(),
             location: "location".into(),
             value: "value".into(),
+            ed: None,
             kind: super::TimeKind::Date,
             anchor,
             timescaledb: None,

@@ -33,6 +33,8 @@ SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', members => 1)
 SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"filter": {"method": "kalman"}}')$$);
 SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"horizon": 4}')$$);
 SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', config => '{"ed": {"enabled": true}}')$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', ed_column => 'ed')$$);
+SELECT regress.try($$SELECT enkf.create_twin('bad', 'obs', 'locs', ed_column => 'location')$$);
 
 -- Thirty weeks assimilated, then the rest: incremental.
 SELECT locations, observations, first_time::date, last_time::date
@@ -123,6 +125,38 @@ SELECT v, enkf.suppressed(v) FROM unnest(ARRAY[0, 1, 10, 11, NULL]::float8[]) v;
 SELECT enkf.forecast_withheld(NULL, 5), enkf.forecast_withheld(12, 5), enkf.forecast_withheld(3, 50);
 SELECT enkf.published_quantile(12, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5),
        enkf.published_quantile(3, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5);
+
+-- The ED-visit proportion as a second stream: the column named by ed_column (here derived
+-- from the counts: 0.5% background plus 40 per 100 admissions per 100,000 people; NULL some
+-- weeks), assimilated with the counts; 10 state rows; its hub target forecast and scored.
+CREATE TABLE obs_ed AS
+SELECT o.time, o.location, o.value,
+       CASE WHEN o.time <> '2023-11-04' THEN 0.005 + 0.4 * o.value / l.population * 1e3 END AS ed
+FROM obs o JOIN locs l USING (location);
+SELECT enkf.create_twin('reg_ed', 'obs_ed', 'locs', members => 20, config => '{"seed": 7}', ed_column => 'ed') > 0 AS created;
+SELECT config->'ed'->'enabled' AS ed_enabled, ed_column FROM enkf.twins WHERE name = 'reg_ed';
+SELECT ed_column FROM enkf.twin_summary WHERE name = 'reg_ed';
+SELECT locations, observations FROM enkf.assimilate('reg_ed', through => '2024-04-30');
+SELECT pg_catalog.array_length(ensemble, 1) AS rows, pg_catalog.array_length(ensemble, 2) AS members,
+       count(*) AS checkpoints, count(observed_ed) AS with_ed
+FROM enkf.checkpoints JOIN enkf.twins USING (twin_id) WHERE name = 'reg_ed' GROUP BY 1, 2;
+SELECT variable, count(*) AS locations FROM enkf.state_estimates WHERE twin = 'reg_ed' GROUP BY variable ORDER BY 1;
+SELECT min(reference_date) AS reference_date, count(*) > 0 AS forecast FROM enkf.forecast('reg_ed');
+SELECT f.model, count(*) AS rows, min(f.horizon) AS first_horizon, max(f.horizon) AS last_horizon,
+       bool_or(f.counts) AS counts,
+       bool_and(f.output_values[1] >= 0 AND f.output_values[cardinality(f.output_values)] <= 1) AS in_0_1
+FROM enkf.target_forecasts f JOIN enkf.twins t USING (twin_id)
+WHERE t.name = 'reg_ed' AND f.target = 'wk inc flu prop ed visits' GROUP BY f.model ORDER BY f.model;
+-- The submission file has it (small counts of these synthetic locations withheld otherwise).
+SET enkf.suppression_threshold = 1;
+SELECT location, count(*) AS ed_rows, min(value) >= 0 AND max(value) <= 1 AS in_0_1
+FROM enkf.hub_submission('reg_ed', '2024-05-04') WHERE target = 'wk inc flu prop ed visits' GROUP BY 1 ORDER BY 1;
+RESET enkf.suppression_threshold;
+-- A proportion outside [0, 1] (a percentage) is refused by name, and nothing is stored.
+UPDATE obs_ed SET ed = 2.5 WHERE time = '2024-05-04' AND location = (SELECT min(location) FROM locs);
+SELECT regress.try($$SELECT * FROM enkf.assimilate('reg_ed')$$);
+SELECT max(week_end) AS last_week FROM enkf.checkpoints JOIN enkf.twins USING (twin_id) WHERE name = 'reg_ed';
+SELECT enkf.drop_twin('reg_ed');
 
 -- The generator's bounds.
 SELECT regress.try($$SELECT * FROM enkf.synthetic_surveillance(0, 10)$$);

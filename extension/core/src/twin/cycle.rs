@@ -2,15 +2,20 @@
 //! the week has a count the analysis with it; one checkpoint per week. Pure computation on
 //! plain data, so that `enkf.assimilate` runs it on any thread and the tests run it without a
 //! database.
+//!
+//! A twin with the ED-visit stream (`ed.enabled`, `twin/ed.rs`) starts from `ed::prior`, steps
+//! with `LocationModel::step_any` and updates each week jointly with the count and the week's
+//! ED proportion, whichever are reported (`ed::update`); its checkpoints have
+//! `ed::ED_STATE_DIM` rows per member. Without it the cycle is the 7-row one, unchanged.
 
 use std::collections::VecDeque;
 
 use nalgebra::DMatrix;
 
 use super::config::TwinConfig;
+use super::ed;
 use super::location::LocationModel;
 use crate::error::EnkfError;
-use crate::model::seirh::STATE_DIM;
 
 /// A week of a location's data, as the observation table gives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +31,9 @@ pub struct WeekData {
     pub min_value: Option<f64>,
     /// The week's rows' fingerprint (XOR of a hash of each row's time and count).
     pub fingerprint: i64,
+    /// The week's ED-visit proportion (the mean of its rows' reported proportions; None: none
+    /// reported). Read only by a twin with the ED stream.
+    pub ed: Option<f64>,
 }
 
 /// One location's work: where it starts and the weeks to go through.
@@ -39,6 +47,9 @@ pub struct LocationJob {
     pub ensemble: Option<Vec<f64>>,
     /// The counts before `start`, oldest first (for the observation error).
     pub recent: Vec<f64>,
+    /// The ED proportions before `start`, oldest first (for their observation error; a twin
+    /// with the ED stream).
+    pub recent_ed: Vec<f64>,
     /// The weeks with data from `start` on, in order.
     pub weeks: Vec<WeekData>,
 }
@@ -49,9 +60,11 @@ pub struct Checkpoint {
     pub location: String,
     pub week: i32,
     pub observed: Option<f64>,
+    /// The ED proportion assimilated (None: none reported, or a twin without the stream).
+    pub observed_ed: Option<f64>,
     pub fingerprint: i64,
     pub rows: i32,
-    /// STATE_DIM x members.
+    /// `ed::state_dim(config)` x members.
     pub ensemble: DMatrix<f64>,
 }
 
@@ -84,6 +97,12 @@ pub enum DataProblem {
         week: i32,
         len: usize,
     },
+    /// An ED-visit proportion outside [0, 1] (a twin with the ED stream).
+    EdProportion {
+        location: String,
+        week: i32,
+        value: f64,
+    },
     Numerics(EnkfError),
 }
 
@@ -95,46 +114,81 @@ pub struct Cycled {
     pub rest: Option<LocationJob>,
 }
 
-/// Refuses a week whose rows repeat a time or hold a negative count.
-fn check_week(location: &str, w: &WeekData) -> Result<(), DataProblem> {
+/// Refuses a week whose rows repeat a time or hold a negative count, or (with the ED stream,
+/// `ed`) whose ED proportion is outside [0, 1].
+fn check_week(location: &str, w: &WeekData, ed: bool) -> Result<(), DataProblem> {
     if w.rows > w.times {
         return Err(DataProblem::Duplicate {
             location: location.to_string(),
             week: w.week,
         });
     }
-    match w.min_value {
-        Some(v) if v < 0.0 => Err(DataProblem::Negative {
+    if let Some(v) = w.min_value.filter(|v| *v < 0.0) {
+        return Err(DataProblem::Negative {
             location: location.to_string(),
             week: w.week,
             value: v,
-        }),
+        });
+    }
+    match w.ed {
+        Some(p) if ed && !(p.is_finite() && (0.0..=1.0).contains(&p)) => {
+            Err(DataProblem::EdProportion {
+                location: location.to_string(),
+                week: w.week,
+                value: p,
+            })
+        }
         _ => Ok(()),
     }
 }
 
-/// The ensemble and recent counts a job starts from: its stored analysis, or the prior.
+/// A start state: the ensemble and the recent counts and ED proportions.
+type Start = (DMatrix<f64>, VecDeque<f64>, VecDeque<f64>);
+
+/// The ensemble and recent values a job starts from: its stored analysis (of the twin's
+/// `ed::state_dim` rows per member), or the prior (`ed::prior` with the ED stream).
 fn starting_state(
     ctx: &CycleContext<'_>,
     model: &LocationModel<'_>,
     job: &LocationJob,
-) -> Result<(DMatrix<f64>, VecDeque<f64>), DataProblem> {
+) -> Result<Start, DataProblem> {
+    let dim = ed::state_dim(ctx.config);
     match &job.ensemble {
         Some(flat) if job.start > ctx.origin => {
-            if flat.len() != STATE_DIM * ctx.members {
+            if flat.len() != dim * ctx.members {
                 return Err(DataProblem::Corrupt {
                     location: job.location.clone(),
                     week: job.start - 7,
                     len: flat.len(),
                 });
             }
+            let recent_ed = if ctx.config.ed.enabled {
+                job.recent_ed.iter().copied().collect()
+            } else {
+                VecDeque::new()
+            };
             Ok((
-                DMatrix::from_row_slice(STATE_DIM, ctx.members, flat),
+                DMatrix::from_row_slice(dim, ctx.members, flat),
                 job.recent.iter().copied().collect(),
+                recent_ed,
             ))
         }
-        _ => Ok((model.prior(ctx.members), VecDeque::new())),
+        _ if ctx.config.ed.enabled => Ok((
+            ed::prior(model, ctx.members),
+            VecDeque::new(),
+            VecDeque::new(),
+        )),
+        _ => Ok((model.prior(ctx.members), VecDeque::new(), VecDeque::new())),
     }
+}
+
+/// Appends `y` to the last values and returns their mean over the window (`y` included).
+fn push_mean(recent: &mut VecDeque<f64>, window: usize, y: f64) -> f64 {
+    recent.push_back(y);
+    while recent.len() > window {
+        recent.pop_front();
+    }
+    recent.iter().sum::<f64>() / recent.len() as f64
 }
 
 /// A location's state between weeks.
@@ -143,38 +197,68 @@ struct Stepper<'a> {
     window: usize,
     ens: DMatrix<f64>,
     recent: VecDeque<f64>,
+    /// With the ED stream: its window, and its last proportions.
+    ed_window: Option<usize>,
+    recent_ed: VecDeque<f64>,
     out: Vec<Checkpoint>,
     observations: i32,
 }
 
+/// What a week brings: its count, its ED proportion, and its rows' fingerprint and number.
+#[derive(Clone, Copy)]
+struct Observed {
+    value: Option<f64>,
+    ed: Option<f64>,
+    fingerprint: i64,
+    rows: i32,
+}
+
+impl Observed {
+    const NONE: Observed = Observed {
+        value: None,
+        ed: None,
+        fingerprint: 0,
+        rows: 0,
+    };
+}
+
 impl Stepper<'_> {
-    /// The week ending on `week`: the forecast step, then the analysis with its count.
-    fn advance(
-        &mut self,
-        location: &str,
-        week: i32,
-        value: Option<f64>,
-        fingerprint: i64,
-        rows: i32,
-    ) -> Result<(), DataProblem> {
-        self.model.step(&mut self.ens, week);
-        if let Some(y) = value {
-            self.recent.push_back(y);
-            while self.recent.len() > self.window {
-                self.recent.pop_front();
+    /// The week ending on `week`: the forecast step, then the analysis with its count (and,
+    /// with the ED stream, its ED proportion: jointly).
+    fn advance(&mut self, location: &str, week: i32, o: Observed) -> Result<(), DataProblem> {
+        let observed_ed = match self.ed_window {
+            None => {
+                self.model.step(&mut self.ens, week);
+                if let Some(y) = o.value {
+                    let mean = push_mean(&mut self.recent, self.window, y);
+                    self.model
+                        .update(&mut self.ens, y, mean, week)
+                        .map_err(DataProblem::Numerics)?;
+                }
+                None
             }
-            let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
-            self.model
-                .update(&mut self.ens, y, mean, week)
-                .map_err(DataProblem::Numerics)?;
+            Some(ed_window) => {
+                self.model.step_any(&mut self.ens, week, 1.0);
+                let admissions = o
+                    .value
+                    .map(|y| (y, push_mean(&mut self.recent, self.window, y)));
+                let proportion =
+                    o.ed.map(|p| (p, push_mean(&mut self.recent_ed, ed_window, p)));
+                ed::update(&self.model, &mut self.ens, admissions, proportion, week)
+                    .map_err(DataProblem::Numerics)?;
+                o.ed
+            }
+        };
+        if o.value.is_some() {
             self.observations += 1;
         }
         self.out.push(Checkpoint {
             location: location.to_string(),
             week,
-            observed: value,
-            fingerprint,
-            rows,
+            observed: o.value,
+            observed_ed,
+            fingerprint: o.fingerprint,
+            rows: o.rows,
             ensemble: self.ens.clone(),
         });
         Ok(())
@@ -190,12 +274,15 @@ pub fn run(
     max_weeks: usize,
 ) -> Result<Cycled, DataProblem> {
     let model = LocationModel::new(ctx.config, &job.location, job.population);
-    let (ens, recent) = starting_state(ctx, &model, job)?;
+    let (ens, recent, recent_ed) = starting_state(ctx, &model, job)?;
+    let ed = ctx.config.ed.enabled;
     let mut s = Stepper {
         model,
         window: ctx.config.observation_error.window,
         ens,
         recent,
+        ed_window: ed.then_some(ctx.config.ed.observation_error.window),
+        recent_ed,
         out: Vec::new(),
         observations: 0,
     };
@@ -205,15 +292,20 @@ pub fn run(
         match job.weeks.get(next) {
             // A week with rows (weeks without rows before it are stepped through first).
             Some(w) if w.week <= week + 7 => {
-                check_week(&job.location, w)?;
+                check_week(&job.location, w, ed)?;
                 week = w.week;
-                let rows = i32::try_from(w.rows).unwrap_or(i32::MAX);
-                s.advance(&job.location, week, w.value, w.fingerprint, rows)?;
+                let observed = Observed {
+                    value: w.value,
+                    ed: w.ed,
+                    fingerprint: w.fingerprint,
+                    rows: i32::try_from(w.rows).unwrap_or(i32::MAX),
+                };
+                s.advance(&job.location, week, observed)?;
                 next += 1;
             }
             _ if week < ctx.end_week => {
                 week += 7;
-                s.advance(&job.location, week, None, 0, 0)?;
+                s.advance(&job.location, week, Observed::NONE)?;
             }
             _ => break,
         }
@@ -225,6 +317,7 @@ pub fn run(
         // Row-major [state][members], as a checkpoint stores it.
         ensemble: Some(s.ens.transpose().as_slice().to_vec()),
         recent: s.recent.iter().copied().collect(),
+        recent_ed: s.recent_ed.iter().copied().collect(),
         weeks: job.weeks[next..].to_vec(),
     });
     Ok(Cycled {
@@ -237,6 +330,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::seirh::STATE_DIM as STATE_DIM_PLAIN;
 
     fn week(week: i32, value: Option<f64>) -> WeekData {
         WeekData {
@@ -246,6 +340,7 @@ mod tests {
             times: 1,
             min_value: value,
             fingerprint: week as i64,
+            ed: None,
         }
     }
 
@@ -256,6 +351,7 @@ mod tests {
             start: 0,
             ensemble: None,
             recent: Vec::new(),
+            recent_ed: Vec::new(),
             weeks,
         }
     }
@@ -306,6 +402,248 @@ mod tests {
         for (a, b) in pieces.iter().zip(&whole.checkpoints) {
             assert_eq!((a.week, &a.ensemble), (b.week, &b.ensemble));
         }
+    }
+
+    fn ed_config() -> TwinConfig {
+        let mut cfg = TwinConfig::default();
+        cfg.ed.enabled = true;
+        cfg
+    }
+
+    /// Weeks 0..n with counts and ED proportions, some of either missing.
+    fn ed_weeks(n: i32) -> Vec<WeekData> {
+        (0..n)
+            .map(|k| {
+                let mut w = week(7 * k, (k % 5 != 3).then_some(20.0 + 4.0 * k as f64));
+                w.ed = (k % 4 != 2).then_some(0.004 + 0.0005 * k as f64);
+                w
+            })
+            .collect()
+    }
+
+    /// Known answer: a week's proportion pulls the ensemble's modelled proportion (row ED_P)
+    /// towards it; the same week without a proportion is the count-only update of that row.
+    #[test]
+    fn a_weeks_proportion_pulls_the_ed_rows_towards_it_and_its_absence_leaves_them_count_only() {
+        let cfg = ed_config();
+        let members = 40;
+        let ctx = CycleContext {
+            config: &cfg,
+            members,
+            origin: 0,
+            end_week: 7 * 8,
+        };
+        let mean_p = |e: &DMatrix<f64>| e.row(ed::ED_P).mean();
+        let mut data: Vec<WeekData> = (0..8).map(|k| week(7 * k, Some(30.0))).collect();
+        let plain = run(&ctx, &job(data.clone()), 1000).unwrap();
+        // The forecast of week 7 from week 6's analysis: its proportion is what week 7 would
+        // have without any ED data.
+        let model = LocationModel::new(&cfg, "06", 1e6);
+        let mut forecast = plain.checkpoints[6].ensemble.clone();
+        model.step_any(&mut forecast, 49, 1.0);
+        let prior = mean_p(&forecast);
+        for target in [0.2, 1e-4] {
+            data[7].ed = Some(target);
+            let with = run(&ctx, &job(data.clone()), 1000).unwrap();
+            assert_eq!(with.checkpoints[7].observed_ed, Some(target));
+            let post = mean_p(&with.checkpoints[7].ensemble);
+            assert!(
+                (post - target).abs() < (prior - target).abs(),
+                "target {target}: prior {prior}, posterior {post}"
+            );
+            // Weeks before it are untouched.
+            assert_eq!(with.checkpoints[6].ensemble, plain.checkpoints[6].ensemble);
+        }
+        // Without a proportion, week 7 is ed::update with the count alone.
+        let mut count_only = forecast.clone();
+        ed::update(&model, &mut count_only, Some((30.0, 30.0)), None, 49).unwrap();
+        assert_eq!(plain.checkpoints[7].ensemble, count_only);
+        assert_eq!(plain.checkpoints[7].observed_ed, None);
+    }
+
+    #[test]
+    fn the_ed_stream_is_the_joint_update_of_both_streams_week_by_week() {
+        let cfg = ed_config();
+        let members = 16;
+        let ctx = CycleContext {
+            config: &cfg,
+            members,
+            origin: 0,
+            end_week: 7 * 13,
+        };
+        let mut data = ed_weeks(12);
+        // A week with neither stream, and one without rows at all (week 12's gap to 13).
+        data[6].value = None;
+        data[6].ed = None;
+        let out = run(&ctx, &job(data.clone()), 1000).unwrap();
+        assert_eq!(out.checkpoints.len(), 14);
+        assert!(out.rest.is_none());
+        assert_eq!(
+            out.observations,
+            data.iter().filter(|w| w.value.is_some()).count() as i32
+        );
+
+        // The same by hand: ed::prior, step_any, ed::update with the recent means of both.
+        let model = LocationModel::new(&cfg, "06", 1e6);
+        let mut ens = ed::prior(&model, members);
+        let (mut counts, mut props) = (VecDeque::new(), VecDeque::new());
+        for (k, c) in out.checkpoints.iter().enumerate() {
+            let w = data.get(k);
+            let (value, p) = (w.and_then(|w| w.value), w.and_then(|w| w.ed));
+            model.step_any(&mut ens, c.week, 1.0);
+            let adm = value.map(|y| (y, push_mean(&mut counts, 3, y)));
+            let edv = p.map(|p| (p, push_mean(&mut props, 3, p)));
+            ed::update(&model, &mut ens, adm, edv, c.week).unwrap();
+            assert_eq!(c.week, 7 * k as i32);
+            assert_eq!((c.observed, c.observed_ed), (value, p), "week {k}");
+            assert_eq!(c.ensemble.nrows(), ed::ED_STATE_DIM);
+            assert_eq!(c.ensemble, ens, "week {k}");
+        }
+        // A week without either is the forecast step alone.
+        let mut stepped = out.checkpoints[5].ensemble.clone();
+        model.step_any(&mut stepped, 7 * 6, 1.0);
+        assert_eq!(out.checkpoints[6].ensemble, stepped);
+    }
+
+    #[test]
+    fn an_ed_twin_resumes_from_a_checkpoint_and_its_recent_values_exactly() {
+        let cfg = ed_config();
+        let ctx = CycleContext {
+            config: &cfg,
+            members: 12,
+            origin: 0,
+            end_week: 7 * 15,
+        };
+        let data = ed_weeks(16);
+        let whole = run(&ctx, &job(data.clone()), 1000).unwrap();
+        // In rounds of 4 weeks (the job carried on in memory).
+        let mut pieces = Vec::new();
+        let mut next = Some(job(data.clone()));
+        while let Some(j) = next {
+            let part = run(&ctx, &j, 4).unwrap();
+            pieces.extend(part.checkpoints);
+            next = part.rest;
+        }
+        assert_eq!(pieces.len(), whole.checkpoints.len());
+        for (a, b) in pieces.iter().zip(&whole.checkpoints) {
+            assert_eq!((a.week, &a.ensemble), (b.week, &b.ensemble));
+        }
+        // As enkf.assimilate resumes: from the stored checkpoint of week 8 and the last
+        // window's values stored before week 9 (reported ones only, oldest first).
+        let stored = &whole.checkpoints[..9];
+        let last = |f: &dyn Fn(&Checkpoint) -> Option<f64>| -> Vec<f64> {
+            let mut v: Vec<f64> = stored.iter().rev().filter_map(f).take(3).collect();
+            v.reverse();
+            v
+        };
+        let resumed = LocationJob {
+            start: 7 * 9,
+            ensemble: Some(stored[8].ensemble.transpose().as_slice().to_vec()),
+            recent: last(&|c| c.observed),
+            recent_ed: last(&|c| c.observed_ed),
+            ..job(data[9..].to_vec())
+        };
+        let rest = run(&ctx, &resumed, 1000).unwrap();
+        assert_eq!(rest.checkpoints.len(), 7);
+        for (a, b) in rest.checkpoints.iter().zip(&whole.checkpoints[9..]) {
+            assert_eq!((a.week, &a.ensemble), (b.week, &b.ensemble));
+        }
+        // Without the recent ED values the observation error differs, and so does the result.
+        let forgetful = LocationJob {
+            recent_ed: Vec::new(),
+            ..resumed
+        };
+        let other = run(&ctx, &forgetful, 1000).unwrap();
+        assert_ne!(other.checkpoints[0].ensemble, whole.checkpoints[9].ensemble);
+    }
+
+    #[test]
+    fn without_the_stream_the_cycle_is_the_seven_row_one_bit_for_bit() {
+        let cfg = TwinConfig::default();
+        let members = 14;
+        let ctx = CycleContext {
+            config: &cfg,
+            members,
+            origin: 0,
+            end_week: 7 * 11,
+        };
+        let data = ed_weeks(12);
+        let plain: Vec<WeekData> = data
+            .iter()
+            .map(|w| WeekData {
+                ed: None,
+                ..w.clone()
+            })
+            .collect();
+        // ED values given to a twin without the stream are not read.
+        let with_ed = run(&ctx, &job(data.clone()), 1000).unwrap();
+        let without = run(&ctx, &job(plain), 1000).unwrap();
+        // The cycle of before: model.prior, model.step, model.update.
+        let model = LocationModel::new(&cfg, "06", 1e6);
+        let mut ens = model.prior(members);
+        let mut counts = VecDeque::new();
+        for (k, (a, b)) in with_ed
+            .checkpoints
+            .iter()
+            .zip(&without.checkpoints)
+            .enumerate()
+        {
+            model.step(&mut ens, a.week);
+            if let Some(y) = data[k].value {
+                let mean = push_mean(&mut counts, 3, y);
+                model.update(&mut ens, y, mean, a.week).unwrap();
+            }
+            assert_eq!(a.ensemble.nrows(), STATE_DIM_PLAIN);
+            assert_eq!(a.observed_ed, None);
+            for (x, y) in [(a, &ens), (b, &ens)] {
+                let same = x
+                    .ensemble
+                    .iter()
+                    .zip(y.iter())
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "week {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn ed_proportions_outside_zero_one_and_seven_row_states_of_an_ed_twin_are_refused() {
+        let cfg = ed_config();
+        let ctx = CycleContext {
+            config: &cfg,
+            members: 10,
+            origin: 0,
+            end_week: 14,
+        };
+        let mut pct = week(7, Some(3.0));
+        pct.ed = Some(2.3);
+        assert!(matches!(
+            run(&ctx, &job(vec![pct]), 10),
+            Err(DataProblem::EdProportion { week: 7, .. })
+        ));
+        let mut inf = week(7, None);
+        inf.ed = Some(f64::INFINITY);
+        assert!(matches!(
+            run(&ctx, &job(vec![inf]), 10),
+            Err(DataProblem::EdProportion { .. })
+        ));
+        // A twin without the stream does not read them.
+        let plain = TwinConfig::default();
+        let plain_ctx = CycleContext {
+            config: &plain,
+            ..ctx
+        };
+        let mut pct = week(7, Some(3.0));
+        pct.ed = Some(2.3);
+        assert!(run(&plain_ctx, &job(vec![pct]), 10).is_ok());
+        // Checkpoints of 7 rows are of a twin without the stream.
+        let mut seven = job(vec![]);
+        seven.start = 7;
+        seven.ensemble = Some(vec![0.5; STATE_DIM_PLAIN * 10]);
+        assert!(matches!(
+            run(&ctx, &seven, 10),
+            Err(DataProblem::Corrupt { len: 70, .. })
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use nalgebra::DMatrix;
 
 use super::combine::Calibration;
 use super::config::TwinConfig;
+use super::ed;
 use super::location::LocationModel;
 use super::models::{forecast_all, ComponentForecast, History};
 use super::season::MAX_SEASON_WEEKS;
@@ -12,16 +13,20 @@ use super::streams::location_seed;
 use super::targets::{forecast_targets, ModelTargets, TargetInputs, Targets, RATE_CHANGE_CLASSES};
 use crate::dates::iso;
 use crate::error::Result;
-use crate::model::seirh::{E, I, R, S, STATE_DIM};
+use crate::model::seirh::{E, I, R, S};
 
 /// A location's latest analysis as a checkpoint stores it, and the counts it assimilated.
 pub struct StoredAnalysis {
     pub location: String,
     /// The analysis's week end.
     pub week: i32,
-    /// Row-major [state][members]; `STATE_DIM * members` values (checked by the reader).
+    /// Row-major [state][members]; `ed::state_dim(config) * members` values (checked by the
+    /// reader).
     pub ensemble: Vec<f64>,
     pub history: History,
+    /// The ED-visit proportions it assimilated (a twin with the ED stream; None without): the
+    /// baseline's ED quantiles start from them.
+    pub ed_history: Option<History>,
 }
 
 /// Counts whose smallness a forecast could reveal: those of the weeks it is made from most
@@ -55,7 +60,7 @@ pub struct TargetRow {
 
 impl StoredAnalysis {
     fn model<'a>(&self, cfg: &'a TwinConfig, members: usize) -> (DMatrix<f64>, LocationModel<'a>) {
-        let ens = DMatrix::from_row_slice(STATE_DIM, members, &self.ensemble);
+        let ens = DMatrix::from_row_slice(ed::state_dim(cfg), members, &self.ensemble);
         // Every member carries the whole population in its compartments (H counts flows).
         let population: f64 = [S, E, I, R].iter().map(|&c| ens[(c, 0)]).sum();
         let model = LocationModel::new(cfg, &self.location, population);
@@ -63,7 +68,8 @@ impl StoredAnalysis {
     }
 
     /// Every hub target from the twin's trajectories and the baseline's, for the reference
-    /// date and the horizons -1 up to min(horizons, 4) - 1.
+    /// date and the horizons -1 up to min(horizons, 4) - 1. With the ED stream, the twin's ED
+    /// quantiles, and the baseline's when a proportion has been reported (`ed_history`).
     pub fn targets(
         &self,
         cfg: &TwinConfig,
@@ -80,7 +86,10 @@ impl StoredAnalysis {
                 ensemble: &ens,
                 last_week: self.week,
                 history: &self.history,
-                ed_history: None,
+                ed_history: self
+                    .ed_history
+                    .as_ref()
+                    .filter(|h| cfg.ed.enabled && h.values.iter().any(Option::is_some)),
                 reference_date,
                 horizons: &hs,
                 levels,
@@ -255,6 +264,7 @@ mod tests {
                 weeks: vec![35, 42, 49, 56, 63, 70],
                 values: vec![Some(1.0), Some(2.0), Some(0.0), None, Some(9.0), Some(5.0)],
             },
+            ed_history: None,
         };
         // Weeks 49..70 are the last four: 0 (not a small count), a gap, 9, 5.
         assert_eq!(a.recent_smallest_count(), Some(5.0));
@@ -277,6 +287,7 @@ mod tests {
             week: last,
             ensemble: model.prior(members).transpose().as_slice().to_vec(),
             history,
+            ed_history: None,
         };
         let t = a
             .targets(&cfg, members, last + 7, 4, &FLUSIGHT_LEVELS)
@@ -328,5 +339,79 @@ mod tests {
             "the season's first Saturday on or after Nov 17"
         );
         assert_eq!(weeks.ids.last().map(String::as_str), Some("2024-05-25"));
+    }
+
+    #[test]
+    fn an_ed_twin_stores_ed_quantiles_of_the_twin_and_of_the_baseline() {
+        use crate::dates::from_civil;
+        use crate::scoring::FLUSIGHT_LEVELS;
+        let mut cfg = TwinConfig::default();
+        cfg.ed.enabled = true;
+        let members = 20;
+        let model = LocationModel::new(&cfg, "06", 1e6);
+        let last = from_civil(2024, 1, 6);
+        let weeks: Vec<i32> = (0..12).map(|k| last - 7 * (11 - k)).collect();
+        let history = History {
+            weeks: weeks.clone(),
+            values: (0..12).map(|k| Some(50.0 + 10.0 * k as f64)).collect(),
+        };
+        let proportions = History {
+            weeks,
+            values: (0..12)
+                .map(|k| (k != 4).then_some(0.01 + 0.001 * k as f64))
+                .collect(),
+        };
+        let analysis = |ed_history: Option<History>| StoredAnalysis {
+            location: "06".into(),
+            week: last,
+            ensemble: ed::prior(&model, members).transpose().as_slice().to_vec(),
+            history: history.clone(),
+            ed_history,
+        };
+        let ed_rows = |a: &StoredAnalysis| -> Vec<TargetRow> {
+            let t = a
+                .targets(&cfg, members, last + 7, 4, &FLUSIGHT_LEVELS)
+                .expect("targets");
+            target_rows(&t, "06", &FLUSIGHT_LEVELS, "wk inc flu hosp")
+                .into_iter()
+                .filter(|r| r.target == ED_TARGET)
+                .collect()
+        };
+        let rows = ed_rows(&analysis(Some(proportions)));
+        for model in ["enkf", "baseline"] {
+            let mine: Vec<&TargetRow> = rows.iter().filter(|r| r.model == model).collect();
+            let horizons: Vec<Option<i32>> = mine.iter().map(|r| r.horizon).collect();
+            assert_eq!(horizons, vec![Some(-1), Some(0), Some(1), Some(2), Some(3)]);
+            for r in mine {
+                assert_eq!(r.output_type, "quantile");
+                assert_eq!(r.ids.len(), FLUSIGHT_LEVELS.len());
+                assert!(r.values.iter().all(|v| (0.0..=1.0).contains(v)), "{r:?}");
+                assert!(r.values.windows(2).all(|w| w[0] <= w[1]), "{r:?}");
+            }
+        }
+        // The baseline's horizon -1 is the last reported proportion.
+        let base = rows
+            .iter()
+            .find(|r| r.model == "baseline" && r.horizon == Some(-1))
+            .expect("baseline at -1");
+        assert!(base.values.iter().all(|v| *v == 0.01 + 0.001 * 11.0));
+        // Without any reported proportion the baseline has none; the twin still has its own.
+        for none in [None, Some(History::default())] {
+            let rows = ed_rows(&analysis(none));
+            assert!(rows.iter().all(|r| r.model == "enkf"));
+            assert_eq!(rows.len(), 5);
+        }
+        // Every model's weekly forecast takes the ED twin's 10 rows too.
+        let a = analysis(None);
+        let out = a
+            .forecast(
+                &cfg,
+                members,
+                &[1, 2],
+                &FLUSIGHT_LEVELS,
+                &Calibration::neutral(),
+            )
+            .expect("forecast");
+        assert!(out.iter().all(|f| f.quantiles.len() == 2));
     }
 }

@@ -2,9 +2,10 @@
 //! known: WIS for quantiles, the ranked probability score and the truncated log score for
 //! pmfs, the energy score for the sample trajectories. A target is scored only once its truth
 //! is known: the target week's count (and for rate change the week before the reference
-//! date's), the whole season's counts for the peak targets.
+//! date's), the whole season's counts for the peak targets, the target week's ED-visit
+//! proportion for the ED target.
 
-use super::forecast::{TargetRow, PEAK_TARGET, PEAK_WEEK_TARGET, RATE_CHANGE_TARGET};
+use super::forecast::{TargetRow, ED_TARGET, PEAK_TARGET, PEAK_WEEK_TARGET, RATE_CHANGE_TARGET};
 use super::targets::rate_change_class;
 use crate::dates::iso;
 use crate::scoring::categorical::{rps, truncated_log_score, LOG_SCORE_CAP};
@@ -28,6 +29,9 @@ pub struct TaskScore {
 pub struct Truth<'a> {
     /// The count of a week end, as known now (None: not reported).
     pub count: &'a dyn Fn(i32) -> Option<f64>,
+    /// The ED-visit proportion of a week end, as known now (None: not reported, or a twin
+    /// without the ED stream).
+    pub ed: &'a dyn Fn(i32) -> Option<f64>,
     /// The location's population (rate change is per 100,000 people).
     pub population: f64,
     /// The season's week ends (the peak targets' season of this reference date).
@@ -72,6 +76,8 @@ pub fn score_rows(
                     r.target_end_date.and_then(|d| (truth.count)(d))
                 } else if t == PEAK_TARGET {
                     truth.peak().map(|p| p.1)
+                } else if t == ED_TARGET {
+                    r.target_end_date.and_then(|d| (truth.ed)(d))
                 } else {
                     None
                 };
@@ -189,12 +195,18 @@ mod tests {
                 _ => None,
             }
         };
+        let proportions = |w: i32| (w == 707).then_some(0.02);
         let truth = Truth {
             count: &counts,
+            ed: &proportions,
             population: 1e6,
             season_weeks: &[693, 700, 707],
         };
         let rows = vec![
+            // The ED proportion at horizon 1 (week 707: 0.02): a median 0.005 off; at horizon
+            // 2 not reported yet.
+            row(ED_TARGET, "quantile", Some(1), &["0.5"], &[0.025]),
+            row(ED_TARGET, "quantile", Some(2), &["0.5"], &[0.025]),
             // A point forecast of the observed count: WIS 0.
             row("wk inc flu hosp", "quantile", Some(-1), &["0.5"], &[100.0]),
             // +100 in 1e6 people at horizon 1 (rate 10 per 100k): large increase, given 1.
@@ -246,6 +258,9 @@ mod tests {
                 .collect()
         };
         assert_eq!(get("wk inc flu hosp", "wis"), vec![0.0]);
+        let ed = get(ED_TARGET, "wis");
+        assert_eq!(ed.len(), 1, "horizon 2 waits for its proportion");
+        assert!((ed[0] - 0.005).abs() < 1e-15, "{ed:?}");
         assert_eq!(
             get(RATE_CHANGE_TARGET, "rps"),
             vec![0.0],
@@ -265,6 +280,7 @@ mod tests {
         let counts = |w: i32| (w < 707).then_some(50.0);
         let truth = Truth {
             count: &counts,
+            ed: &|_| None,
             population: 1e6,
             season_weeks: &[693, 700, 707],
         };

@@ -152,15 +152,31 @@ mod tests {
     /// reads, batches (here in rounds of a few weeks) and writes, and changes no value.
     #[pg_test]
     fn stored_checkpoints_are_the_core_cycle_bit_for_bit() {
+        stored_checkpoints_are_the_core_cycle(false);
+    }
+
+    /// The same for a twin with the ED-visit stream: 10 rows per member, both streams read.
+    #[pg_test]
+    fn stored_checkpoints_of_an_ed_twin_are_the_core_cycle_bit_for_bit() {
+        stored_checkpoints_are_the_core_cycle(true);
+    }
+
+    fn stored_checkpoints_are_the_core_cycle(with_ed: bool) {
         Spi::run(
             "CREATE TABLE o AS SELECT time, location, value FROM enkf.synthetic_surveillance(1, 12, '2023-10-07', 2);
              UPDATE o SET value = NULL WHERE time = '2023-11-04';
              DELETE FROM o WHERE time = '2023-11-18';
+             ALTER TABLE o ADD COLUMN ed float8;
+             UPDATE o SET ed = 0.004 + value / 2e5 WHERE time <> '2023-10-28';
              CREATE TABLE l AS SELECT DISTINCT location, population FROM enkf.synthetic_surveillance(1, 1, '2023-10-07', 2);
-             SELECT enkf.create_twin('t', 'o', 'l', members => 10);
              SET enkf.max_ensemble_elements = 300;",
         )
         .expect("setup");
+        let ed_column = if with_ed { "'ed'" } else { "NULL" };
+        Spi::run(&format!(
+            "SELECT enkf.create_twin('t', 'o', 'l', members => 10, ed_column => {ed_column})"
+        ))
+        .expect("create");
         Spi::run("SELECT * FROM enkf.assimilate('t')").expect("assimilate");
         let config: String = Spi::get_one("SELECT config::text FROM enkf.twins")
             .expect("spi")
@@ -179,18 +195,25 @@ mod tests {
         let values: Vec<Option<f64>> = Spi::get_one("SELECT array_agg(value ORDER BY time) FROM o")
             .expect("spi")
             .expect("values");
+        let proportions: Vec<Option<f64>> =
+            Spi::get_one("SELECT array_agg(ed ORDER BY time) FROM o")
+                .expect("spi")
+                .expect("proportions");
         let weeks: Vec<WeekData> = weeks_with_rows
             .iter()
-            .zip(&values)
-            .map(|(&week, &value)| WeekData {
+            .zip(values.iter().zip(&proportions))
+            .map(|(&week, (&value, &ed))| WeekData {
                 week,
                 value,
                 rows: 1,
                 times: 1,
                 min_value: value,
                 fingerprint: 0,
+                ed: ed.filter(|_| with_ed),
             })
             .collect();
+        let dim = enkf_core::twin::ed::state_dim(&config);
+        assert_eq!(dim, if with_ed { 10 } else { STATE_DIM });
         let members = 10;
         let ctx = CycleContext {
             config: &config,
@@ -204,6 +227,7 @@ mod tests {
             start: ctx.origin,
             ensemble: None,
             recent: Vec::new(),
+            recent_ed: Vec::new(),
             weeks,
         };
         let expected = cycle::run(&ctx, &job, usize::MAX).expect("cycle");
@@ -221,8 +245,8 @@ mod tests {
             ))
             .expect("spi")
             .expect("ensemble");
-            assert_eq!(stored.len(), STATE_DIM * members);
-            for i in 0..STATE_DIM {
+            assert_eq!(stored.len(), dim * members);
+            for i in 0..dim {
                 for j in 0..members {
                     assert_eq!(
                         stored[i * members + j].to_bits(),
@@ -231,6 +255,13 @@ mod tests {
                     );
                 }
             }
+        }
+        if with_ed {
+            let assimilated: Option<i64> =
+                Spi::get_one("SELECT count(*) FROM enkf.checkpoints WHERE observed_ed IS NOT NULL")
+                    .expect("spi");
+            // 11 weeks with rows; two without a proportion (one of them without a count).
+            assert_eq!(assimilated, Some(9));
         }
     }
 }

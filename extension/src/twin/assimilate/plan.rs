@@ -309,14 +309,15 @@ fn weekly_differences(
     };
     let diff_sql = format!(
         "WITH o AS (SELECT * FROM ({weekly}) w WHERE true{o_only}),
-              c AS (SELECT location, week_end, observed FROM enkf.checkpoints
+              c AS (SELECT location, week_end, observed, observed_ed FROM enkf.checkpoints
                      WHERE twin_id = $3 AND week_end BETWEEN $1 AND $2{c_only})
          SELECT coalesce(o.loc, c.location), pg_catalog.min(coalesce(o.week_end, c.week_end)),
                 -- Whether the earliest differing week had been assimilated (a revision): an
                 -- aggregate without a per-group sort.
                 pg_catalog.min(c.week_end) = pg_catalog.min(coalesce(o.week_end, c.week_end))
            FROM o FULL JOIN c ON c.location = o.loc AND c.week_end = o.week_end
-          WHERE (c.location IS NULL OR c.observed IS DISTINCT FROM o.value)
+          WHERE (c.location IS NULL OR c.observed IS DISTINCT FROM o.value
+                 OR c.observed_ed IS DISTINCT FROM o.ed)
             AND coalesce(o.week_end, c.week_end) BETWEEN $1 AND $2
           GROUP BY 1",
         weekly = source.weekly_values_sql(Some((1, 2))),

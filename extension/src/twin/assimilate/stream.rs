@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::cycle::{self, CycleContext, DataProblem, LocationJob, WeekData};
+use enkf_core::twin::ed;
 use pgrx::datum::{Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::prelude::*;
@@ -47,6 +47,8 @@ struct Start {
     ensemble: Option<Vec<f64>>,
     /// The counts before, latest first.
     recent: Vec<f64>,
+    /// The ED-visit proportions before, latest first (a twin with the ED stream).
+    recent_ed: Vec<f64>,
 }
 
 struct Stream<'a> {
@@ -85,7 +87,7 @@ pub(super) fn run(
         jobs: Vec::new(),
         batch_weeks: 0,
         budget_weeks: (crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize
-            / (STATE_DIM * twin.members).max(1))
+            / (ed::state_dim(&twin.config) * twin.members).max(1))
         .max(1),
         writer: CheckpointWriter::new(twin, run_id),
         totals: Totals::default(),
@@ -134,7 +136,10 @@ fn open_start_states<'c>(client: &SpiClient<'c>, twin: &Twin, plan: &Plan) -> Sp
         "SELECT p.loc, p.start, cp.ensemble,
                 ARRAY(SELECT r.observed FROM enkf.checkpoints r
                        WHERE r.twin_id = $1 AND r.location = p.loc AND r.week_end < p.start
-                         AND r.observed IS NOT NULL ORDER BY r.week_end DESC LIMIT $4)
+                         AND r.observed IS NOT NULL ORDER BY r.week_end DESC LIMIT $4),
+                ARRAY(SELECT r.observed_ed FROM enkf.checkpoints r
+                       WHERE r.twin_id = $1 AND r.location = p.loc AND r.week_end < p.start
+                         AND r.observed_ed IS NOT NULL ORDER BY r.week_end DESC LIMIT $5)
            FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.date[])) AS p(loc, start)
            LEFT JOIN enkf.checkpoints cp ON cp.twin_id = $1 AND cp.location = p.loc AND cp.week_end = p.start - 7
           ORDER BY p.loc COLLATE \"C\"",
@@ -143,6 +148,7 @@ fn open_start_states<'c>(client: &SpiClient<'c>, twin: &Twin, plan: &Plan) -> Sp
             DatumWithOid::from(locations),
             DatumWithOid::from(starts),
             DatumWithOid::from(twin.config.observation_error.window as i64),
+            DatumWithOid::from(twin.config.ed.observation_error.window as i64),
         ],
     ))
 }
@@ -160,13 +166,14 @@ fn open_weekly_rows<'c>(client: &SpiClient<'c>, source: &Source, plan: &Plan) ->
     let rows_sql = format!(
         "SELECT s.loc, s.week_end, CASE WHEN pg_catalog.bool_and(s.ok) THEN pg_catalog.sum(s.v) END,
                 pg_catalog.count(*), pg_catalog.count(DISTINCT s.t),
-                pg_catalog.min(s.v) FILTER (WHERE s.ok), pg_catalog.bit_xor({print})
+                pg_catalog.min(s.v) FILTER (WHERE s.ok), pg_catalog.bit_xor({print}), {ed}
            FROM ({raw}) s JOIN ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.date[])) AS p(loc, start)
              ON p.loc = s.loc AND s.week_end >= p.start
           WHERE s.week_end <= $2
           GROUP BY s.loc, s.week_end ORDER BY s.loc COLLATE \"C\", s.week_end",
         raw = source.raw_sql(Some((1, 2))),
         print = source.row_print_sql(),
+        ed = Source::week_ed_sql(),
     );
     spi::ok(client.try_open_cursor(
         rows_sql.as_str(),
@@ -201,16 +208,23 @@ fn start_of(r: &SpiHeapTupleData<'_>) -> SpiResult<Start> {
             .into_iter()
             .flatten()
             .collect(),
+        recent_ed: r
+            .get::<Vec<Option<f64>>>(5)?
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect(),
     })
 }
 
 /// A location's week from the weekly rows query (location, week_end, value, rows, times,
-/// smallest value, fingerprint).
+/// smallest value, fingerprint, ED proportion).
 fn week_of(r: &SpiHeapTupleData<'_>) -> SpiResult<(String, WeekData)> {
     Ok((r.get::<String>(1)?.unwrap_or_default(), week_data(r, 2)?))
 }
 
-/// The week from column `from` on: week_end, value, rows, times, smallest value, fingerprint.
+/// The week from column `from` on: week_end, value, rows, times, smallest value, fingerprint,
+/// ED proportion.
 fn week_data(r: &SpiHeapTupleData<'_>, from: usize) -> SpiResult<WeekData> {
     Ok(WeekData {
         week: r
@@ -222,6 +236,7 @@ fn week_data(r: &SpiHeapTupleData<'_>, from: usize) -> SpiResult<WeekData> {
         times: r.get::<i64>(from + 3)?.unwrap_or(0),
         min_value: r.get::<f64>(from + 4)?,
         fingerprint: r.get::<i64>(from + 5)?.unwrap_or(0),
+        ed: r.get::<f64>(from + 6)?,
     })
 }
 
@@ -256,6 +271,7 @@ impl Stream<'_> {
                 start: start.week,
                 ensemble: start.ensemble,
                 recent: start.recent.into_iter().rev().collect(),
+                recent_ed: start.recent_ed.into_iter().rev().collect(),
                 weeks,
             }
         };
@@ -274,7 +290,7 @@ impl Stream<'_> {
     ) -> LocationJob {
         write::cut_location(client, self.twin, &location);
         let query = format!(
-            "SELECT week_end, value, n_rows, n_times, min_value, print FROM ({}) w
+            "SELECT week_end, value, n_rows, n_times, min_value, print, ed FROM ({}) w
               WHERE loc = $3 AND week_end BETWEEN $1 AND $2 ORDER BY week_end",
             self.source.weekly_sql(Some((1, 2)))
         );
@@ -294,6 +310,7 @@ impl Stream<'_> {
             start: self.origin,
             ensemble: None,
             recent: Vec::new(),
+            recent_ed: Vec::new(),
             weeks,
         }
     }
@@ -357,6 +374,16 @@ impl Stream<'_> {
                 ),
                 None,
                 "counts must be >= 0; mark unreported weeks with NULL or NaN",
+            ),
+            DataProblem::EdProportion { location, week, value } => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "observations: ED-visit proportion {value} in column \"{}\" for location \"{location}\" in the week ending {} is outside [0, 1]",
+                    self.twin.ed_column.as_deref().unwrap_or("ed"),
+                    iso(week)
+                ),
+                None,
+                "ED proportions are fractions of visits (0.012 for 1.2%); mark unreported weeks with NULL",
             ),
             DataProblem::Corrupt { location, week, len } => {
                 catalog::corrupt_checkpoint(self.twin, &location, week, len)

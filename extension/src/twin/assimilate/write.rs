@@ -1,8 +1,8 @@
 //! What a run writes: it cuts the checkpoints a revision invalidates, stores the new ones in
 //! bulk, and prunes those older than `checkpoints.keep_weeks`.
 
-use enkf_core::model::seirh::STATE_DIM;
 use enkf_core::twin::cycle::Checkpoint;
+use enkf_core::twin::ed;
 use pgrx::datum::{Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::spi::SpiClient;
@@ -74,20 +74,24 @@ const FLUSH_ROWS: usize = 128;
 /// Ensemble values written per statement, at most (8 MB of parameters).
 const FLUSH_VALUES: usize = 1 << 20;
 
-const CHECKPOINTS: BulkInsert<'static> = BulkInsert {
-    table: "enkf.checkpoints",
-    shared: &["twin_id", "run_id"],
-    per_row: &[
-        ("location", "pg_catalog.text"),
-        ("week_end", "pg_catalog.date"),
-        ("observed", "pg_catalog.float8"),
-        ("rows_print", "pg_catalog.int8"),
-        ("source_rows", "pg_catalog.int4"),
-    ],
-    // The rows' ensembles stacked in one [rows * STATE_DIM][members] array.
-    sliced: &["ensemble"],
-    slices: Slices::Fixed(STATE_DIM),
-};
+/// The insert of `dim`-row checkpoints (7 rows per member, 10 with the ED stream).
+fn checkpoints(dim: usize) -> BulkInsert<'static> {
+    BulkInsert {
+        table: "enkf.checkpoints",
+        shared: &["twin_id", "run_id"],
+        per_row: &[
+            ("location", "pg_catalog.text"),
+            ("week_end", "pg_catalog.date"),
+            ("observed", "pg_catalog.float8"),
+            ("rows_print", "pg_catalog.int8"),
+            ("source_rows", "pg_catalog.int4"),
+            ("observed_ed", "pg_catalog.float8"),
+        ],
+        // The rows' ensembles stacked in one [rows * dim][members] array.
+        sliced: &["ensemble"],
+        slices: Slices::Fixed(dim),
+    }
+}
 
 /// Stores a run's checkpoints in statements of at most `FLUSH_ROWS` rows and `FLUSH_VALUES`
 /// ensemble values, their parameters built in a memory context reset after each.
@@ -95,6 +99,8 @@ pub(super) struct CheckpointWriter {
     twin_id: i64,
     run_id: i64,
     members: usize,
+    /// State rows per member.
+    dim: usize,
     flush_rows: usize,
     sql: String,
     pending: Vec<Checkpoint>,
@@ -104,12 +110,14 @@ pub(super) struct CheckpointWriter {
 impl CheckpointWriter {
     pub(super) fn new(twin: &Twin, run_id: i64) -> Self {
         let members = twin.members;
+        let dim = ed::state_dim(&twin.config);
         CheckpointWriter {
             twin_id: twin.id,
             run_id,
             members,
-            flush_rows: (FLUSH_VALUES / (STATE_DIM * members).max(1)).clamp(1, FLUSH_ROWS),
-            sql: CHECKPOINTS.sql(),
+            dim,
+            flush_rows: (FLUSH_VALUES / (dim * members).max(1)).clamp(1, FLUSH_ROWS),
+            sql: checkpoints(dim).sql(),
             pending: Vec::new(),
             scratch: PgMemoryContexts::new("pg_enkf assimilate"),
         }
@@ -127,14 +135,15 @@ impl CheckpointWriter {
             return;
         }
         let rows = std::mem::take(&mut self.pending);
-        let (twin_id, run_id, members, sql) = (self.twin_id, self.run_id, self.members, &self.sql);
+        let (twin_id, run_id, members, dim, sql) =
+            (self.twin_id, self.run_id, self.members, self.dim, &self.sql);
         // SAFETY: the parameters are built, used and freed inside the switch; nothing allocated
         // in the scratch context outlives its reset.
         unsafe {
             self.scratch.switch_to(|_| {
-                let mut ensembles = Float8Array2::new(rows.len() * STATE_DIM, members);
+                let mut ensembles = Float8Array2::new(rows.len() * dim, members);
                 let values = ensembles.data_mut();
-                let block = STATE_DIM * members;
+                let block = dim * members;
                 for (k, r) in rows.iter().enumerate() {
                     // Row-major [state][members], as the checkpoint column stores it.
                     let out = &mut values[k * block..(k + 1) * block];
@@ -149,7 +158,9 @@ impl CheckpointWriter {
                 let mut observed = Vec::with_capacity(rows.len());
                 let mut prints = Vec::with_capacity(rows.len());
                 let mut source_rows = Vec::with_capacity(rows.len());
+                let mut observed_ed = Vec::with_capacity(rows.len());
                 for r in rows {
+                    observed_ed.push(r.observed_ed);
                     locations.push(r.location);
                     weeks.push(date(r.week));
                     observed.push(r.observed);
@@ -167,6 +178,7 @@ impl CheckpointWriter {
                         DatumWithOid::from(observed),
                         DatumWithOid::from(prints),
                         DatumWithOid::from(source_rows),
+                        DatumWithOid::from(observed_ed),
                         DatumWithOid::from(ensembles),
                     ],
                 );
