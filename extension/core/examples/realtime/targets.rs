@@ -20,7 +20,7 @@ use enkf_core::scoring::wis;
 use enkf_core::twin::location::location_seed;
 use enkf_core::twin::models::History;
 use enkf_core::twin::targets::{
-    forecast_targets, peak_of, rate_change_class, ModelTargets, TargetInputs,
+    forecast_targets, peak_of, rate_change_class, ModelTargets, TargetInputs, Targets,
 };
 use enkf_core::twin::{LocationModel, TwinConfig};
 
@@ -105,27 +105,52 @@ pub fn score(
     history: &History,
     last: i32,
 ) {
-    let cfg = st.twin.model.cfg;
-    let Some(idx) = st.twin.weeks.iter().position(|w| w.0 == last) else {
+    let Some((t, models)) = forecast_models(variants, r, st, history, last) else {
         return;
     };
-    let ens = &st.twin.analyses[idx];
+    let Some(truth) = data.truth.get(&st.loc) else {
+        return;
+    };
+    let models: Vec<(String, &ModelTargets)> = models.iter().map(|(n, m)| (n.clone(), m)).collect();
+    let task = Task {
+        season: season.name.as_str(),
+        r,
+        loc: &st.loc,
+        from_final: season.from_final,
+        data,
+        truth,
+        population: st.twin.model.population,
+    };
+    score_weekly(scores, &task, &models);
+    score_rate_change(scores, &task, &models, &t);
+    score_peaks(scores, &task, &models, &t);
+    score_ed(scores, &task, &models);
+}
+
+/// Every target of the twin, the baseline and each variant configuration at `r`, from the
+/// analysis of week `last` (None: no analysis that week, or no season).
+fn forecast_models(
+    variants: &[TwinConfig],
+    r: i32,
+    st: &State<'_>,
+    history: &History,
+    last: i32,
+) -> Option<(Targets, Vec<(String, ModelTargets)>)> {
+    let cfg = st.twin.model.cfg;
+    let idx = st.twin.weeks.iter().position(|w| w.0 == last)?;
     let ed_history = (!st.twin.ed.is_empty()).then(|| History {
         weeks: st.twin.ed.keys().copied().collect(),
         values: st.twin.ed.values().map(|v| Some(*v)).collect(),
     });
-    let Ok(peak_season) = cfg.targets.season(r) else {
-        return;
-    };
     let inputs = TargetInputs {
-        ensemble: ens,
+        ensemble: &st.twin.analyses[idx],
         last_week: last,
         history,
         ed_history: ed_history.as_ref(),
         reference_date: r,
         horizons: &HORIZONS,
         levels: &enkf_core::scoring::FLUSIGHT_LEVELS,
-        season: peak_season,
+        season: cfg.targets.season(r).ok()?,
         max_weeks: MAX_WEEKS,
         location_seed: location_seed(cfg.seed, &st.loc),
     };
@@ -133,103 +158,146 @@ pub fn score(
         Ok(t) => t,
         Err(e) => {
             eprintln!("{} {}: {e}", st.loc, enkf_core::dates::iso(r));
-            return;
+            return None;
         }
     };
-    let pop = st.twin.model.population;
     let mut models: Vec<(String, ModelTargets)> = vec![
         ("enkf".into(), t.twin.clone()),
         ("baseline".into(), t.baseline.clone()),
     ];
     for (k, v) in variants.iter().enumerate() {
-        let m = LocationModel::new(v, &st.loc, pop);
+        let m = LocationModel::new(v, &st.loc, st.twin.model.population);
         if let Ok(tv) = forecast_targets(&m, &inputs) {
             models.push((format!("enkf/{k}"), tv.twin));
         }
     }
-    let models: Vec<(String, &ModelTargets)> = models.iter().map(|(n, m)| (n.clone(), m)).collect();
-    let levels = &enkf_core::scoring::FLUSIGHT_LEVELS;
-    let s = season.name.as_str();
-    let Some(truth) = data.truth.get(&st.loc) else {
-        return;
-    };
-    let y = |w: i32| truth.get(&w).copied().flatten();
-    let on_task = |h: i32| {
-        season.from_final
-            || data
-                .hub_tasks
-                .contains(&(r, st.loc.clone(), h.max(0) as usize))
-    };
+    Some((t, models))
+}
 
-    // Weekly admissions: quantiles per horizon, samples as trajectories.
-    let observed: Vec<Option<f64>> = HORIZONS.iter().map(|h| y(r + 7 * h)).collect();
+/// One location and reference date, with the final counts to score against.
+struct Task<'a> {
+    season: &'a str,
+    r: i32,
+    loc: &'a str,
+    from_final: bool,
+    data: &'a Data,
+    truth: &'a BTreeMap<i32, Option<f64>>,
+    population: f64,
+}
+
+impl Task<'_> {
+    /// The final count of week `w`.
+    fn y(&self, w: i32) -> Option<f64> {
+        self.truth.get(&w).copied().flatten()
+    }
+
+    /// Whether horizon `h` is one of the hub's tasks (horizon -1 on those of horizon 0).
+    fn on_task(&self, h: i32) -> bool {
+        self.from_final
+            || self
+                .data
+                .hub_tasks
+                .contains(&(self.r, self.loc.to_string(), h.max(0) as usize))
+    }
+
+    fn observed(&self) -> Vec<Option<f64>> {
+        HORIZONS.iter().map(|h| self.y(self.r + 7 * h)).collect()
+    }
+}
+
+/// Weekly admissions: quantiles per horizon, samples as trajectories.
+fn score_weekly(scores: &mut Scores, task: &Task<'_>, models: &[(String, &ModelTargets)]) {
+    let (s, levels) = (task.season, &enkf_core::scoring::FLUSIGHT_LEVELS);
+    let observed = task.observed();
     for (i, &h) in HORIZONS.iter().enumerate() {
-        if let (Some(v), true) = (observed[i], on_task(h)) {
-            add_twin_and_variants(scores, (s, "wk_inc_flu_hosp", h, "wis"), &models, |m| {
+        if let (Some(v), true) = (observed[i], task.on_task(h)) {
+            add_twin_and_variants(scores, (s, "wk_inc_flu_hosp", h, "wis"), models, |m| {
                 Some(wis(levels, &m.quantiles[i], v))
             });
         }
     }
-    if observed.iter().all(Option::is_some) && on_task(0) {
+    if observed.iter().all(Option::is_some) && task.on_task(0) {
         let obs: Vec<f64> = observed.iter().flatten().copied().collect();
-        add_twin_and_variants(scores, (s, "samples", -1, "energy"), &models, |m| {
+        add_twin_and_variants(scores, (s, "samples", -1, "energy"), models, |m| {
             energy_score(&m.samples, &obs).ok()
         });
     }
+}
 
-    // Rate change against the final count of the week before the reference date.
-    if let Some(base) = y(r - 7) {
-        for (i, &h) in HORIZONS.iter().enumerate().skip(1) {
-            let (Some(v), true) = (observed[i], on_task(h)) else {
-                continue;
+/// Rate change against the final count of the week before the reference date.
+fn score_rate_change(
+    scores: &mut Scores,
+    task: &Task<'_>,
+    models: &[(String, &ModelTargets)],
+    t: &Targets,
+) {
+    let Some(base) = task.y(task.r - 7) else {
+        return;
+    };
+    let observed = task.observed();
+    for (i, &h) in HORIZONS.iter().enumerate().skip(1) {
+        let (Some(v), true) = (observed[i], task.on_task(h)) else {
+            continue;
+        };
+        let Ok(class) = rate_change_class(base, v, task.population, h) else {
+            continue;
+        };
+        for metric in ["rps", "log"] {
+            let f = |p: &[f64]| {
+                if metric == "rps" {
+                    rps(p, class).ok()
+                } else {
+                    truncated_log_score(p, class, LOG_SCORE_CAP).ok()
+                }
             };
-            let Ok(class) = rate_change_class(base, v, pop, h) else {
-                continue;
-            };
-            for metric in ["rps", "log"] {
-                let f = |p: &[f64]| {
-                    if metric == "rps" {
-                        rps(p, class).ok()
-                    } else {
-                        truncated_log_score(p, class, LOG_SCORE_CAP).ok()
-                    }
-                };
-                add_twin_and_variants(scores, (s, "rate_change", h, metric), &models, |m| {
-                    f(&m.rate_change[i])
-                });
-                if let Some(v) = f(&t.climatology[i]) {
-                    for hh in [h, 99] {
-                        scores.add(s, "rate_change", hh, metric, "climatology", v);
-                    }
+            let key = (task.season, "rate_change", h, metric);
+            add_twin_and_variants(scores, key, models, |m| f(&m.rate_change[i]));
+            if let Some(v) = f(&t.climatology[i]) {
+                for hh in [h, 99] {
+                    scores.add(task.season, "rate_change", hh, metric, "climatology", v);
                 }
             }
         }
     }
+}
 
-    // Peak intensity and week: the season's final counts, when all are known.
-    let finals: Vec<Option<f64>> = t.season_weeks.iter().map(|w| y(*w)).collect();
-    if finals.iter().all(Option::is_some) && on_task(0) {
-        if let Some((week, height)) = peak_of(&finals) {
-            add_twin_and_variants(scores, (s, "peak_intensity", -1, "wis"), &models, |m| {
-                Some(wis(levels, &m.peak_intensity, height))
-            });
-            add_twin_and_variants(scores, (s, "peak_week", -1, "rps"), &models, |m| {
-                rps(&m.peak_week, week).ok()
-            });
-            add_twin_and_variants(scores, (s, "peak_week", -1, "log"), &models, |m| {
-                truncated_log_score(&m.peak_week, week, LOG_SCORE_CAP).ok()
-            });
-        }
+/// Peak intensity and week: the season's final counts, when all are known.
+fn score_peaks(
+    scores: &mut Scores,
+    task: &Task<'_>,
+    models: &[(String, &ModelTargets)],
+    t: &Targets,
+) {
+    let finals: Vec<Option<f64>> = t.season_weeks.iter().map(|w| task.y(*w)).collect();
+    if !(finals.iter().all(Option::is_some) && task.on_task(0)) {
+        return;
     }
+    let Some((week, height)) = peak_of(&finals) else {
+        return;
+    };
+    let (s, levels) = (task.season, &enkf_core::scoring::FLUSIGHT_LEVELS);
+    add_twin_and_variants(scores, (s, "peak_intensity", -1, "wis"), models, |m| {
+        Some(wis(levels, &m.peak_intensity, height))
+    });
+    add_twin_and_variants(scores, (s, "peak_week", -1, "rps"), models, |m| {
+        rps(&m.peak_week, week).ok()
+    });
+    add_twin_and_variants(scores, (s, "peak_week", -1, "log"), models, |m| {
+        truncated_log_score(&m.peak_week, week, LOG_SCORE_CAP).ok()
+    });
+}
 
-    // ED-visit proportion.
-    if let Some(ed) = data.ed.get(&st.loc) {
-        for (i, &h) in HORIZONS.iter().enumerate() {
-            if let (Some(v), true) = (ed.get(&(r + 7 * h)), on_task(h)) {
-                add_twin_and_variants(scores, (s, "ed_prop", h, "wis"), &models, |m| {
-                    m.ed_quantiles.as_ref().map(|q| wis(levels, &q[i], *v))
-                });
-            }
+/// The ED-visit proportion.
+fn score_ed(scores: &mut Scores, task: &Task<'_>, models: &[(String, &ModelTargets)]) {
+    let Some(ed) = task.data.ed.get(task.loc) else {
+        return;
+    };
+    let levels = &enkf_core::scoring::FLUSIGHT_LEVELS;
+    for (i, &h) in HORIZONS.iter().enumerate() {
+        if let (Some(v), true) = (ed.get(&(task.r + 7 * h)), task.on_task(h)) {
+            add_twin_and_variants(scores, (task.season, "ed_prop", h, "wis"), models, |m| {
+                m.ed_quantiles.as_ref().map(|q| wis(levels, &q[i], *v))
+            });
         }
     }
 }
