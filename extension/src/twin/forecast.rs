@@ -148,14 +148,7 @@ pub(super) struct Request<'a> {
 pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> Vec<Block> {
     let twin = catalog::load_locked(client, name);
     let started = provenance::start(client);
-    let Some(last) = catalog::last_week(client, twin.id) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("twin \"{name}\" has no analysis to forecast from"),
-            None,
-            "run enkf.assimilate() on the twin first",
-        );
-    };
+    let last = last_analysis(client, &twin);
     // Weeks between the last analysis and the reference date's week, stepped through without
     // data (a real-time forecast when the latest release lags).
     let gap = gap_weeks(name, last, req.reference);
@@ -199,12 +192,37 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     reader.close(client);
     sink.writer.flush(client);
     sink.targets.flush(client);
+    record_run(client, &twin, &started, req, reference, locations);
+    sink.out
+}
+
+/// The week of the twin's latest analysis (55000 when it has none).
+fn last_analysis(client: &SpiClient<'_>, twin: &Twin) -> i32 {
+    catalog::last_week(client, twin.id).unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("twin \"{}\" has no analysis to forecast from", twin.name),
+            None,
+            "run enkf.assimilate() on the twin first",
+        )
+    })
+}
+
+/// The run's provenance row: the locations forecast and the weeks the horizons target.
+fn record_run(
+    client: &mut SpiClient<'_>,
+    twin: &Twin,
+    started: &provenance::RunStart,
+    req: &Request<'_>,
+    reference: i32,
+    locations: i32,
+) {
     let (horizons, levels) = (req.horizons, req.levels.len());
     provenance::record(
         client,
-        &twin,
+        twin,
         "forecast",
-        &started,
+        started,
         provenance::Outcome {
             locations: Some(locations),
             first_week: (locations > 0).then_some(reference),
@@ -213,7 +231,6 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
             ..Default::default()
         },
     );
-    sink.out
 }
 
 /// A forecast replaces whatever an earlier one from the same analysis stored (of the locations

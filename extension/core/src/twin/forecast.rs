@@ -218,6 +218,18 @@ fn model_rows(
             ));
         }
     }
+    season_rows(rows, model, m, t, level_ids);
+}
+
+/// A model's season targets: peak intensity (quantiles) and peak week (pmf over the season's
+/// Saturdays).
+fn season_rows(
+    rows: &mut Vec<TargetRow>,
+    model: &'static str,
+    m: &ModelTargets,
+    t: &Targets,
+    level_ids: &[String],
+) {
     let season = |target: &str, output_type, ids: Vec<String>, values: Vec<f64>| TargetRow {
         model,
         target: target.to_string(),
