@@ -201,7 +201,8 @@ CREATE FUNCTION enkf."backtest"(
 	"members" INT DEFAULT 300, /* Option < i32 > */
 	"config" jsonb DEFAULT '{}', /* Option < JsonB > */
 	"publication_lag" INT DEFAULT 7, /* Option < i32 > */
-	"horizons" INT DEFAULT 4 /* Option < i32 > */
+	"horizons" INT DEFAULT 4, /* Option < i32 > */
+	"ed_column" name DEFAULT NULL /* Option < SqlName > */
 ) RETURNS TABLE (
 	"model" TEXT,  /* String */
 	"location" TEXT,  /* Option < String > */
@@ -1000,8 +1001,8 @@ COMMENT ON FUNCTION enkf.forecast(text, int4, float8[], date, text) IS
 'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the reference date (default: the week after the last assimilated one; a later week end steps the ensemble through the weeks between without data), at the given quantile levels (default the 23 FluSight levels), by every model: the twin (enkf), the FluSight-style baseline, the trend model and their combination weighted by their recent scores (combined). Stores them all in enkf.forecasts, and every FluSight hub target from the twin''s and the baseline''s trajectories (quantiles at horizon -1, 100 sample trajectories, the rate-change pmf, the season''s peak intensity and peak week, with the climatological rate-change pmf) in enkf.target_forecasts; returns the quantiles of model (default enkf).';
 COMMENT ON FUNCTION enkf.score(text, date, date) IS
 'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived (the latest version of each count): WIS, absolute error and bias (mean of median - observed) of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
-COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4) IS
-'The real-time backtest: creates twin (or continues an earlier backtest of it), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. A NOTICE per reference date shows progress; cancel stops it with nothing written.';
+COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4, name) IS
+'The real-time backtest: creates twin (or continues an earlier backtest of it), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. With ed_column the twin also assimilates that column''s ED-visit proportions (as create_twin''s ed_column). A NOTICE per reference date shows progress; cancel stops it with nothing written.';
 COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb, name, name) IS
 'Registers an epidemic twin over the caller''s observation table (one row per time and location, or per time, location and version with as_of_column; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). With ed_column (the weekly proportion of emergency-department visits due to flu, in [0, 1]; NULL = not reported) the twin assimilates that second stream jointly with the counts and forecasts wk inc flu prop ed visits. Returns the twin id. Needs SELECT on both tables.';
 COMMENT ON FUNCTION enkf.assimilate(text, timestamptz, date) IS

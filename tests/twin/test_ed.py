@@ -148,3 +148,61 @@ def test_twins_without_the_column_are_unchanged_and_bad_columns_and_values_are_r
     assert conn.execute(
         "SELECT count(*) FROM enkf.checkpoints c JOIN enkf.twins t USING (twin_id) WHERE t.name = 'ed'"
     ).fetchone()[0] == 0
+
+
+def test_the_backtest_reads_the_ed_column_as_it_was_published(conn):
+    """enkf.backtest with ed_column: the twin it creates assimilates the proportions (10-row
+    checkpoints), forecasts the ED target at every reference date with both models, and
+    score_targets scores it; a version of the proportions published after the last reference
+    date changes no forecast; continuing the backtest without the column is refused."""
+    conn.execute(
+        """CREATE TABLE locs AS SELECT DISTINCT location, population
+             FROM enkf.synthetic_surveillance(3, 1, '2022-10-01', 5)"""
+    )
+    conn.execute(
+        f"""CREATE TABLE rel AS
+            SELECT s.time, s.location, s.value, s.as_of, {BACKGROUND} + {K} * s.value / l.population AS ed_prop
+              FROM enkf.synthetic_surveillance(3, 40, '2022-10-01', 5, versions => 3) s
+              JOIN locs l USING (location)"""
+    )
+    conn.execute("CREATE TABLE poisoned AS SELECT * FROM rel")
+    conn.execute(
+        "INSERT INTO poisoned SELECT time, location, value, as_of + 400, 0.9 FROM rel"
+    )
+
+    def backtest(twin, table):
+        return conn.execute(
+            f"""SELECT model, forecasts FROM enkf.backtest('{twin}', '{table}', 'locs', '2023-03-04', '2023-04-29',
+                                                          members => 30, ed_column => 'ed_prop')
+                 WHERE location IS NULL AND horizon IS NULL ORDER BY model"""
+        ).fetchall()
+
+    clean = backtest("edbt", "rel")
+    assert dict(clean)["enkf"] > 0
+    assert backtest("edpoisoned", "poisoned") == clean
+    assert conn.execute(
+        """SELECT DISTINCT array_length(ensemble, 1) FROM enkf.checkpoints c JOIN enkf.twins t USING (twin_id)
+            WHERE t.name = 'edbt'"""
+    ).fetchall() == [(10,)]
+    per_model = conn.execute(
+        """SELECT f.model, count(DISTINCT f.reference_date) FROM enkf.target_forecasts f JOIN enkf.twins t USING (twin_id)
+            WHERE t.name = 'edbt' AND f.target = %s GROUP BY 1 ORDER BY 1""",
+        (ED_TARGET,),
+    ).fetchall()
+    assert per_model == [("baseline", 9), ("enkf", 9)]
+    forecasts = """SELECT f.model, f.reference_date, f.horizon, f.output_values
+                     FROM enkf.target_forecasts f JOIN enkf.twins t USING (twin_id)
+                    WHERE t.name = %s AND f.target = %s ORDER BY 1, 2, 3"""
+    assert conn.execute(forecasts, ("edbt", ED_TARGET)).fetchall() == conn.execute(
+        forecasts, ("edpoisoned", ED_TARGET)
+    ).fetchall()
+    scored = conn.execute(
+        "SELECT model, sum(tasks) FROM enkf.score_targets('edbt') WHERE target = %s GROUP BY 1 ORDER BY 1",
+        (ED_TARGET,),
+    ).fetchall()
+    assert [m for m, n in scored if n > 0] == ["baseline", "enkf"], scored
+    state, message, _ = sqlstate(
+        conn,
+        "SELECT * FROM enkf.backtest('edbt', 'rel', 'locs', '2023-05-06', '2023-05-13', members => 30)",
+    )
+    assert state == "42710" and "ED column" in message, (state, message)

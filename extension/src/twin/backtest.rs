@@ -51,6 +51,7 @@ fn backtest(
     config: default!(Option<JsonB>, "'{}'"),
     publication_lag: default!(Option<i32>, 7),
     horizons: default!(Option<i32>, 4),
+    ed_column: default!(Option<SqlName>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -116,6 +117,7 @@ fn backtest(
         as_of_column,
         members: members.unwrap_or_else(|| null_option("members")),
         config: config.unwrap_or_else(|| null_option("config")),
+        ed_column,
     };
     let sums = Spi::connect_mut(|client| {
         prepare_twin(client, &replay, &args);
@@ -187,6 +189,15 @@ struct TwinArgs {
     as_of_column: Option<SqlName>,
     members: i32,
     config: JsonB,
+    /// The ED-visit proportion column: the twin's second stream (docs/twin.md).
+    ed_column: Option<SqlName>,
+}
+
+/// An optional column name as a text parameter (NULL when absent).
+fn optional_name(column: &Option<SqlName>) -> DatumWithOid<'_> {
+    column.as_ref().map_or(DatumWithOid::null::<String>(), |c| {
+        DatumWithOid::from(c.0.as_str())
+    })
 }
 
 /// Creates the backtest's twin, or checks that an existing one (an earlier backtest, continued)
@@ -210,7 +221,7 @@ fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
         "SELECT enkf.create_twin($1, $2::pg_catalog.oid::pg_catalog.regclass,
                                  $3::pg_catalog.oid::pg_catalog.regclass, $4::pg_catalog.name,
                                  $5::pg_catalog.name, $6::pg_catalog.name, 'seirh', $7,
-                                 $8::pg_catalog.jsonb, $9::pg_catalog.name)",
+                                 $8::pg_catalog.jsonb, $9::pg_catalog.name, $10::pg_catalog.name)",
         &[
             DatumWithOid::from(replay.twin.as_str()),
             DatumWithOid::from(args.observations.0),
@@ -220,11 +231,8 @@ fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
             DatumWithOid::from(args.value_column.0.as_str()),
             DatumWithOid::from(args.members),
             DatumWithOid::from(args.config.0.to_string().as_str()),
-            args.as_of_column
-                .as_ref()
-                .map_or(DatumWithOid::null::<String>(), |c| {
-                    DatumWithOid::from(c.0.as_str())
-                }),
+            optional_name(&args.as_of_column),
+            optional_name(&args.ed_column),
         ],
         |_| Ok(()),
     );
@@ -241,12 +249,14 @@ fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
 fn check_continuation(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
     let (same_table, last_reference) = spi::select(
         client,
-        "SELECT t.observations::pg_catalog.oid = $2::pg_catalog.oid,
+        "SELECT t.observations::pg_catalog.oid = $2::pg_catalog.oid
+                    AND t.ed_column::pg_catalog.text IS NOT DISTINCT FROM $3,
                 (SELECT pg_catalog.max(f.reference_date) FROM enkf.forecasts f WHERE f.twin_id = t.twin_id)
            FROM enkf.twins t WHERE t.name = $1",
         &[
             DatumWithOid::from(replay.twin.as_str()),
             DatumWithOid::from(args.observations.0),
+            optional_name(&args.ed_column),
         ],
         |r| Ok((r.get::<bool>(1)?.unwrap_or(false), r.get::<Date>(2)?)),
     )
@@ -256,7 +266,10 @@ fn check_continuation(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinAr
     if !same_table {
         raise(
             PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-            format!("twin \"{}\" already exists over another table", replay.twin),
+            format!(
+                "twin \"{}\" already exists over another table or ED column",
+                replay.twin
+            ),
             None,
             "give the backtest a new twin name, or drop the old twin with enkf.drop_twin()",
         );
