@@ -13,25 +13,14 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "demo")]
 
 import psycopg  # noqa: E402
-from flusight import SEASONS, hub_scores, load  # noqa: E402
+from flusight import SEASONS, hub_scores, load, stored  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
-
-
-def stored(conn, twin: str) -> dict[str, dict]:
-    """The twin's and its baseline's stored quantiles, as {model: {(ref, loc, h): {level: v}}}."""
-    out: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
-    for model, ref, loc, h, level, value in conn.execute(
-            "SELECT model, reference_date, location, horizon, quantile, value FROM enkf.forecast_quantiles WHERE twin = %s",
-            (twin,)):
-        out[model][(ref, loc, h)][round(level, 3)] = value
-    return out
 
 
 def main() -> int:

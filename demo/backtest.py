@@ -21,7 +21,6 @@ import json
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import psycopg
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fanchart import write_fan_chart  # noqa: E402
-from flusight import SEASONS, hub_scores, load  # noqa: E402
+from flusight import SEASONS, hub_scores, load, stored  # noqa: E402
 from pgcluster import TIMESCALEDB_INSTALLER, Cluster, preload, timescaledb_version  # noqa: E402
 
 CHART_LOCATIONS = ["US", "06", "48", "36", "12"]  # US, California, Texas, New York, Florida
@@ -41,17 +40,6 @@ CHART_LOCATIONS = ["US", "06", "48", "36", "12"]  # US, California, Texas, New Y
 CONFIGS = json.loads((Path(__file__).resolve().parent / "loso-configs.json").read_text())
 MODELS = [("combined", "twin + trend (pg_enkf's combination)"), ("enkf", "twin alone"),
           ("trend", "trend model alone"), ("baseline", "pg_enkf's baseline")]
-
-
-def stored(conn, twin: str) -> dict[str, dict]:
-    """A twin's stored quantiles, as {model: {(reference_date, location, horizon): {level: value}}}
-    (from the analysts' view: raw values, no small-cell suppression)."""
-    out: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
-    for model, ref, loc, h, level, value in conn.execute(
-            "SELECT model, reference_date, location, horizon, quantile, value FROM enkf.forecast_quantiles WHERE twin = %s",
-            (twin,)):
-        out[model][(ref, loc, h)][round(level, 3)] = value
-    return out
 
 
 def main() -> int:

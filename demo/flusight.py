@@ -92,6 +92,17 @@ def wis(q: dict[float, float], y: float) -> float:
     return total / 11.5
 
 
+def stored(conn, twin: str) -> dict[str, dict]:
+    """A twin's stored quantiles, as {model: {(reference_date, location, horizon): {level: value}}}
+    (from the analysts' view: raw values, no small-cell suppression)."""
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
+    for model, ref, loc, h, level, value in conn.execute(
+            "SELECT model, reference_date, location, horizon, quantile, value FROM enkf.forecast_quantiles WHERE twin = %s",
+            (twin,)):
+        out[model][(ref, loc, h)][round(level, 3)] = value
+    return out
+
+
 def season_of(reference: dt.date) -> str:
     start = reference.year if reference.month >= 8 else reference.year - 1
     return f"{start}-{str(start + 1)[2:]}"

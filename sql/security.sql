@@ -110,7 +110,7 @@ WHERE enkf.location_visible(g.location);
 CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined')
 RETURNS TABLE (reference_date date, target text, horizon int4, target_end_date date, location text,
                output_type text, output_type_id text, value float8)
-LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     count_target text;
 BEGIN

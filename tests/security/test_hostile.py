@@ -338,7 +338,8 @@ def test_no_number_a_reader_sees_reveals_a_small_count(cluster, conn, dbname, ro
         # And nothing else is readable to a reader: no raw table, no scoring, no state.
         for q in ("SELECT count(*) FROM enkf.forecasts", "SELECT count(*) FROM enkf.checkpoints",
                   "SELECT count(*) FROM enkf.forecast_quantiles", "SELECT count(*) FROM enkf.state_estimates",
-                  "SELECT count(*) FROM enkf.score('tw')", "SELECT count(*) FROM enkf.runs"):
+                  "SELECT count(*) FROM enkf.score('tw')", "SELECT count(*) FROM enkf.score_targets('tw')",
+                  "SELECT count(*) FROM enkf.target_forecasts", "SELECT count(*) FROM enkf.runs"):
             assert sqlstate(r, q)[0] == "42501", q
     # The same forecasts are whole for the analysts who may see raw data.
     assert conn.execute("SELECT count(*) FROM enkf.forecast_quantiles WHERE value > 0 AND value < 11").fetchone()[0] > 0

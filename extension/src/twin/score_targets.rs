@@ -20,7 +20,7 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
 use super::catalog;
 use super::score::latest_counts;
 use super::source::Source;
-use crate::error::null_argument;
+use crate::error::{null_argument, raise};
 use crate::spi;
 
 #[pg_extern(
@@ -51,6 +51,20 @@ fn score_targets(
     ),
 > {
     let name = twin.unwrap_or_else(|| null_argument("twin"));
+    if let (Some(from), Some(to)) = (reference_from, reference_to) {
+        if from > to {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "reference_from {} is after reference_to {}",
+                    enkf_core::dates::iso(from.to_pg_epoch_days()),
+                    enkf_core::dates::iso(to.to_pg_epoch_days())
+                ),
+                None,
+                "give the first and the last reference date to score, in that order (NULL: no bound)",
+            );
+        }
+    }
     let totals = Spi::connect(|client| tally(client, name, reference_from, reference_to));
     TableIterator::new(totals.into_iter().map(|(k, t)| {
         let relative = (t.reference > 0.0).then(|| t.sum / t.reference);

@@ -91,6 +91,9 @@ FROM enkf.score('reg30') ORDER BY 1, 2;
 SELECT model, target, output_type, horizon, score, tasks, round(mean::numeric, 3) AS mean, reference,
        round(relative::numeric, 3) AS relative
 FROM enkf.score_targets('reg30') ORDER BY 1, 2, 3, 4, 5;
+SELECT regress.try($$SELECT * FROM enkf.score_targets(NULL)$$);
+SELECT regress.try($$SELECT * FROM enkf.score_targets('nosuch')$$);
+SELECT regress.try($$SELECT * FROM enkf.score_targets('reg30', '2024-06-01', '2024-05-01')$$);
 -- reg30's submission file with nothing withheld: every target, counts as whole numbers.
 SET enkf.suppression_threshold = 1;
 SELECT target, output_type, count(*), count(DISTINCT location) AS locations,
