@@ -38,7 +38,8 @@ def main() -> int:
             t0 = time.monotonic()
             conn.execute(
                 """SELECT count(*) FROM enkf.backtest(%s, 'flu.admissions_versions', 'flu.locations', %s, %s,
-                                                       time_column => 'date', members => %s, config => %s::jsonb)""",
+                                                       time_column => 'date', members => %s, config => %s::jsonb,
+                                                       classification => 'public_aggregate')""",
                 (twin, first, last, args.members, json.dumps(json.loads(args.config))))
             took = time.monotonic() - t0
             total += took

@@ -88,7 +88,8 @@ def main() -> int:
             # The NOTICEs arrive as the function runs; shown as they come.
             for _ in cur.execute(
                     """SELECT * FROM enkf.backtest(%s, 'flu.admissions_versions', 'flu.locations', %s, %s,
-                                                    time_column => 'date', members => %s, config => %s::jsonb)""",
+                                                    time_column => 'date', members => %s, config => %s::jsonb,
+                                                    classification => 'public_aggregate')""",
                     (twin, first, last, args.members, json.dumps(CONFIGS[season]))):
                 pass
             for line in notices[seen:]:

@@ -100,7 +100,8 @@ CREATE FUNCTION enkf."create_twin"(
 	"members" INT DEFAULT 300, /* Option < i32 > */
 	"config" jsonb DEFAULT '{}', /* Option < JsonB > */
 	"as_of_column" name DEFAULT NULL, /* Option < SqlName > */
-	"ed_column" name DEFAULT NULL /* Option < SqlName > */
+	"ed_column" name DEFAULT NULL, /* Option < SqlName > */
+	"classification" TEXT DEFAULT NULL /* Option < & str > */
 ) RETURNS bigint /* i64 */
 VOLATILE SECURITY INVOKER PARALLEL UNSAFE  
 SET search_path TO pg_catalog, pg_temp
@@ -202,7 +203,8 @@ CREATE FUNCTION enkf."backtest"(
 	"config" jsonb DEFAULT '{}', /* Option < JsonB > */
 	"publication_lag" INT DEFAULT 7, /* Option < i32 > */
 	"horizons" INT DEFAULT 4, /* Option < i32 > */
-	"ed_column" name DEFAULT NULL /* Option < SqlName > */
+	"ed_column" name DEFAULT NULL, /* Option < SqlName > */
+	"classification" TEXT DEFAULT NULL /* Option < & str > */
 ) RETURNS TABLE (
 	"model" TEXT,  /* String */
 	"location" TEXT,  /* Option < String > */
@@ -220,14 +222,12 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backtest_wrapper';
 
 -- Every model of the product stored beside the twin: the trend model and the combination; and
--- with each forecast the smallest recent count it starts from, for small-cell suppression.
+-- with each forecast what the counts behind it were censored below, for small-cell
+-- suppression (NULL for the forecasts of 0.2.0: not censored, so readers of a protected twin
+-- see them no more).
 ALTER TABLE enkf.forecasts DROP CONSTRAINT forecasts_model_check,
     ADD CONSTRAINT forecasts_model_check CHECK (model IN ('enkf', 'baseline', 'trend', 'combined')),
-    ADD COLUMN recent_min_count float8;
-UPDATE enkf.forecasts f SET recent_min_count = (
-    SELECT pg_catalog.min(c.observed) FROM enkf.checkpoints c
-     WHERE c.twin_id = f.twin_id AND c.location = f.location AND c.observed > 0
-       AND c.week_end < f.reference_date AND c.week_end >= f.reference_date - 28);
+    ADD COLUMN inputs_censored_below float8;
 
 -- Stored arrays that every reader relies on: checked by constraints.
 ALTER TABLE enkf.checkpoints ADD CONSTRAINT checkpoints_ensemble_check
@@ -258,8 +258,8 @@ CREATE TABLE enkf.target_forecasts (
     -- Whether the values are admission counts (the small-cell rule applies to each; not to
     -- probabilities or proportions).
     counts          boolean NOT NULL,
-    -- As in enkf.forecasts: the smallest count above 0 of the 4 weeks the forecast starts from.
-    recent_min_count float8,
+    -- As in enkf.forecasts: what the counts behind the forecast were censored below.
+    inputs_censored_below float8,
     UNIQUE NULLS NOT DISTINCT (twin_id, reference_date, model, location, target, output_type, horizon),
     CHECK ((horizon IS NULL) = (target_end_date IS NULL)),
     CHECK (pg_catalog.array_ndims(output_type_ids) = 1 AND pg_catalog.array_ndims(output_values) = 1
@@ -269,8 +269,6 @@ CREATE TABLE enkf.target_forecasts (
 );
 SELECT pg_catalog.pg_extension_config_dump('enkf.target_forecasts', '');
 ALTER TABLE enkf.target_forecasts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY by_location ON enkf.target_forecasts
-    USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
 
 -- Twins keep their tables and their creator by identity. twin_summary reads the columns being
 -- converted: it is replaced (grants kept) by a placeholder first, then by its new definition.
@@ -336,6 +334,59 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                       AND pg_catalog.pg_has_role(r.oid, 'MEMBER'))
 $$;
 
+-- Classification of each twin's data, and twin results that follow the grants of their
+-- source (docs/hipaa.md): a protected twin's small counts enter its models censored
+-- (inputs_censored_below records how far); reading a twin's checkpoints requires what reading
+-- its observation table requires, and its forecasts that or a publication of the twin. Twins
+-- of 0.2.0 become protected: the safe side, which an administrator may change.
+ALTER TABLE enkf.twins ADD COLUMN classification text NOT NULL DEFAULT 'protected'
+    CHECK (classification IN ('public_aggregate', 'protected'));
+ALTER TABLE enkf.checkpoints ADD COLUMN inputs_censored_below float8;
+CREATE TABLE enkf.twin_publications (
+    twin_id    bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
+    role       regrole NOT NULL,
+    granted_by regrole NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (twin_id, role)
+);
+SELECT pg_catalog.pg_extension_config_dump('enkf.twin_publications', '');
+ALTER TABLE enkf.twin_publications ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_publications ON enkf.twin_publications FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                    WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
+                      AND pg_catalog.pg_has_role(r.oid, 'MEMBER')));
+CREATE POLICY administrators ON enkf.twin_publications
+    USING (enkf.is_member_of('enkf_admin')) WITH CHECK (enkf.is_member_of('enkf_admin'));
+-- extension/src/twin/access.rs: analyses_readable
+CREATE FUNCTION enkf."analyses_readable"(
+	"twin" bigint, /* i64 */
+	"location" TEXT /* &str */
+) RETURNS bool /* bool */
+STABLE STRICT PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'analyses_readable_wrapper';
+-- extension/src/twin/access.rs: outputs_readable
+CREATE FUNCTION enkf."outputs_readable"(
+	"twin" bigint, /* i64 */
+	"location" TEXT /* &str */
+) RETURNS bool /* bool */
+STABLE STRICT PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'outputs_readable_wrapper';
+DROP POLICY by_location ON enkf.checkpoints;
+DROP POLICY by_location ON enkf.forecasts;
+CREATE POLICY by_location ON enkf.checkpoints
+    USING (enkf.location_visible(location) AND enkf.analyses_readable(twin_id, location))
+    WITH CHECK (enkf.location_visible(location));
+CREATE POLICY by_location ON enkf.forecasts
+    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
+    WITH CHECK (enkf.location_visible(location));
+CREATE POLICY by_location ON enkf.target_forecasts
+    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
+    WITH CHECK (enkf.location_visible(location));
+
 -- Every name the views use, qualified; the publication views withhold small derived numbers.
 CREATE OR REPLACE VIEW enkf.forecast_quantiles WITH (security_barrier) AS
 SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
@@ -343,7 +394,7 @@ SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.targe
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
 
 CREATE OR REPLACE VIEW enkf.run_log AS
 SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name, r.started_at,
@@ -372,18 +423,21 @@ SELECT t.twin_id, t.name,
                 '(dropped)')::pg_catalog.name AS created_by,
        t.created_at,
        (SELECT pg_catalog.max(c.week_end) FROM enkf.checkpoints c
-         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS last_week,
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)
+           AND enkf.outputs_readable(c.twin_id, c.location)) AS last_week,
        (SELECT pg_catalog.count(DISTINCT c.location) FROM enkf.checkpoints c
-         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated,
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)
+           AND enkf.outputs_readable(c.twin_id, c.location)) AS locations_assimilated,
        t.as_of_column,
-       t.ed_column
+       t.ed_column,
+       t.classification
 FROM enkf.twins t;
 
 CREATE OR REPLACE VIEW enkf.state_estimates WITH (security_barrier) AS
 WITH latest AS (
     SELECT DISTINCT ON (twin_id, location) twin_id, location, week_end, ensemble
     FROM enkf.checkpoints
-    WHERE enkf.location_visible(location)
+    WHERE enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location)
     ORDER BY twin_id, location, week_end DESC
 )
 SELECT t.name AS twin, l.location, l.week_end, v.variable,
@@ -406,16 +460,37 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                     AND observed OPERATOR(pg_catalog.<) enkf.suppression_threshold(), false)
 $$;
 
-CREATE FUNCTION enkf.forecast_withheld(recent_min float8, value float8)
-RETURNS boolean
+-- Whether a twin's count is withheld from readers: a small count of protected data.
+CREATE FUNCTION enkf.count_withheld(classification text, observed float8) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT enkf.suppressed(value) OR enkf.suppressed(recent_min)
+    SELECT coalesce(classification OPERATOR(pg_catalog.<>) 'public_aggregate', true)
+       AND enkf.suppressed(observed)
 $$;
 
-CREATE FUNCTION enkf.published_quantile(recent_min float8, levels float8[], vals float8[], level float8)
+-- Whether a forecast value of a twin is withheld from readers. Protected data only: hiding the
+-- small counts is not enough, since every forecast is a deterministic function of the counts
+-- (the baseline's spread gave a withheld count back exactly). So a protected twin's models
+-- see each small count as the midpoint of the withheld range (enkf-core, twin/suppression.rs),
+-- and a reader sees a forecast only when its inputs were censored at least as far as the
+-- threshold now in force requires (censored_below: stored with it; NULL, not censored, for
+-- rows made as public data or before 0.3.0); and a value that is itself a count (is_count:
+-- not a probability or a proportion) strictly between 0 and the threshold is withheld too.
+CREATE FUNCTION enkf.forecast_withheld(classification text, censored_below float8, value float8, is_count boolean)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(classification OPERATOR(pg_catalog.<>) 'public_aggregate', true)
+       AND enkf.suppression_threshold() OPERATOR(pg_catalog.>) 1
+       AND (coalesce(censored_below, 0) OPERATOR(pg_catalog.<) enkf.suppression_threshold()
+            OR (coalesce(is_count, true) AND enkf.suppressed(value)))
+$$;
+
+-- A forecast's value at one quantile level as readers may see it (NULL when withheld or
+-- when the forecast has no such level).
+CREATE FUNCTION enkf.published_quantile(classification text, censored_below float8, levels float8[], vals float8[], level float8)
 RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN enkf.forecast_withheld(recent_min, vals[pg_catalog.array_position(levels, level)])
+    SELECT CASE WHEN enkf.forecast_withheld(classification, censored_below,
+                                            vals[pg_catalog.array_position(levels, level)], true)
                 THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
 $$;
 
@@ -436,31 +511,23 @@ SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
        f.location,
        'quantile'::pg_catalog.text AS output_type,
        q.quantile::pg_catalog.text AS output_type_id,
-       CASE WHEN enkf.forecast_withheld(f.recent_min_count, q.value)
+       CASE WHEN enkf.forecast_withheld(t.classification, f.inputs_censored_below, q.value, true)
             THEN NULL ELSE q.value END AS value
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location)
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
 UNION ALL
 SELECT CASE WHEN g.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
             ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) g.model END,
        g.reference_date, g.target, g.horizon, g.target_end_date, g.location, g.output_type, o.id,
-       CASE WHEN CASE WHEN g.counts THEN enkf.forecast_withheld(g.recent_min_count, o.value)
-                      ELSE enkf.suppressed(g.recent_min_count) END
+       CASE WHEN enkf.forecast_withheld(t.classification, g.inputs_censored_below, o.value, g.counts)
             THEN NULL ELSE o.value END
 FROM enkf.target_forecasts g
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(g.output_type_ids), pg_catalog.unnest(g.output_values)) AS o(id, value)
-WHERE enkf.location_visible(g.location);
-DO $$
-DECLARE g record;
-BEGIN
-    FOR g IN SELECT * FROM hubverse_grants LOOP
-        EXECUTE pg_catalog.format('GRANT %s ON enkf.hubverse_forecasts TO %s', g.privilege_type, g.grantee);
-    END LOOP;
-END
-$$;
+WHERE enkf.location_visible(g.location) AND enkf.outputs_readable(g.twin_id, g.location);
+
 -- Dropped here: as a member of the extension being updated it could not be dropped at commit.
 DROP TABLE hubverse_grants;
 
@@ -515,27 +582,27 @@ $$;
 
 CREATE OR REPLACE VIEW enkf.observed_counts WITH (security_barrier) AS
 SELECT t.name AS twin, c.location, c.week_end,
-       CASE WHEN enkf.suppressed(c.observed) THEN NULL ELSE c.observed END AS observed,
-       enkf.suppressed(c.observed) AS suppressed
+       CASE WHEN enkf.count_withheld(t.classification, c.observed) THEN NULL ELSE c.observed END AS observed,
+       enkf.count_withheld(t.classification, c.observed) AS suppressed
 FROM enkf.checkpoints c
 JOIN enkf.twins t USING (twin_id)
-WHERE enkf.location_visible(c.location);
+WHERE enkf.location_visible(c.location) AND enkf.outputs_readable(c.twin_id, c.location);
 
 CREATE OR REPLACE VIEW enkf.forecast_summary WITH (security_barrier) AS
 SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.5) AS median,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
-       CASE WHEN enkf.suppressed(o.observed) THEN NULL ELSE o.observed END AS observed,
-       enkf.suppressed(o.observed) AS observed_suppressed
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.5) AS median,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
+       CASE WHEN enkf.count_withheld(t.classification, o.observed) THEN NULL ELSE o.observed END AS observed,
+       enkf.count_withheld(t.classification, o.observed) AS observed_suppressed
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 LEFT JOIN enkf.checkpoints o
        ON o.twin_id OPERATOR(pg_catalog.=) f.twin_id AND o.location OPERATOR(pg_catalog.=) f.location
       AND o.week_end OPERATOR(pg_catalog.=) f.target_end_date
-WHERE enkf.location_visible(f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
 
 -- Provenance and analyses that no role can forge. pg_enkf's functions run under their caller,
 -- so an operator holds INSERT on enkf.runs (and write access to checkpoints and forecasts) for
@@ -650,6 +717,8 @@ END
 $$;
 CREATE TRIGGER guard_location_grants BEFORE INSERT OR UPDATE ON enkf.location_grants
     FOR EACH ROW EXECUTE FUNCTION enkf.guard_location_grants();
+CREATE TRIGGER guard_location_grants BEFORE INSERT OR UPDATE ON enkf.twin_publications
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_location_grants();
 
 -- Row-level security on the provenance: everyone who may read runs reads all of them, and a
 -- run is recorded only under its caller's own identity.
@@ -679,6 +748,47 @@ CREATE POLICY due_and_true ON enkf.schedule_slots FOR INSERT
     WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
 CREATE POLICY due_and_true_update ON enkf.schedule_slots FOR UPDATE
     USING (true) WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
+
+-- What the policies cannot see from one row: a settled slot (succeeded, failed, superseded) is
+-- never rewritten; a failed or retrying slot's attempts each left a failed run of the twin
+-- since the slot was due (enkf.record_failed_run, under the writer's own name), so that no
+-- one settles a slot as failed, and its run never happens, without a trace in the
+-- provenance; and a slot is superseded only by a later slot of the twin that succeeded.
+-- Members of the table's owner (the DBA) are trusted, as by the other guards.
+CREATE FUNCTION enkf.guard_slots() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    failed_runs bigint;
+BEGIN
+    IF pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER') THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.status IN ('succeeded', 'failed', 'superseded') THEN
+        RAISE EXCEPTION 'permission denied: slot % of twin % is settled (%)', OLD.slot, OLD.twin_id, OLD.status
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'a settled slot is history: the next slot of the schedule runs the twin again';
+    END IF;
+    IF NEW.status IN ('retrying', 'failed') THEN
+        SELECT count(*) INTO failed_runs FROM enkf.runs r
+         WHERE r.twin_id = NEW.twin_id AND r.status = 'failed' AND r.started_at >= NEW.slot;
+        IF failed_runs < NEW.attempts THEN
+            RAISE EXCEPTION 'permission denied: slot % of twin % records % failed attempts, but % failed runs were recorded since it was due',
+                            NEW.slot, NEW.twin_id, NEW.attempts, failed_runs
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'record each failed attempt with enkf.record_failed_run() first';
+        END IF;
+    ELSIF NEW.status = 'superseded' AND NOT EXISTS (
+            SELECT 1 FROM enkf.schedule_slots s
+             WHERE s.twin_id = NEW.twin_id AND s.slot > NEW.slot AND s.status = 'succeeded') THEN
+        RAISE EXCEPTION 'permission denied: slot % of twin % is superseded only by a later slot that succeeded', NEW.slot, NEW.twin_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'only the scheduler supersedes a slot, after a later one ran';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER guard_slots BEFORE INSERT OR UPDATE ON enkf.schedule_slots
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_slots();
 
 -- The roles' grants (0.3.0 adds the functions the guards and views call).
 CREATE OR REPLACE FUNCTION enkf.create_roles()
@@ -716,11 +826,17 @@ BEGIN
     GRANT USAGE ON SCHEMA enkf TO enkf_reader;
     GRANT SELECT ON enkf.hubverse_forecasts, enkf.forecast_summary, enkf.observed_counts,
                     enkf.twin_summary TO enkf_reader;
-    GRANT SELECT ON enkf.location_grants TO enkf_reader;
+    GRANT SELECT ON enkf.location_grants, enkf.twin_publications TO enkf_reader;
+    -- What enkf.outputs_readable reads of a twin under the reader: its observation table
+    -- and the columns it reads (twin_summary shows the same).
+    GRANT SELECT (twin_id, name, observations, time_column, location_column, value_column,
+                  as_of_column, ed_column, classification) ON enkf.twins TO enkf_reader;
     GRANT EXECUTE ON FUNCTION enkf.location_visible(text), enkf.is_member_of(name),
                               enkf.suppressed(float8), enkf.suppression_threshold(),
-                              enkf.forecast_withheld(float8, float8),
-                              enkf.published_quantile(float8, float8[], float8[], float8),
+                              enkf.count_withheld(text, float8),
+                              enkf.forecast_withheld(text, float8, float8, boolean),
+                              enkf.published_quantile(text, float8, float8[], float8[], float8),
+                              enkf.outputs_readable(bigint, text), enkf.analyses_readable(bigint, text),
                               enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
@@ -749,7 +865,7 @@ BEGIN
     -- Administrators of twins.
     GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
     GRANT USAGE ON SEQUENCE enkf.twins_twin_id_seq TO enkf_admin;
-    GRANT INSERT, UPDATE, DELETE ON enkf.location_grants TO enkf_admin;
+    GRANT INSERT, UPDATE, DELETE ON enkf.location_grants, enkf.twin_publications TO enkf_admin;
     EXECUTE (SELECT string_agg(format('GRANT EXECUTE ON FUNCTION %s TO enkf_admin', p.oid::regprocedure), '; ')
                FROM pg_proc p WHERE p.pronamespace = 'enkf'::regnamespace
                 AND p.proname IN ('create_twin', 'drop_twin', 'backtest'));
@@ -1001,10 +1117,10 @@ COMMENT ON FUNCTION enkf.forecast(text, int4, float8[], date, text) IS
 'Forecasts every location of the twin from its latest analysis, horizons 0 to horizons - 1 weeks after the reference date (default: the week after the last assimilated one; a later week end steps the ensemble through the weeks between without data), at the given quantile levels (default the 23 FluSight levels), by every model: the twin (enkf), the FluSight-style baseline, the trend model and their combination weighted by their recent scores (combined). Stores them all in enkf.forecasts, and every FluSight hub target from the twin''s and the baseline''s trajectories (quantiles at horizon -1, 100 sample trajectories, the rate-change pmf, the season''s peak intensity and peak week, with the climatological rate-change pmf) in enkf.target_forecasts; returns the quantiles of model (default enkf).';
 COMMENT ON FUNCTION enkf.score(text, date, date) IS
 'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived (the latest version of each count): WIS, absolute error and bias (mean of median - observed) of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
-COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4, name) IS
-'The real-time backtest: creates twin (or continues an earlier backtest of it), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. With ed_column the twin also assimilates that column''s ED-visit proportions (as create_twin''s ed_column). A NOTICE per reference date shows progress; cancel stops it with nothing written.';
-COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb, name, name) IS
-'Registers an epidemic twin over the caller''s observation table (one row per time and location, or per time, location and version with as_of_column; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). With ed_column (the weekly proportion of emergency-department visits due to flu, in [0, 1]; NULL = not reported) the twin assimilates that second stream jointly with the counts and forecasts wk inc flu prop ed visits. Returns the twin id. Needs SELECT on both tables.';
+COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4, name, text) IS
+'The real-time backtest: creates twin (or continues an earlier backtest of it), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. With ed_column the twin also assimilates that column''s ED-visit proportions (as create_twin''s ed_column); classification as create_twin''s. A NOTICE per reference date shows progress; cancel stops it with nothing written.';
+COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb, name, name, text) IS
+'Registers an epidemic twin over the caller''s observation table (one row per time and location, or per time, location and version with as_of_column; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). With ed_column (the weekly proportion of emergency-department visits due to flu, in [0, 1]; NULL = not reported) the twin assimilates that second stream jointly with the counts and forecasts wk inc flu prop ed visits. classification: public_aggregate (counts published anyway: no small-cell rule) or protected (readers never see a count from 1 to enkf.suppression_threshold - 1 nor anything computed from one); default enkf.default_classification. Returns the twin id. Needs SELECT on both tables.';
 COMMENT ON FUNCTION enkf.assimilate(text, timestamptz, date) IS
 'Assimilates the twin''s observations through the given time (default now()), incrementally from the last analysis; revised counts are re-assimilated from the earliest changed week. For a twin over a table of versions, the latest version of each count published on or before as_of (default: all). Reads the observation table under the caller; only locations granted to the caller (enkf.location_grants) when row-level security applies. Returns the run id, locations, observations and the time range.';
 COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb, int4) IS
@@ -1012,11 +1128,13 @@ COMMENT ON FUNCTION enkf.synthetic_surveillance(int4, int4, date, int8, jsonb, i
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
 COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tables each reads, its model, ensemble size and full configuration (defaults filled in). Kept by pg_dump.';
 COMMENT ON FUNCTION enkf.suppressed(float8) IS 'Whether a count (or forecast value) is withheld by small-cell suppression: 0 < value < enkf.suppression_threshold, when the threshold is above 1 (1 turns suppression off).';
-COMMENT ON FUNCTION enkf.forecast_withheld(float8, float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a forecast made while its location''s recent counts (recent_min: the smallest above 0 of the 4 weeks it starts from) included a withheld one.';
-COMMENT ON FUNCTION enkf.published_quantile(float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.forecast_withheld(text, float8, float8, boolean) IS 'Whether a forecast value is withheld from readers by small-cell suppression: for a protected twin only, any value of a forecast whose inputs were censored below less than enkf.suppression_threshold (censored_below NULL: not censored), and a count (is_count) strictly between 0 and the threshold.';
+COMMENT ON FUNCTION enkf.published_quantile(text, float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.count_withheld(text, float8) IS 'Whether a twin''s count is withheld from readers: a count from 1 to enkf.suppression_threshold - 1 of a twin that is not public_aggregate.';
 COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints, enkf.forecasts and enkf.target_forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
 COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
 COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';
+COMMENT ON FUNCTION enkf.guard_slots() IS 'Trigger: settled scheduler slots (succeeded, failed, superseded) are never rewritten; a failed or retrying slot needs a failed run of the twin for each attempt since it was due; a slot is superseded only by a later one that succeeded.';
 COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'Row-level security of enkf.schedule_slots: a slot is recorded only once due, and as succeeded only with the succeeded assimilation that ran for it.';
 COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role (by OID) may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it; rows of dropped roles are ignored and listed by enkf.compliance_report. Managed by enkf_admin.';
 COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs, every output type (quantile, pmf, sample) of every target: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id (text), value, with values withheld as in enkf.forecast_summary (NULL).';
@@ -1071,3 +1189,9 @@ $$;
 
 COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr, and ed_p, ed_ratio, ed_background for a twin with the ED-visit stream) with the count (and ED-visit proportion) assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
 COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr), and for a twin with the ED-visit stream ed_p (the modelled proportion), ed_ratio and ed_background.';
+COMMENT ON FUNCTION enkf.analyses_readable(bigint, text) IS
+'Whether the current user may read a twin''s checkpoints of a location (the counts it assimilated): SELECT on the columns of its observation table the twin reads and, under that table''s own row-level security, a row of the location. The row-level security of enkf.checkpoints.';
+COMMENT ON FUNCTION enkf.outputs_readable(bigint, text) IS
+'Whether the current user may read a twin''s forecasts of a location: as enkf.analyses_readable, or through a publication of the twin to one of the user''s roles (enkf.twin_publications). The row-level security of enkf.forecasts and enkf.target_forecasts and the publication views.';
+COMMENT ON TABLE enkf.twin_publications IS 'Twins whose forecasts an administrator published to a role: members read them (with the small-cell rules of a protected twin) without SELECT on the observation table; checkpoints stay with the table''s grants. Managed by enkf_admin; the grantor and time are recorded by the database.';
+COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types: of the locations granted to the caller, of twins whose observations the caller may read or that were published to them.';

@@ -31,7 +31,13 @@ CREATE TABLE enkf.twins (
     as_of_column    name,
     -- The column of the weekly proportion of emergency-department visits due to flu: the
     -- twin's second observed stream (NULL: counts only). Set exactly when config ed.enabled.
-    ed_column       name
+    ed_column       name,
+    -- What its counts are (docs/hipaa.md, "Classification"): public_aggregate (published
+    -- anyway: no small-cell rule) or protected (readers never see a count from 1 to
+    -- enkf.suppression_threshold - 1, nor anything computed from one). Set by an
+    -- administrator; enkf.create_twin takes enkf.default_classification when not told.
+    classification  text NOT NULL DEFAULT 'protected'
+                    CHECK (classification IN ('public_aggregate', 'protected'))
 );
 
 -- Provenance of every assimilation and forecast.
@@ -81,6 +87,10 @@ CREATE TABLE enkf.checkpoints (
     source_rows int4,
     -- The ED-visit proportion assimilated that week (a twin with ed_column); NULL otherwise.
     observed_ed float8,
+    -- A protected twin: counts from 1 to this value - 1 entered the analysis as the midpoint
+    -- of that range (the suppression threshold of the run that wrote it). NULL: every count
+    -- entered as it is (public aggregate data).
+    inputs_censored_below float8,
     PRIMARY KEY (twin_id, location, week_end)
 );
 -- Only the primary key indexes checkpoints: every lookup is by (twin, location, week), and a
@@ -100,9 +110,11 @@ CREATE TABLE enkf.forecasts (
     run_id          bigint NOT NULL,
     quantile_levels float8[] NOT NULL,
     quantile_values float8[] NOT NULL,
-    -- The smallest count above 0 the location reported in the 4 weeks the forecast starts
-    -- from (NULL: none): readers see the forecast only when that is not a withheld count.
-    recent_min_count float8,
+    -- What the counts behind the forecast were censored below (the weakest censoring of its
+    -- analysis, the counts it read and the past forecasts it learned from; NULL: not
+    -- censored). Readers of a protected twin see it only when that is at least the
+    -- suppression threshold in force (enkf.forecast_withheld).
+    inputs_censored_below float8,
     PRIMARY KEY (twin_id, reference_date, model, location, horizon),
     -- What every reader of the arrays relies on: one value per level, no NULL.
     CHECK (pg_catalog.array_ndims(quantile_levels) = 1 AND pg_catalog.array_ndims(quantile_values) = 1
@@ -130,8 +142,8 @@ CREATE TABLE enkf.target_forecasts (
     -- Whether the values are admission counts (the small-cell rule applies to each; not to
     -- probabilities or proportions).
     counts          boolean NOT NULL,
-    -- As in enkf.forecasts: the smallest count above 0 of the 4 weeks the forecast starts from.
-    recent_min_count float8,
+    -- As in enkf.forecasts: what the counts behind the forecast were censored below.
+    inputs_censored_below float8,
     UNIQUE NULLS NOT DISTINCT (twin_id, reference_date, model, location, target, output_type, horizon),
     CHECK ((horizon IS NULL) = (target_end_date IS NULL)),
     CHECK (pg_catalog.array_ndims(output_type_ids) = 1 AND pg_catalog.array_ndims(output_values) = 1
@@ -202,6 +214,20 @@ CREATE TABLE enkf.location_grants (
 );
 SELECT pg_catalog.pg_extension_config_dump('enkf.location_grants', '');
 
+-- Twins whose results an administrator published to a role: members read its forecasts (with
+-- the suppression rules of a protected twin) without SELECT on its observation table, which
+-- reading a twin's results otherwise requires (enkf.outputs_readable). Its checkpoints, which
+-- hold the counts as they are, stay with the table's grants. Roles by OID, as in
+-- enkf.location_grants (the same guard trigger records the grantor).
+CREATE TABLE enkf.twin_publications (
+    twin_id    bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
+    role       regrole NOT NULL,
+    granted_by regrole NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (twin_id, role)
+);
+SELECT pg_catalog.pg_extension_config_dump('enkf.twin_publications', '');
+
 -- Whether the current user may see a location's results: always when row-level security does
 -- not apply to them on enkf.checkpoints (owner, superuser, BYPASSRLS), else through a grant to
 -- a role they are a member of. Membership is only asked of roles that exist (pg_has_role
@@ -230,7 +256,7 @@ SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.targe
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
 
 -- Runs with their twin's name.
 CREATE VIEW enkf.run_log AS
@@ -262,11 +288,14 @@ SELECT t.twin_id, t.name,
                 '(dropped)')::pg_catalog.name AS created_by,
        t.created_at,
        (SELECT pg_catalog.max(c.week_end) FROM enkf.checkpoints c
-         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS last_week,
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)
+           AND enkf.outputs_readable(c.twin_id, c.location)) AS last_week,
        (SELECT pg_catalog.count(DISTINCT c.location) FROM enkf.checkpoints c
-         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)) AS locations_assimilated,
+         WHERE c.twin_id OPERATOR(pg_catalog.=) t.twin_id AND enkf.location_visible(c.location)
+           AND enkf.outputs_readable(c.twin_id, c.location)) AS locations_assimilated,
        t.as_of_column,
-       t.ed_column
+       t.ed_column,
+       t.classification
 FROM enkf.twins t;
 
 -- The latest analysis of every twin and location: ensemble mean and 90% range of each state
@@ -275,7 +304,7 @@ CREATE VIEW enkf.state_estimates WITH (security_barrier) AS
 WITH latest AS (
     SELECT DISTINCT ON (twin_id, location) twin_id, location, week_end, ensemble
     FROM enkf.checkpoints
-    WHERE enkf.location_visible(location)
+    WHERE enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location)
     ORDER BY twin_id, location, week_end DESC
 )
 SELECT t.name AS twin, l.location, l.week_end, v.variable,
@@ -295,7 +324,8 @@ COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, wr
 COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr, and ed_p, ed_ratio, ed_background for a twin with the ED-visit stream) with the count (and ED-visit proportion) assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';
 COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
-COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types.';
+COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types: of the locations granted to the caller, of twins whose observations the caller may read or that were published to them.';
+COMMENT ON TABLE enkf.twin_publications IS 'Twins whose forecasts an administrator published to a role: members read them (with the small-cell rules of a protected twin) without SELECT on the observation table; checkpoints stay with the table''s grants. Managed by enkf_admin; the grantor and time are recorded by the database.';
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';
 COMMENT ON VIEW enkf.twin_summary IS 'Twins with the last assimilated week and number of locations, plain SQL types.';
 COMMENT ON VIEW enkf.state_estimates IS 'Latest analysis per twin and location: mean, 5% and 95% quantiles of each state variable (S, E, I, R, H) and parameter (beta, ihr), and for a twin with the ED-visit stream ed_p (the modelled proportion), ed_ratio and ed_background.';

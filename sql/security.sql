@@ -15,18 +15,27 @@ $$;
 
 -- Row-level security by location. Assimilation and forecasts run under the caller, so an
 -- operator reads and writes only the locations granted to them; the twin functions skip the
--- others (see enkf.assimilate) instead of failing on them.
+-- others (see enkf.assimilate) instead of failing on them. And a twin's results follow the
+-- grants of its observation table: its checkpoints (which hold the counts it assimilated) are
+-- read only by roles that may read the table's columns and, under the table's own row-level
+-- security, a row of the location (enkf.analyses_readable); its forecasts, computed from
+-- them, likewise or through a publication of the twin to one of the roles
+-- (enkf.outputs_readable, enkf.twin_publications).
 ALTER TABLE enkf.checkpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE enkf.forecasts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE enkf.target_forecasts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY by_location ON enkf.checkpoints
-    USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
+    USING (enkf.location_visible(location) AND enkf.analyses_readable(twin_id, location))
+    WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.forecasts
-    USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
+    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
+    WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.target_forecasts
-    USING (enkf.location_visible(location)) WITH CHECK (enkf.location_visible(location));
+    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
+    WITH CHECK (enkf.location_visible(location));
 
--- Each role sees its own grants; administrators of twins see and manage all of them.
+-- Each role sees its own grants and publications; administrators of twins see and manage
+-- all of them.
 ALTER TABLE enkf.location_grants ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_grants ON enkf.location_grants FOR SELECT
     USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
@@ -34,10 +43,18 @@ CREATE POLICY own_grants ON enkf.location_grants FOR SELECT
                       AND pg_catalog.pg_has_role(r.oid, 'MEMBER')));
 CREATE POLICY administrators ON enkf.location_grants
     USING (enkf.is_member_of('enkf_admin')) WITH CHECK (enkf.is_member_of('enkf_admin'));
+ALTER TABLE enkf.twin_publications ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_publications ON enkf.twin_publications FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                    WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
+                      AND pg_catalog.pg_has_role(r.oid, 'MEMBER')));
+CREATE POLICY administrators ON enkf.twin_publications
+    USING (enkf.is_member_of('enkf_admin')) WITH CHECK (enkf.is_member_of('enkf_admin'));
 
--- Small-cell suppression: counts from 1 to threshold - 1 are withheld (NULL, suppressed =
--- true); zeros and missing weeks are shown as they are. Threshold: enkf.suppression_threshold;
--- 1 turns suppression off, for forecast values below 1 too.
+-- Small-cell suppression (docs/hipaa.md): for a twin of protected data, counts from 1 to
+-- threshold - 1 are withheld from readers (NULL, suppressed = true); zeros and missing weeks
+-- are shown as they are. Threshold: enkf.suppression_threshold; 1 turns suppression off, for
+-- forecast values below 1 too. Twins of public aggregate data (published anyway) have no rule.
 CREATE FUNCTION enkf.suppressed(observed float8) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce(enkf.suppression_threshold() OPERATOR(pg_catalog.>) 1
@@ -45,34 +62,46 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                     AND observed OPERATOR(pg_catalog.<) enkf.suppression_threshold(), false)
 $$;
 
--- Whether a forecast value is withheld from readers. Every number a reader sees that derives
--- from the counts obeys the threshold: a value strictly between 0 and the threshold is
--- withheld, whatever the model; and every value of a forecast made while the location had
--- just reported a withheld count (recent_min: the smallest count above 0 of the 4 weeks its
--- forecasts start from, stored with them) is withheld, since its quantiles can give that
--- count away: the baseline's median is the last count, the trend model extrapolates the last
--- two.
-CREATE FUNCTION enkf.forecast_withheld(recent_min float8, value float8)
+-- Whether a twin's count is withheld from readers: a small count of protected data.
+CREATE FUNCTION enkf.count_withheld(classification text, observed float8) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(classification OPERATOR(pg_catalog.<>) 'public_aggregate', true)
+       AND enkf.suppressed(observed)
+$$;
+
+-- Whether a forecast value of a twin is withheld from readers. Protected data only: hiding the
+-- small counts is not enough, since every forecast is a deterministic function of the counts
+-- (the baseline's spread gave a withheld count back exactly). So a protected twin's models
+-- see each small count as the midpoint of the withheld range (enkf-core, twin/suppression.rs),
+-- and a reader sees a forecast only when its inputs were censored at least as far as the
+-- threshold now in force requires (censored_below: stored with it; NULL, not censored, for
+-- rows made as public data or before 0.3.0); and a value that is itself a count (is_count:
+-- not a probability or a proportion) strictly between 0 and the threshold is withheld too.
+CREATE FUNCTION enkf.forecast_withheld(classification text, censored_below float8, value float8, is_count boolean)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT enkf.suppressed(value) OR enkf.suppressed(recent_min)
+    SELECT coalesce(classification OPERATOR(pg_catalog.<>) 'public_aggregate', true)
+       AND enkf.suppression_threshold() OPERATOR(pg_catalog.>) 1
+       AND (coalesce(censored_below, 0) OPERATOR(pg_catalog.<) enkf.suppression_threshold()
+            OR (coalesce(is_count, true) AND enkf.suppressed(value)))
 $$;
 
 -- A forecast's value at one quantile level as readers may see it (NULL when withheld or
 -- when the forecast has no such level).
-CREATE FUNCTION enkf.published_quantile(recent_min float8, levels float8[], vals float8[], level float8)
+CREATE FUNCTION enkf.published_quantile(classification text, censored_below float8, levels float8[], vals float8[], level float8)
 RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN enkf.forecast_withheld(recent_min, vals[pg_catalog.array_position(levels, level)])
+    SELECT CASE WHEN enkf.forecast_withheld(classification, censored_below,
+                                            vals[pg_catalog.array_position(levels, level)], true)
                 THEN NULL ELSE vals[pg_catalog.array_position(levels, level)] END
 $$;
 
 -- The hubverse forecast format of the FluSight hubs, every output type: the quantile forecasts
 -- of every model (enkf.forecasts) and every target from trajectories (enkf.target_forecasts).
 -- model_id = twin name for the twin, and the twin name with the model's as suffix for the
--- others: -baseline, -trend, -combined, -climatology. A publication view: values a reader may
--- not see under small-cell suppression are NULL (enkf.forecast_withheld for counts; for
--- probabilities and proportions, only the rule of the recent withheld count).
+-- others: -baseline, -trend, -combined, -climatology. A publication view: twins the caller
+-- may read (enkf.outputs_readable), locations granted to them, and values a reader may not
+-- see under small-cell suppression NULL (enkf.forecast_withheld).
 CREATE VIEW enkf.hubverse_forecasts WITH (security_barrier) AS
 SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
             ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) f.model END AS model_id,
@@ -83,23 +112,22 @@ SELECT CASE WHEN f.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
        f.location,
        'quantile'::pg_catalog.text AS output_type,
        q.quantile::pg_catalog.text AS output_type_id,
-       CASE WHEN enkf.forecast_withheld(f.recent_min_count, q.value)
+       CASE WHEN enkf.forecast_withheld(t.classification, f.inputs_censored_below, q.value, true)
             THEN NULL ELSE q.value END AS value
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location)
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
 UNION ALL
 SELECT CASE WHEN g.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
             ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) g.model END,
        g.reference_date, g.target, g.horizon, g.target_end_date, g.location, g.output_type, o.id,
-       CASE WHEN CASE WHEN g.counts THEN enkf.forecast_withheld(g.recent_min_count, o.value)
-                      ELSE enkf.suppressed(g.recent_min_count) END
+       CASE WHEN enkf.forecast_withheld(t.classification, g.inputs_censored_below, o.value, g.counts)
             THEN NULL ELSE o.value END
 FROM enkf.target_forecasts g
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(g.output_type_ids), pg_catalog.unnest(g.output_values)) AS o(id, value)
-WHERE enkf.location_visible(g.location);
+WHERE enkf.location_visible(g.location) AND enkf.outputs_readable(g.twin_id, g.location);
 
 -- One reference date's submission to the hub, as its CSV wants it (\copy (SELECT ...) TO
 -- 'file.csv' CSV HEADER): the weekly count's quantiles at horizons 0.. of quantile_model
@@ -156,32 +184,33 @@ BEGIN
 END
 $$;
 
--- Publication views. Observed counts, as assimilated, with small cells withheld.
+-- Publication views. Observed counts, as assimilated, with the small cells of protected data
+-- withheld.
 CREATE VIEW enkf.observed_counts WITH (security_barrier) AS
 SELECT t.name AS twin, c.location, c.week_end,
-       CASE WHEN enkf.suppressed(c.observed) THEN NULL ELSE c.observed END AS observed,
-       enkf.suppressed(c.observed) AS suppressed
+       CASE WHEN enkf.count_withheld(t.classification, c.observed) THEN NULL ELSE c.observed END AS observed,
+       enkf.count_withheld(t.classification, c.observed) AS suppressed
 FROM enkf.checkpoints c
 JOIN enkf.twins t USING (twin_id)
-WHERE enkf.location_visible(c.location);
+WHERE enkf.location_visible(c.location) AND enkf.outputs_readable(c.twin_id, c.location);
 
 -- One row per forecast: median, 50% and 95% intervals, and the count observed for the target
 -- week once it is known, each withheld as the publication rules require (NULL).
 CREATE VIEW enkf.forecast_summary WITH (security_barrier) AS
 SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.target_end_date,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.5) AS median,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
-       enkf.published_quantile(f.recent_min_count, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
-       CASE WHEN enkf.suppressed(o.observed) THEN NULL ELSE o.observed END AS observed,
-       enkf.suppressed(o.observed) AS observed_suppressed
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.5) AS median,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.25) AS lower_50,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.75) AS upper_50,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.025) AS lower_95,
+       enkf.published_quantile(t.classification, f.inputs_censored_below, f.quantile_levels, f.quantile_values, 0.975) AS upper_95,
+       CASE WHEN enkf.count_withheld(t.classification, o.observed) THEN NULL ELSE o.observed END AS observed,
+       enkf.count_withheld(t.classification, o.observed) AS observed_suppressed
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 LEFT JOIN enkf.checkpoints o
        ON o.twin_id OPERATOR(pg_catalog.=) f.twin_id AND o.location OPERATOR(pg_catalog.=) f.location
       AND o.week_end OPERATOR(pg_catalog.=) f.target_end_date
-WHERE enkf.location_visible(f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
 
 -- Provenance and analyses that no role can forge. pg_enkf's functions run under their caller,
 -- so an operator holds INSERT on enkf.runs (and write access to checkpoints and forecasts) for
@@ -296,6 +325,8 @@ END
 $$;
 CREATE TRIGGER guard_location_grants BEFORE INSERT OR UPDATE ON enkf.location_grants
     FOR EACH ROW EXECUTE FUNCTION enkf.guard_location_grants();
+CREATE TRIGGER guard_location_grants BEFORE INSERT OR UPDATE ON enkf.twin_publications
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_location_grants();
 
 -- Row-level security on the provenance: everyone who may read runs reads all of them, and a
 -- run is recorded only under its caller's own identity.
@@ -325,6 +356,47 @@ CREATE POLICY due_and_true ON enkf.schedule_slots FOR INSERT
     WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
 CREATE POLICY due_and_true_update ON enkf.schedule_slots FOR UPDATE
     USING (true) WITH CHECK (enkf.slot_is_honest(twin_id, slot, status, run_id));
+
+-- What the policies cannot see from one row: a settled slot (succeeded, failed, superseded) is
+-- never rewritten; a failed or retrying slot's attempts each left a failed run of the twin
+-- since the slot was due (enkf.record_failed_run, under the writer's own name), so that no
+-- one settles a slot as failed, and its run never happens, without a trace in the
+-- provenance; and a slot is superseded only by a later slot of the twin that succeeded.
+-- Members of the table's owner (the DBA) are trusted, as by the other guards.
+CREATE FUNCTION enkf.guard_slots() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    failed_runs bigint;
+BEGIN
+    IF pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'MEMBER') THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.status IN ('succeeded', 'failed', 'superseded') THEN
+        RAISE EXCEPTION 'permission denied: slot % of twin % is settled (%)', OLD.slot, OLD.twin_id, OLD.status
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'a settled slot is history: the next slot of the schedule runs the twin again';
+    END IF;
+    IF NEW.status IN ('retrying', 'failed') THEN
+        SELECT count(*) INTO failed_runs FROM enkf.runs r
+         WHERE r.twin_id = NEW.twin_id AND r.status = 'failed' AND r.started_at >= NEW.slot;
+        IF failed_runs < NEW.attempts THEN
+            RAISE EXCEPTION 'permission denied: slot % of twin % records % failed attempts, but % failed runs were recorded since it was due',
+                            NEW.slot, NEW.twin_id, NEW.attempts, failed_runs
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'record each failed attempt with enkf.record_failed_run() first';
+        END IF;
+    ELSIF NEW.status = 'superseded' AND NOT EXISTS (
+            SELECT 1 FROM enkf.schedule_slots s
+             WHERE s.twin_id = NEW.twin_id AND s.slot > NEW.slot AND s.status = 'succeeded') THEN
+        RAISE EXCEPTION 'permission denied: slot % of twin % is superseded only by a later slot that succeeded', NEW.slot, NEW.twin_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'only the scheduler supersedes a slot, after a later one ran';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER guard_slots BEFORE INSERT OR UPDATE ON enkf.schedule_slots
+    FOR EACH ROW EXECUTE FUNCTION enkf.guard_slots();
 
 -- The group roles of minimum necessary access (NOLOGIN; a DBA grants them to login roles):
 --   enkf_reader   published results: the BI views, with suppression, for granted locations;
@@ -368,11 +440,17 @@ BEGIN
     GRANT USAGE ON SCHEMA enkf TO enkf_reader;
     GRANT SELECT ON enkf.hubverse_forecasts, enkf.forecast_summary, enkf.observed_counts,
                     enkf.twin_summary TO enkf_reader;
-    GRANT SELECT ON enkf.location_grants TO enkf_reader;
+    GRANT SELECT ON enkf.location_grants, enkf.twin_publications TO enkf_reader;
+    -- What enkf.outputs_readable reads of a twin under the reader: its observation table
+    -- and the columns it reads (twin_summary shows the same).
+    GRANT SELECT (twin_id, name, observations, time_column, location_column, value_column,
+                  as_of_column, ed_column, classification) ON enkf.twins TO enkf_reader;
     GRANT EXECUTE ON FUNCTION enkf.location_visible(text), enkf.is_member_of(name),
                               enkf.suppressed(float8), enkf.suppression_threshold(),
-                              enkf.forecast_withheld(float8, float8),
-                              enkf.published_quantile(float8, float8[], float8[], float8),
+                              enkf.count_withheld(text, float8),
+                              enkf.forecast_withheld(text, float8, float8, boolean),
+                              enkf.published_quantile(text, float8, float8[], float8[], float8),
+                              enkf.outputs_readable(bigint, text), enkf.analyses_readable(bigint, text),
                               enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
@@ -401,7 +479,7 @@ BEGIN
     -- Administrators of twins.
     GRANT INSERT, UPDATE, DELETE ON enkf.twins TO enkf_admin;
     GRANT USAGE ON SEQUENCE enkf.twins_twin_id_seq TO enkf_admin;
-    GRANT INSERT, UPDATE, DELETE ON enkf.location_grants TO enkf_admin;
+    GRANT INSERT, UPDATE, DELETE ON enkf.location_grants, enkf.twin_publications TO enkf_admin;
     EXECUTE (SELECT string_agg(format('GRANT EXECUTE ON FUNCTION %s TO enkf_admin', p.oid::regprocedure), '; ')
                FROM pg_proc p WHERE p.pronamespace = 'enkf'::regnamespace
                 AND p.proname IN ('create_twin', 'drop_twin', 'backtest'));
@@ -653,11 +731,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
       FROM regexp_match(trim(v), '^(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?$') AS m
 $$;
 
-COMMENT ON FUNCTION enkf.forecast_withheld(float8, float8) IS 'Whether a forecast value is withheld from readers by small-cell suppression: a value strictly between 0 and enkf.suppression_threshold, or any value of a forecast made while its location''s recent counts (recent_min: the smallest above 0 of the 4 weeks it starts from) included a withheld one.';
-COMMENT ON FUNCTION enkf.published_quantile(float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.forecast_withheld(text, float8, float8, boolean) IS 'Whether a forecast value is withheld from readers by small-cell suppression: for a protected twin only, any value of a forecast whose inputs were censored below less than enkf.suppression_threshold (censored_below NULL: not censored), and a count (is_count) strictly between 0 and the threshold.';
+COMMENT ON FUNCTION enkf.published_quantile(text, float8, float8[], float8[], float8) IS 'A forecast''s value at one quantile level as readers may see it: NULL when withheld (enkf.forecast_withheld) or when there is no such level.';
+COMMENT ON FUNCTION enkf.count_withheld(text, float8) IS 'Whether a twin''s count is withheld from readers: a count from 1 to enkf.suppression_threshold - 1 of a twin that is not public_aggregate.';
 COMMENT ON FUNCTION enkf.guard_writes() IS 'Trigger: refuses writes to enkf.runs, enkf.checkpoints, enkf.forecasts and enkf.target_forecasts (and TRUNCATE of enkf.twins) that are not issued by pg_enkf''s own functions, except by members of the tables'' owner.';
 COMMENT ON FUNCTION enkf.guard_twins() IS 'Trigger: twins are created and removed only by enkf.create_twin and enkf.drop_twin; their tables, columns, model, members, creator and origin never change afterwards; configurations are checked and normalised and their hash recomputed.';
 COMMENT ON FUNCTION enkf.guard_location_grants() IS 'Trigger: a location grant names an existing role; the grantor and time are recorded by the database.';
+COMMENT ON FUNCTION enkf.guard_slots() IS 'Trigger: settled scheduler slots (succeeded, failed, superseded) are never rewritten; a failed or retrying slot needs a failed run of the twin for each attempt since it was due; a slot is superseded only by a later one that succeeded.';
 COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'Row-level security of enkf.schedule_slots: a slot is recorded only once due, and as succeeded only with the succeeded assimilation that ran for it.';
 COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role (by OID) may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it; rows of dropped roles are ignored and listed by enkf.compliance_report. Managed by enkf_admin.';
 COMMENT ON FUNCTION enkf.location_visible(text) IS 'Whether the current user may see a location''s results: through enkf.location_grants, or always when row-level security does not apply to them (table owner, superuser).';

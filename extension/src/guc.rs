@@ -1,7 +1,7 @@
 //! Server settings (GUCs) of pg_enkf. Each is documented in docs/operations.md.
 
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 /// Largest ensemble (state_dim x members) one call may process. A DBA sets it (SUSET) so that
 /// one analyst's call cannot take the server's memory: peak use is about 6 x 8 bytes an element.
@@ -17,7 +17,46 @@ pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
 /// must not be able to lower it for their own session and read the small cells.
 pub static SUPPRESSION_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(11);
 
+/// What a twin's counts are (`enkf.twins.classification`, docs/hipaa.md): public aggregate data,
+/// published anyway, under no small-cell rule; or protected data, whose small counts readers
+/// never see nor reach through any result.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Classification {
+    #[name = c"public_aggregate"]
+    PublicAggregate,
+    #[name = c"protected"]
+    Protected,
+}
+
+impl Classification {
+    pub fn name(self) -> &'static str {
+        match self {
+            Classification::PublicAggregate => "public_aggregate",
+            Classification::Protected => "protected",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Classification> {
+        [Classification::PublicAggregate, Classification::Protected]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+}
+
+/// The classification of a twin created without one: the DBA's choice (SUSET), protected
+/// unless configured, so that no twin starts out without the small-cell rule by accident.
+pub static DEFAULT_CLASSIFICATION: GucSetting<Classification> =
+    GucSetting::<Classification>::new(Classification::Protected);
+
 pub fn register() {
+    GucRegistry::define_enum_guc(
+        c"enkf.default_classification",
+        c"Classification of a twin created without one: protected (small-cell rule on) or public_aggregate.",
+        c"A DBA's choice for the database (ALTER DATABASE ... SET). protected applies small-cell suppression to every result readers see; public_aggregate is for counts published anyway.",
+        &DEFAULT_CLASSIFICATION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"enkf.suppression_threshold",
         c"Observed counts from 1 to this value minus 1 are withheld in pg_enkf's publication views.",

@@ -26,7 +26,12 @@ mod enkf {}
 extension_sql_file!(
     "../../sql/schema.sql",
     name = "schema",
-    requires = [enkf, arrays::has_null_elements]
+    requires = [
+        enkf,
+        arrays::has_null_elements,
+        twin::access::outputs_readable,
+        twin::access::analyses_readable
+    ]
 );
 extension_sql_file!(
     "../../sql/scheduler.sql",

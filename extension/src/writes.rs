@@ -33,6 +33,20 @@ pub fn own_write<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Runs `f` with `enkf.writing()` false, whatever pg_enkf was doing: for the caller's own code
+/// (their policies) that a check of pg_enkf's may run in the middle of one of its writes.
+pub fn not_writing<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let depth = self.0;
+            DEPTH.with(|d| d.set(depth));
+        }
+    }
+    let _restore = Restore(DEPTH.with(|d| d.replace(0)));
+    f()
+}
+
 /// `enkf.writing()`: whether the statement running was issued by one of pg_enkf's functions.
 /// Read by the guard triggers; any role may call it and learns nothing.
 #[pg_extern(volatile, parallel_restricted, schema = "enkf", name = "writing")]

@@ -121,8 +121,13 @@ impl Connector {
         })
     }
 
+    /// Every session's settings. Its search_path is pg_catalog only: the scheduler's queries
+    /// name pg_enkf's objects with their schema, and an operator `#>>(jsonb, text)` planted in
+    /// a schema of the role's default path would otherwise beat pg_catalog's for an unknown
+    /// literal (operators are resolved on the path, not qualified by the name of a table).
     pub fn config(&self, s: &DbSecret) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
+        c.options("-c search_path=pg_catalog,pg_temp");
         c.host(&s.host)
             .port(s.port)
             .user(&s.username)

@@ -80,6 +80,12 @@ def test_twins_survive_and_assimilation_continues(upgraded):
         ).fetchall():
             new.execute("SELECT fmgr_c_validator(%s::regprocedure)", (fn,))
 
+        # Twins of the old version come out protected, the safe side (docs/hipaa.md); these
+        # synthetic counts stand for public data, so their administrator says so, and the twin
+        # carries on without re-assimilating (a protected twin would be re-assimilated with its
+        # small counts censored: tests/security/test_suppression.py).
+        assert {c for (c,) in new.execute("SELECT classification FROM enkf.twins")} == {"protected"}
+        new.execute("UPDATE enkf.twins SET classification = 'public_aggregate'")
         # Assimilation continues where it stopped, recorded with the new version.
         last_run_before = max(r[0] for r in before["enkf.runs"])
         arrive_new_data(new)

@@ -34,6 +34,8 @@ def secured(cluster, conn, dbname):
         conn.execute("INSERT INTO enkf.location_grants (role, location) VALUES (%s, %s)", (role, locs[0]))
     # Scoring and assimilation read the observation table under the caller: its owner grants it.
     conn.execute(f"GRANT SELECT ON obs, locs TO {roles['analyst']}, {roles['operator']}, {roles['admin']}")
+    # Readers read no table: the twin's results are published to them.
+    conn.execute("INSERT INTO enkf.twin_publications (twin_id, role) SELECT twin_id, %s FROM enkf.twins", (roles["reader"],))
     yield roles, locs
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -108,8 +110,12 @@ def test_reader_gets_publication_views_only(cluster, dbname, secured):
     with login(cluster, dbname, roles["reader"]) as r:
         for view in ["hubverse_forecasts", "forecast_summary", "observed_counts"]:
             assert locations_seen(r, view) == [locs[0]], view
-        for relation in ["forecast_quantiles", "state_estimates", "forecasts", "checkpoints", "runs", "twins"]:
+        for relation in ["forecast_quantiles", "state_estimates", "forecasts", "checkpoints", "runs"]:
             assert sqlstate(r, f"SELECT 1 FROM enkf.{relation} LIMIT 1")[0] == "42501", relation
+        # Of the twins, only what twin_summary shows (the columns enkf.outputs_readable reads).
+        assert sqlstate(r, "SELECT config FROM enkf.twins")[0] == "42501"
+        assert sqlstate(r, "SELECT created_by FROM enkf.twins")[0] == "42501"
+        assert r.execute("SELECT name, classification FROM enkf.twins").fetchall() == [("tw", "protected")]
         assert sqlstate(r, "SELECT * FROM enkf.score('tw')")[0] == "42501"
 
 
@@ -160,8 +166,9 @@ def test_no_function_reads_observations_without_select(cluster, dbname, secured,
     conn.execute("INSERT INTO enkf.location_grants (role, location) VALUES (%s, '*')", (roles["admin"],))
     with login(cluster, dbname, roles["operator"]) as op:
         assert sqlstate(op, "SELECT * FROM enkf.assimilate('tw', '2023-11-20')")[0] == "42501"
-        # (enkf.forecast reads no observation table: it starts from the twin's own analyses.)
-        assert sqlstate(op, "SELECT * FROM enkf.score('tw')")[0] == "42501"
+        # Nor the twin's results, which follow the table's grants: nothing to forecast or score.
+        assert op.execute("SELECT count(*) FROM enkf.checkpoints").fetchone()[0] == 0
+        assert op.execute("SELECT count(*) FROM enkf.score('tw')").fetchone()[0] == 0
     with login(cluster, dbname, roles["admin"]) as ad:
         code, message, hint = sqlstate(ad, "SELECT enkf.create_twin('tw2', 'obs', 'locs')")
         assert code == "42501" and "observations" in message and hint

@@ -4,7 +4,7 @@ is one a role can try with the privileges it is given, and each must fail or cha
 - search_path hijacking: functions, aggregates and operators planted in a schema early on the
   victim's search_path must never run inside pg_enkf, whoever calls it (superuser, operator);
 - dangling and mistyped grants neither lock readers out nor pass to a later role of the name;
-- small-cell suppression holds for every number a reader can see, for counts 0 to 12;
+- small-cell suppression and the source's grants: tests/security/test_suppression.py;
 - provenance, analyses, slots and twin definitions cannot be forged or re-pointed.
 Synthetic data only."""
 
@@ -219,8 +219,9 @@ def test_every_function_pins_its_search_path(conn):
               -- SQL functions the planner must inline cannot carry SET: they qualify every name.
               AND p.oid NOT IN ('enkf.location_visible(text)'::regprocedure, 'enkf.suppressed(float8)'::regprocedure,
                                 'enkf.is_member_of(name)'::regprocedure,
-                                'enkf.forecast_withheld(float8, float8)'::regprocedure,
-                                'enkf.published_quantile(float8, float8[], float8[], float8)'::regprocedure,
+                                'enkf.forecast_withheld(text, float8, float8, boolean)'::regprocedure,
+                                'enkf.count_withheld(text, float8)'::regprocedure,
+                                'enkf.published_quantile(text, float8, float8[], float8[], float8)'::regprocedure,
                                 'enkf.slot_is_honest(bigint, timestamptz, text, bigint)'::regprocedure)"""
     ).fetchall()
     assert unpinned == []
@@ -244,6 +245,7 @@ def test_dangling_and_mistyped_grants(cluster, conn, dbname, roles):
     locs = [r[0] for r in conn.execute("SELECT location FROM locs ORDER BY 1").fetchall()]
     reader = roles["reader"]
     conn.execute("INSERT INTO enkf.location_grants (role, location) VALUES (%s, %s)", (reader, locs[0]))
+    conn.execute("INSERT INTO enkf.twin_publications (twin_id, role) SELECT twin_id, %s FROM enkf.twins", (reader,))
     # A typo is refused at once instead of locking everyone out later.
     assert sqlstate(conn, "INSERT INTO enkf.location_grants (role, location) VALUES ('alcie', %s)", (locs[1],))[0] == "42704"
     assert sqlstate(conn, "INSERT INTO enkf.location_grants (role, location) VALUES (999999::oid::regrole, %s)", (locs[1],))[0] == "42704"
@@ -258,6 +260,7 @@ def test_dangling_and_mistyped_grants(cluster, conn, dbname, roles):
         assert r.execute("SELECT count(*) FROM enkf.location_grants").fetchone()[0] == 1
     # A new role under the dropped name inherits nothing.
     conn.execute("CREATE ROLE former_analyst LOGIN IN ROLE enkf_reader")
+    conn.execute("INSERT INTO enkf.twin_publications (twin_id, role) SELECT twin_id, 'former_analyst' FROM enkf.twins")
     try:
         with login(cluster, dbname, "former_analyst") as f:
             assert f.execute("SELECT count(*) FROM enkf.observed_counts").fetchone()[0] == 0
@@ -274,75 +277,6 @@ def test_dangling_and_mistyped_grants(cluster, conn, dbname, roles):
     assert conn.execute(
         "SELECT granted_by::text, granted_at > now() - interval '1 hour' FROM enkf.location_grants WHERE location = %s",
         (locs[2],)).fetchone() == (admin, True)
-
-
-# --- small-cell suppression -------------------------------------------------------------------
-
-
-def test_no_number_a_reader_sees_reveals_a_small_count(cluster, conn, dbname, roles):
-    """Counts 0..12, one location each week in turn: every number a reader can see through every
-    view and function is 0, NULL, or at least the threshold (11); a forecast of any model made
-    while one of the location's 4 latest counts was withheld shows nothing (its quantiles could
-    give that count away: the baseline's median is the last count)."""
-    make_data(conn, locations=3, weeks=70)
-    # Every fifth week a count from 0 to 12 (each location in turn), the others at least 30.
-    conn.execute("""UPDATE obs SET value = CASE WHEN (time - DATE '2022-10-01') / 7 % 5 = 0
-                                                 THEN ((time - DATE '2022-10-01') / 35 + ascii(right(location, 1))) % 13
-                                                 ELSE 30 + (time - DATE '2022-10-01') / 7 END""")
-    conn.execute("SELECT enkf.create_twin('tw', 'obs', 'locs', members => 16)")
-    # Forecasts from every reference date, so every last count 0..12 occurs.
-    for week in range(8, 70):
-        conn.execute("SELECT * FROM enkf.assimilate('tw', DATE '2022-10-01' + %s * 7)", (week,))
-        conn.execute("SELECT count(*) FROM enkf.forecast('tw')")
-    last = dict(((r[0], r[1]), r[2]) for r in conn.execute(
-        """SELECT f.location, f.reference_date,
-                  (SELECT c.observed FROM enkf.checkpoints c WHERE c.twin_id = f.twin_id AND c.location = f.location
-                      AND c.week_end < f.reference_date AND c.observed IS NOT NULL ORDER BY c.week_end DESC LIMIT 1)
-             FROM enkf.forecasts f WHERE f.model = 'baseline' GROUP BY 1, 2, f.twin_id""").fetchall())
-    assert {v for v in last.values()} >= set(range(0, 13)), sorted(set(last.values()))
-    recent = dict(((r[0], r[1]), r[2]) for r in conn.execute(
-        """SELECT f.location, f.reference_date,
-                  (SELECT min(c.observed) FROM enkf.checkpoints c WHERE c.twin_id = f.twin_id AND c.location = f.location
-                      AND c.week_end < f.reference_date AND c.week_end >= f.reference_date - 28 AND c.observed > 0)
-             FROM enkf.forecasts f GROUP BY 1, 2, f.twin_id""").fetchall())
-    # Some forecasts are shown: made while the 4 latest counts were 0 or at least 11.
-    assert any(v is None or v >= 11 for v in recent.values())
-    conn.execute(f"INSERT INTO enkf.location_grants (role, location) VALUES ('{roles['reader']}', '*')")
-
-    def small(v):
-        return v is not None and 0 < v < 11
-
-    with login(cluster, dbname, roles["reader"]) as r:
-        rows = r.execute(
-            "SELECT model_id, location, reference_date, value, output_type FROM enkf.hubverse_forecasts"
-        ).fetchall()
-        # Counts (quantiles and samples; a pmf's values are probabilities).
-        assert rows and not [row for row in rows if row[4] != "pmf" and small(row[3])]
-        assert {row[4] for row in rows if row[3] is not None} == {"quantile", "sample", "pmf"}
-        for model_id, loc, ref, value, _ in rows:
-            if 0 < last[(loc, ref)] < 11 or small(recent[(loc, ref)]):
-                assert value is None, (model_id, loc, ref, last[(loc, ref)], recent[(loc, ref)])
-        assert {m.split("-")[-1] for m, _, _, v, _ in rows if v is not None} >= {"tw", "baseline", "trend", "combined"}
-        # The hub's submission file: no small count, and no location with a withheld value.
-        for ref in sorted({row[2] for row in rows}):
-            sub = r.execute("SELECT location, output_type, value FROM enkf.hub_submission('tw', %s)", (ref,)).fetchall()
-            assert not [s for s in sub if s[2] is None or (s[1] != "pmf" and small(s[2]))], ref
-            for loc in {s[0] for s in sub}:
-                assert not (0 < last[(loc, ref)] < 11 or small(recent[(loc, ref)])), (loc, ref)
-        summary = r.execute(
-            "SELECT model, location, reference_date, median, lower_50, upper_50, lower_95, upper_95, observed FROM enkf.forecast_summary"
-        ).fetchall()
-        assert summary and not [s for s in summary if any(small(v) for v in s[3:])]
-        observed = r.execute("SELECT observed, suppressed FROM enkf.observed_counts").fetchall()
-        assert not [o for o in observed if small(o[0])] and any(o[1] for o in observed)
-        # And nothing else is readable to a reader: no raw table, no scoring, no state.
-        for q in ("SELECT count(*) FROM enkf.forecasts", "SELECT count(*) FROM enkf.checkpoints",
-                  "SELECT count(*) FROM enkf.forecast_quantiles", "SELECT count(*) FROM enkf.state_estimates",
-                  "SELECT count(*) FROM enkf.score('tw')", "SELECT count(*) FROM enkf.score_targets('tw')",
-                  "SELECT count(*) FROM enkf.target_forecasts", "SELECT count(*) FROM enkf.runs"):
-            assert sqlstate(r, q)[0] == "42501", q
-    # The same forecasts are whole for the analysts who may see raw data.
-    assert conn.execute("SELECT count(*) FROM enkf.forecast_quantiles WHERE value > 0 AND value < 11").fetchone()[0] > 0
 
 
 # --- provenance, slots and twin definitions ----------------------------------------------------
@@ -386,6 +320,12 @@ def test_forged_runs_checkpoints_and_slots_are_refused(cluster, conn, dbname, op
                 VALUES ({twin_id}, now() + interval '7 days', 'succeeded', 1, 'x')""",
             f"""INSERT INTO enkf.schedule_slots (twin_id, slot, status, attempts, run_id, sidecar)
                 VALUES ({twin_id}, now() - interval '1 day', 'succeeded', 1, 999999, 'x')""",
+            # A due slot settled as failed, or superseded, with no failed run and no later
+            # success: its scheduled run would silently never happen.
+            f"""INSERT INTO enkf.schedule_slots (twin_id, slot, status, attempts, sidecar)
+                VALUES ({twin_id}, now() - interval '1 hour', 'failed', 3, 'x')""",
+            f"""INSERT INTO enkf.schedule_slots (twin_id, slot, status, attempts, sidecar)
+                VALUES ({twin_id}, now() - interval '1 hour', 'superseded', 1, 'x')""",
         ]
         for q in forged:
             assert sqlstate(o, q)[0] == "42501", q
@@ -399,6 +339,11 @@ def test_forged_runs_checkpoints_and_slots_are_refused(cluster, conn, dbname, op
         # An honest slot: due, succeeded with the run that ran for it.
         o.execute(f"""INSERT INTO enkf.schedule_slots (twin_id, slot, status, attempts, run_id, sidecar)
                       VALUES ({twin_id}, now() - interval '1 minute', 'succeeded', 1, {run_id}, 'x')""")
+        # Settled slots are history.
+        assert sqlstate(o, "UPDATE enkf.schedule_slots SET status = 'failed'")[0] == "42501"
+        # A failed attempt recorded under the operator's own name may be recorded as such.
+        o.execute(f"""INSERT INTO enkf.schedule_slots (twin_id, slot, status, attempts, next_attempt_at, sidecar)
+                      VALUES ({twin_id}, now() - interval '10 minutes', 'retrying', 1, now(), 'x')""")
         assert o.execute("SELECT count(*) FROM enkf.forecast('tw')").fetchone()[0] > 0
     after = conn.execute("SELECT count(*), max(last_week) FROM enkf.runs").fetchone()
     assert after[0] == before[0] + 3 and after[1] < conn.execute("SELECT date '2100-01-01'").fetchone()[0]

@@ -55,6 +55,14 @@ def sched_db(pg):
         a.execute("UPDATE enkf.twins SET created_at = now() - interval '10 minutes' WHERE name = 'late'")
         # 'flaky' fails until its observations are readable again.
         a.execute("REVOKE SELECT ON flaky_obs FROM sched_group")
+        # An operator planted in a schema first on the scheduler's default search_path: the
+        # sidecar's sessions pin search_path to pg_catalog, so it never runs.
+        a.execute("CREATE SCHEMA trap")
+        a.execute("""CREATE FUNCTION trap.arrow(jsonb, text) RETURNS text LANGUAGE plpgsql AS
+                     $$ BEGIN RAISE EXCEPTION 'hijacked by %', current_user USING ERRCODE = 'P0666'; END $$""")
+        a.execute("CREATE OPERATOR trap.#>> (leftarg = jsonb, rightarg = text, function = trap.arrow)")
+        a.execute("GRANT USAGE ON SCHEMA trap TO sched_group")
+        a.execute("ALTER ROLE sched_app SET search_path = trap, pg_catalog")
     return {"db": db, "password": app_pw}
 
 

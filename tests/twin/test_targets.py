@@ -254,6 +254,7 @@ def test_target_rows_obey_row_level_security_and_only_pg_enkf_writes_them(cluste
     conn.execute("CREATE ROLE tgt_reader LOGIN IN ROLE enkf_analyst")
     try:
         conn.execute("INSERT INTO enkf.location_grants (role, location) VALUES ('tgt_reader', '36')")
+        conn.execute("INSERT INTO enkf.twin_publications (twin_id, role) SELECT twin_id, 'tgt_reader' FROM enkf.twins")
         with psycopg.connect(cluster.dsn(dbname, user="tgt_reader"), autocommit=True) as r:
             seen = {x[0] for x in r.execute("SELECT DISTINCT location FROM enkf.target_forecasts").fetchall()}
             assert seen == {"36"}
@@ -269,11 +270,12 @@ def test_target_rows_obey_row_level_security_and_only_pg_enkf_writes_them(cluste
             state = sqlstate(
                 r,
                 """INSERT INTO enkf.target_forecasts SELECT twin_id, reference_date, model, location, target, output_type,
-                          horizon, target_end_date, run_id, output_type_ids, output_values, counts, recent_min_count
+                          horizon, target_end_date, run_id, output_type_ids, output_values, counts, inputs_censored_below
                      FROM enkf.target_forecasts LIMIT 1""",
             )
             assert state[0] == "42501", state
     finally:
         conn.execute("DELETE FROM enkf.location_grants WHERE role = 'tgt_reader'::regrole")
+        conn.execute("DELETE FROM enkf.twin_publications WHERE role = 'tgt_reader'::regrole")
         conn.execute("DROP OWNED BY tgt_reader")
         conn.execute("DROP ROLE tgt_reader")

@@ -17,7 +17,9 @@ STATIC = '{"process_noise": {"beta": 0, "ihr": 0}, "filter": {"inflation": 1.0}}
 
 def test_recovers_parameters_through_sql(conn):
     make_data(conn, locations=12)
-    conn.execute(f"SELECT enkf.create_twin('static', 'obs', 'locs', members => 200, config => '{STATIC}')")
+    # The model's own synthetic counts, small ones included: public data, no small-cell rule.
+    conn.execute(f"SELECT enkf.create_twin('static', 'obs', 'locs', members => 200, config => '{STATIC}', "
+                 "classification => 'public_aggregate')")
     conn.execute("SELECT * FROM enkf.assimilate('static')")
     est = {
         (r[0], r[1]): r[2]

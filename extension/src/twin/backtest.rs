@@ -52,6 +52,7 @@ fn backtest(
     publication_lag: default!(Option<i32>, 7),
     horizons: default!(Option<i32>, 4),
     ed_column: default!(Option<SqlName>, "NULL"),
+    classification: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -118,6 +119,7 @@ fn backtest(
         members: members.unwrap_or_else(|| null_option("members")),
         config: config.unwrap_or_else(|| null_option("config")),
         ed_column,
+        classification: super::create::classification_arg(classification),
     };
     let sums = Spi::connect_mut(|client| {
         prepare_twin(client, &replay, &args);
@@ -191,6 +193,7 @@ struct TwinArgs {
     config: JsonB,
     /// The ED-visit proportion column: the twin's second stream (docs/twin.md).
     ed_column: Option<SqlName>,
+    classification: crate::guc::Classification,
 }
 
 /// An optional column name as a text parameter (NULL when absent).
@@ -221,7 +224,7 @@ fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
         "SELECT enkf.create_twin($1, $2::pg_catalog.oid::pg_catalog.regclass,
                                  $3::pg_catalog.oid::pg_catalog.regclass, $4::pg_catalog.name,
                                  $5::pg_catalog.name, $6::pg_catalog.name, 'seirh', $7,
-                                 $8::pg_catalog.jsonb, $9::pg_catalog.name, $10::pg_catalog.name)",
+                                 $8::pg_catalog.jsonb, $9::pg_catalog.name, $10::pg_catalog.name, $11)",
         &[
             DatumWithOid::from(replay.twin.as_str()),
             DatumWithOid::from(args.observations.0),
@@ -233,6 +236,7 @@ fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
             DatumWithOid::from(args.config.0.to_string().as_str()),
             optional_name(&args.as_of_column),
             optional_name(&args.ed_column),
+            DatumWithOid::from(args.classification.name()),
         ],
         |_| Ok(()),
     );
@@ -291,6 +295,53 @@ fn check_continuation(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinAr
     }
 }
 
+/// Reference dates one backtest replays at most: 20 years of weeks. Each costs a run of the
+/// twin, and the range is the caller's to choose: refused before anything is done (54000).
+const MAX_REFERENCE_DATES: i64 = 1044;
+
+/// The number of reference dates, checked: at most `MAX_REFERENCE_DATES`, and none so far past
+/// the table's data that its forecast would be more than a year ahead of it (which
+/// `enkf.forecast` refuses) after every earlier date had been computed.
+fn check_range(client: &SpiClient<'_>, twin: &catalog::Twin, replay: &Replay) -> i64 {
+    let count = (replay.last as i64 - replay.first as i64) / 7 + 1;
+    if count > MAX_REFERENCE_DATES {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "last_reference: {count} reference dates from {} to {}, more than {MAX_REFERENCE_DATES}",
+                enkf_core::dates::iso(replay.first),
+                enkf_core::dates::iso(replay.last)
+            ),
+            None,
+            "backtest at most 20 years of weeks in one call; continue the same twin with a later first_reference",
+        );
+    }
+    let latest = spi::one::<Date>(
+        client,
+        &format!(
+            "SELECT pg_catalog.max({})::pg_catalog.date FROM {}",
+            pgrx::spi::quote_identifier(&twin.time_column),
+            twin.observations
+        ),
+        &[],
+    )
+    .map(|d| d.to_pg_epoch_days());
+    if let Some(latest) = latest.filter(|l| replay.last > l + replay.lag + 7 * 53) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "last_reference {} is more than 53 weeks after the last data in {} ({})",
+                enkf_core::dates::iso(replay.last),
+                twin.observations,
+                enkf_core::dates::iso(latest)
+            ),
+            None,
+            "end the backtest at most a year after the data end; forecasts further ahead are refused",
+        );
+    }
+    count
+}
+
 /// Every reference date in turn: assimilate what was published by the reference date less the
 /// lag, then forecast from the reference date.
 fn run(client: &mut SpiClient<'_>, replay: &Replay) {
@@ -309,8 +360,8 @@ fn run(client: &mut SpiClient<'_>, replay: &Replay) {
             "reference dates are week ends: the FluSight hub's are Saturdays",
         );
     }
-    let dates: Vec<i32> = (replay.first..=replay.last).step_by(7).collect();
-    for (k, &reference) in dates.iter().enumerate() {
+    let count = check_range(client, &twin, replay);
+    for (k, reference) in (replay.first..=replay.last).step_by(7).enumerate() {
         pgrx::check_for_interrupts!();
         let clock = std::time::Instant::now();
         let published = reference - replay.lag;
@@ -328,7 +379,7 @@ fn run(client: &mut SpiClient<'_>, replay: &Replay) {
                 "enkf.backtest: reference date {} ({} of {}): nothing published by {} to forecast from",
                 enkf_core::dates::iso(reference),
                 k + 1,
-                dates.len(),
+                count,
                 enkf_core::dates::iso(published)
             );
             continue;
@@ -344,7 +395,7 @@ fn run(client: &mut SpiClient<'_>, replay: &Replay) {
             "enkf.backtest: reference date {} ({} of {}): {} locations assimilated as published by {}, {} forecasts, {:.2} s",
             enkf_core::dates::iso(reference),
             k + 1,
-            dates.len(),
+            count,
             row.1,
             enkf_core::dates::iso(published),
             rows.len(),

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use enkf_core::twin::suppression::Censoring;
 use enkf_core::twin::{ed, TwinConfig};
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
@@ -37,6 +38,17 @@ pub struct Twin {
     pub config_hash: String,
     /// Week end of the first week of the twin's grid (PostgreSQL day number).
     pub origin: Option<i32>,
+    /// A protected twin under a suppression threshold above 1: how its small counts enter every
+    /// model (docs/hipaa.md); None for public aggregate data.
+    pub censoring: Option<Censoring>,
+}
+
+impl Twin {
+    /// What the models' inputs were censored below (`inputs_censored_below` of the rows a run
+    /// writes): None for counts that entered as they are.
+    pub fn censored_below(&self) -> Option<f64> {
+        self.censoring.map(|c| c.below())
+    }
 }
 
 /// The stored row of a twin, before its tables are resolved and checked.
@@ -56,6 +68,7 @@ struct Stored {
     origin: Option<i32>,
     creator: Option<String>,
     creator_reads: bool,
+    protected: bool,
 }
 
 fn not_found(name: &str) -> ! {
@@ -85,7 +98,8 @@ fn stored(client: &SpiClient<'_>, id: i64) -> Option<Stored> {
                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.locations)
                   AND pg_catalog.has_table_privilege(r.oid, t.observations, 'SELECT')
                   AND pg_catalog.has_table_privilege(r.oid, t.locations, 'SELECT'),
-                t.as_of_column::pg_catalog.text, t.ed_column::pg_catalog.text
+                t.as_of_column::pg_catalog.text, t.ed_column::pg_catalog.text,
+                t.classification = 'protected'
            FROM enkf.twins t LEFT JOIN pg_catalog.pg_roles r ON r.oid = t.created_by
           WHERE t.twin_id = $1",
         &[DatumWithOid::from(id)],
@@ -106,6 +120,7 @@ fn stored(client: &SpiClient<'_>, id: i64) -> Option<Stored> {
                 creator_reads: r.get::<bool>(13)?.unwrap_or(false),
                 as_of_column: r.get::<String>(14)?,
                 ed_column: r.get::<String>(15)?,
+                protected: r.get::<bool>(16)?.unwrap_or(true),
             })
         },
     )
@@ -211,6 +226,11 @@ fn checked(s: Stored) -> Twin {
         config_json: s.config_json,
         config_hash: s.config_hash,
         origin: s.origin,
+        // The threshold in force at this run: what a reader is shown of counts from now on.
+        censoring: s
+            .protected
+            .then(|| Censoring::at(crate::guc::SUPPRESSION_THRESHOLD.get() as f64))
+            .flatten(),
     }
 }
 

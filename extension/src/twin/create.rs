@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 use super::catalog::{check_locations, check_observations};
 use crate::error::{null_argument, null_option, raise, OrRaise};
+use crate::guc::Classification;
 use crate::spi;
 use crate::sqltypes::{RegClass, SqlName};
 
@@ -48,6 +49,7 @@ fn create_twin(
     config: default!(Option<JsonB>, "'{}'"),
     as_of_column: default!(Option<SqlName>, "NULL"),
     ed_column: default!(Option<SqlName>, "NULL"),
+    classification: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let name = name.unwrap_or_else(|| null_argument("name"));
     if name.trim().is_empty() {
@@ -92,6 +94,7 @@ fn create_twin(
     cfg.ed.enabled = ed_column.is_some();
     super::catalog::check_size(members as usize, &cfg);
     let cfg_json = cfg.to_json();
+    let classification = classification_arg(classification);
 
     Spi::connect_mut(|client| {
         let obs_rel = qualified_name(client, observations);
@@ -149,10 +152,12 @@ fn create_twin(
         let rows = spi::update_rows(
             client,
             "INSERT INTO enkf.twins (name, observations, locations, time_column, location_column, value_column,
-                                     model, members, config, config_hash, created_by, as_of_column, ed_column)
+                                     model, members, config, config_hash, created_by, as_of_column, ed_column,
+                                     classification)
              VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3::pg_catalog.oid::pg_catalog.regclass,
                      $4::pg_catalog.name, $5::pg_catalog.name, $6::pg_catalog.name, $7, $8, $9::pg_catalog.jsonb, '',
-                     CURRENT_USER::pg_catalog.text::pg_catalog.regrole, $10::pg_catalog.name, $11::pg_catalog.name)
+                     CURRENT_USER::pg_catalog.text::pg_catalog.regrole, $10::pg_catalog.name, $11::pg_catalog.name,
+                     $12)
              RETURNING twin_id",
             &[
                 DatumWithOid::from(name),
@@ -170,11 +175,27 @@ fn create_twin(
                 ed_column.as_ref().map_or(DatumWithOid::null::<String>(), |c| {
                     DatumWithOid::from(c.0.as_str())
                 }),
+                DatumWithOid::from(classification.name()),
             ],
             |r| r.get::<i64>(1),
         );
         rows.into_iter().next().flatten().unwrap_or_default()
     })
+}
+
+/// A twin's classification: named, or `enkf.default_classification` (22023 for another name).
+pub(super) fn classification_arg(arg: Option<&str>) -> Classification {
+    match arg {
+        None => crate::guc::DEFAULT_CLASSIFICATION.get(),
+        Some(name) => Classification::from_name(name).unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("classification \"{name}\" is unknown"),
+                None,
+                "'public_aggregate' for counts published anyway (no small-cell rule), 'protected' for the rest; leave it out for enkf.default_classification",
+            )
+        }),
+    }
 }
 
 #[pg_extern(

@@ -8,6 +8,7 @@ use enkf_core::twin::combine::{calibrate, Calibration, Scored};
 use enkf_core::twin::ed;
 use enkf_core::twin::forecast::{target_rows, StoredAnalysis, TargetRow};
 use enkf_core::twin::models::{Component, ComponentForecast, History};
+use enkf_core::twin::suppression::{censored, Censoring};
 use enkf_core::EnkfError;
 use pgrx::datum::{Array, Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
@@ -156,7 +157,7 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     let bounds = Bounds::new(client, &twin, last, req.horizons, req.levels.len());
     targets::check_trajectories(&twin);
     // Learned before this run replaces anything: from forecasts already scored.
-    let calibration = calibration(client, &twin, last, req.levels);
+    let (calibration, calibrated_below) = calibration(client, &twin, last, req.levels);
     replace_stored(client, &twin, reference);
     let mut sink = Sink {
         req,
@@ -167,6 +168,8 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
         out: Vec::new(),
         returned_values: 0,
         locations: 0,
+        run_below: twin.censored_below(),
+        calibrated_below,
     };
     let steps: Vec<usize> = (1..=req.horizons).map(|h| gap + h).collect();
     let mut reader = Reader::open(client, &twin, last, sink.bounds.fetch_locations);
@@ -175,8 +178,8 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     let count_target = twin.config.forecast.target.as_str();
     crate::parallel::pipeline(
         || reader.next(),
-        |a: &StoredAnalysis| -> Result<Computed, EnkfError> {
-            let cfg = &twin.config;
+        |input: &Input| -> Result<Computed, EnkfError> {
+            let (cfg, a) = (&twin.config, &input.analysis);
             let models = a.forecast(cfg, twin.members, &steps, req.levels, &calibration)?;
             let t = a.targets(cfg, twin.members, reference, req.horizons, req.levels)?;
             let targets = target_rows(&t, &a.location, req.levels, count_target);
@@ -265,21 +268,42 @@ struct Sink<'a> {
     out: Vec<Block>,
     returned_values: usize,
     locations: i32,
+    /// What this run censors the counts it reads below (a protected twin).
+    run_below: Option<f64>,
+    /// What the past forecasts the combination learned from had their inputs censored below.
+    calibrated_below: Option<f64>,
+}
+
+/// The weaker of two censorings (None: counts entered as they are, the weakest).
+fn weakest(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a?.min(b?))
+}
+
+/// A location's analysis as read, and what its assimilated counts were censored below.
+struct Input {
+    analysis: StoredAnalysis,
+    censored_below: Option<f64>,
 }
 
 impl Sink<'_> {
     fn store(
         &mut self,
         client: &mut SpiClient<'_>,
-        batch: Vec<StoredAnalysis>,
+        batch: Vec<Input>,
         computed: Vec<Result<Computed, EnkfError>>,
     ) {
         for (input, computed) in batch.into_iter().zip(computed) {
+            // Every value stored rests on this location's analysis, the counts read now and
+            // the past forecasts the combination learned from: the weakest censoring of these.
+            let censored_below = weakest(
+                weakest(input.censored_below, self.run_below),
+                self.calibrated_below,
+            );
+            let input = input.analysis;
             let computed = computed.unwrap_or_else(|e| crate::error::raise_core(e));
             let forecasts = computed.models;
             self.returned_values += self.req.horizons * self.req.levels.len();
             self.bounds.check_rows(self.returned_values);
-            let recent = input.recent_smallest_count();
             for f in forecasts {
                 for (h, q) in f.quantiles.into_iter().enumerate() {
                     let target = self.reference + 7 * h as i32;
@@ -294,29 +318,41 @@ impl Sink<'_> {
                             values: q.clone(),
                         });
                     }
-                    self.writer
-                        .queue(f.component.name(), &input.location, h as i32, recent, q);
+                    self.writer.queue(
+                        f.component.name(),
+                        &input.location,
+                        h as i32,
+                        censored_below,
+                        q,
+                    );
                 }
             }
             self.writer.flush_if_full(client);
             self.targets
-                .queue(client, &input.location, recent, computed.targets);
+                .queue(client, &input.location, censored_below, computed.targets);
             self.locations += 1;
         }
     }
 }
 
 /// How each model fared recently, at these quantile levels: its stored forecasts whose targets
-/// are observed (the counts the twin has assimilated, as known now), of the locations the
-/// caller may see, within the weeks the combination's weights look at.
-fn calibration(client: &SpiClient<'_>, twin: &Twin, last: i32, levels: &[f64]) -> Calibration {
+/// are observed (the counts the twin has assimilated, as known now and censored as this run
+/// censors them), of the locations the caller may see, within the weeks the combination's
+/// weights look at. With the weakest censoring of the forecasts it learned from.
+fn calibration(
+    client: &SpiClient<'_>,
+    twin: &Twin,
+    last: i32,
+    levels: &[f64],
+) -> (Calibration, Option<f64>) {
     let cfg = &twin.config.combination;
     // Twice the window and the horizons: enough target weeks whatever the horizons forecast.
     let weeks = (2 * cfg.window_weeks + 8) as i32;
     let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
     let rows = spi::select(
         client,
-        "SELECT f.model, f.horizon, f.target_end_date - DATE '2000-01-01', f.quantile_values, c.observed
+        "SELECT f.model, f.horizon, f.target_end_date - DATE '2000-01-01', f.quantile_values, c.observed,
+                f.inputs_censored_below
            FROM enkf.forecasts f
            JOIN enkf.checkpoints c ON c.twin_id = f.twin_id AND c.location = f.location
                                   AND c.week_end = f.target_end_date
@@ -337,7 +373,8 @@ fn calibration(client: &SpiClient<'_>, twin: &Twin, last: i32, levels: &[f64]) -
                 r.get::<i32>(2)?.unwrap_or_default(),
                 r.get::<i32>(3)?.unwrap_or_default(),
                 r.get::<Vec<f64>>(4)?.unwrap_or_default(),
-                r.get::<f64>(5)?.unwrap_or_default(),
+                censored(twin.censoring, r.get::<f64>(5)?.unwrap_or_default()),
+                r.get::<f64>(6)?,
             ))
         },
     );
@@ -354,9 +391,12 @@ fn calibration(client: &SpiClient<'_>, twin: &Twin, last: i32, levels: &[f64]) -
             "lower combination.window_weeks, or ask a superuser to raise enkf.max_ensemble_elements",
         );
     }
+    let below = rows
+        .iter()
+        .fold(twin.censored_below(), |b, r| weakest(b, r.5));
     let past: Vec<Scored<'_>> = rows
         .iter()
-        .filter_map(|(model, h, target, values, observed)| {
+        .filter_map(|(model, h, target, values, observed, _)| {
             Some(Scored {
                 component: Component::from_name(model)?,
                 horizon: usize::try_from(*h).ok()?,
@@ -366,7 +406,7 @@ fn calibration(client: &SpiClient<'_>, twin: &Twin, last: i32, levels: &[f64]) -
             })
         })
         .collect();
-    calibrate(levels, &past, cfg)
+    (calibrate(levels, &past, cfg), below)
 }
 
 /// The two cursors a forecast reads, merged by location (byte order): every location's
@@ -391,7 +431,7 @@ impl<'c, 't> Reader<'c, 't> {
         // At county scale the aggregate holds ~3,000 locations' arrays, more than 4 MB.
         let work_mem = spi::raise_work_mem(client, "64MB");
         let analyses = spi::ok(client.try_open_cursor(
-            "SELECT location, week_end, ensemble FROM enkf.checkpoints
+            "SELECT location, week_end, ensemble, inputs_censored_below FROM enkf.checkpoints
               WHERE twin_id = $1 AND week_end = $2 ORDER BY location COLLATE \"C\"",
             &[DatumWithOid::from(twin.id), DatumWithOid::from(date(last))],
         ));
@@ -417,12 +457,13 @@ impl<'c, 't> Reader<'c, 't> {
         }
     }
 
-    /// The next batch of locations (empty at the end).
-    fn next(&mut self) -> Vec<StoredAnalysis> {
+    /// The next batch of locations (empty at the end), their counts censored as this run
+    /// censors them (a protected twin).
+    fn next(&mut self) -> Vec<Input> {
         let fetch = self.fetch;
         let analyses = &mut self.analyses;
         // SAFETY: the rows are copied into Rust values before the context is reset.
-        let latest: Vec<(String, i32, Vec<f64>)> = unsafe {
+        let latest: Vec<Analysis> = unsafe {
             self.scratch.switch_to(|_| {
                 let table = spi::ok(analyses.fetch(fetch));
                 let rows = table.map(|r| spi::ok(analysis_of(&r))).collect();
@@ -432,7 +473,7 @@ impl<'c, 't> Reader<'c, 't> {
         };
         unsafe { self.scratch.reset() };
         let mut batch = Vec::with_capacity(latest.len());
-        for (location, week, ensemble) in latest {
+        for (location, week, ensemble, censored_below) in latest {
             if ensemble.len() != ed::state_dim(&self.twin.config) * self.twin.members {
                 catalog::corrupt_checkpoint(self.twin, &location, week, ensemble.len());
             }
@@ -447,12 +488,15 @@ impl<'c, 't> Reader<'c, 't> {
                 })
                 .pop()
                 .unwrap_or_default();
-            batch.push(StoredAnalysis {
-                location,
-                week,
-                ensemble,
-                history,
-                ed_history: self.twin.config.ed.enabled.then_some(ed_history),
+            batch.push(Input {
+                analysis: StoredAnalysis {
+                    location,
+                    week,
+                    ensemble,
+                    history: censor(history, self.twin.censoring),
+                    ed_history: self.twin.config.ed.enabled.then_some(ed_history),
+                },
+                censored_below,
             });
         }
         pgrx::check_for_interrupts!();
@@ -467,14 +511,28 @@ impl<'c, 't> Reader<'c, 't> {
     }
 }
 
-fn analysis_of(r: &SpiHeapTupleData<'_>) -> SpiResult<(String, i32, Vec<f64>)> {
+/// A location, its analysis's week and ensemble, and what its counts were censored below.
+type Analysis = (String, i32, Vec<f64>, Option<f64>);
+
+fn analysis_of(r: &SpiHeapTupleData<'_>) -> SpiResult<Analysis> {
     Ok((
         r.get::<String>(1)?.unwrap_or_default(),
         r.get::<Date>(2)?
             .map(|d| d.to_pg_epoch_days())
             .unwrap_or_default(),
         r.get::<Vec<f64>>(3)?.unwrap_or_default(),
+        r.get::<f64>(4)?,
     ))
+}
+
+/// A history as the models of a protected twin see it.
+fn censor(mut h: History, censoring: Option<Censoring>) -> History {
+    if censoring.is_some() {
+        for v in h.values.iter_mut().flatten() {
+            *v = censored(censoring, *v);
+        }
+    }
+    h
 }
 
 /// A location's assimilated counts, and ED-visit proportions, in week order (the aggregate
@@ -509,7 +567,7 @@ struct Pending {
     model: &'static str,
     location: String,
     horizon: i32,
-    recent: Option<f64>,
+    censored_below: Option<f64>,
     values: Vec<f64>,
 }
 
@@ -534,7 +592,7 @@ impl Writer {
                 ("location", "pg_catalog.text"),
                 ("horizon", "pg_catalog.int4"),
                 ("target_end_date", "pg_catalog.date"),
-                ("recent_min_count", "pg_catalog.float8"),
+                ("inputs_censored_below", "pg_catalog.float8"),
             ],
             sliced: &["quantile_values"],
             slices: Slices::Fixed(levels.len()),
@@ -556,14 +614,14 @@ impl Writer {
         model: &'static str,
         location: &str,
         horizon: i32,
-        recent: Option<f64>,
+        censored_below: Option<f64>,
         values: Vec<f64>,
     ) {
         self.pending.push(Pending {
             model,
             location: location.to_string(),
             horizon,
-            recent,
+            censored_below,
             values,
         });
     }
@@ -596,7 +654,7 @@ impl Writer {
                     locations.push(row.location);
                     horizons.push(row.horizon);
                     targets.push(date(reference + 7 * row.horizon));
-                    recent.push(row.recent);
+                    recent.push(row.censored_below);
                     values.extend_from_slice(&row.values);
                 }
                 spi::update(

@@ -2,6 +2,7 @@
 //! `enkf.score`, `enkf.synthetic_surveillance`. Every read of the caller's tables goes through
 //! SPI under the calling role, so grants, row-level security and pgaudit apply.
 
+pub mod access;
 mod assimilate;
 mod backtest;
 mod catalog;

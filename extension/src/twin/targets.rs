@@ -64,7 +64,7 @@ impl TargetWriter {
                 ("horizon", "pg_catalog.int4"),
                 ("target_end_date", "pg_catalog.date"),
                 ("counts", "pg_catalog.bool"),
-                ("recent_min_count", "pg_catalog.float8"),
+                ("inputs_censored_below", "pg_catalog.float8"),
             ],
             sliced: &["output_type_ids", "output_values"],
             slices: Slices::Ragged,
@@ -86,12 +86,13 @@ impl TargetWriter {
         &mut self,
         client: &mut SpiClient<'_>,
         location: &str,
-        recent: Option<f64>,
+        censored_below: Option<f64>,
         rows: Vec<TargetRow>,
     ) {
         for row in rows {
             self.values += row.values.len();
-            self.pending.push((location.to_string(), recent, row));
+            self.pending
+                .push((location.to_string(), censored_below, row));
         }
         if self.pending.len() >= FLUSH_ROWS || self.values >= FLUSH_VALUES {
             self.flush(client);
@@ -112,8 +113,8 @@ impl TargetWriter {
             self.scratch.switch_to(|_| {
                 let (lo, hi) = ragged_bounds(rows.iter().map(|r| r.2.values.len()));
                 let mut columns = Columns::default();
-                for (location, recent, row) in rows {
-                    columns.push(location, recent, row);
+                for (location, censored_below, row) in rows {
+                    columns.push(location, censored_below, row);
                 }
                 let mut args = vec![
                     DatumWithOid::from(twin_id),
@@ -138,13 +139,13 @@ struct Columns {
     horizons: Vec<Option<i32>>,
     target_end_dates: Vec<Option<Date>>,
     counts: Vec<bool>,
-    recent: Vec<Option<f64>>,
+    censored_below: Vec<Option<f64>>,
     ids: Vec<String>,
     values: Vec<f64>,
 }
 
 impl Columns {
-    fn push(&mut self, location: String, recent: Option<f64>, row: TargetRow) {
+    fn push(&mut self, location: String, censored_below: Option<f64>, row: TargetRow) {
         // Counts of admissions obey the small-cell rule value by value; probabilities and
         // proportions do not give a count away.
         self.counts
@@ -155,7 +156,7 @@ impl Columns {
         self.output_types.push(row.output_type);
         self.horizons.push(row.horizon);
         self.target_end_dates.push(row.target_end_date.map(date));
-        self.recent.push(recent);
+        self.censored_below.push(censored_below);
         self.ids.extend(row.ids);
         self.values.extend(row.values);
     }
@@ -171,7 +172,7 @@ impl Columns {
             DatumWithOid::from(self.horizons),
             DatumWithOid::from(self.target_end_dates),
             DatumWithOid::from(self.counts),
-            DatumWithOid::from(self.recent),
+            DatumWithOid::from(self.censored_below),
             DatumWithOid::from(lo),
             DatumWithOid::from(hi),
             DatumWithOid::from(self.ids),

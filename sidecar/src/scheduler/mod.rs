@@ -129,8 +129,9 @@ impl Scheduler {
         let mut client = self.connector.connect(&current.secret).await?;
         let rows = client
             .query(
-                "SELECT t.twin_id, t.name, t.config #>> '{schedule,cron}',
-                        coalesce(t.config #>> '{schedule,timezone}', 'UTC'), t.created_at, now()
+                "SELECT t.twin_id, t.name, t.config OPERATOR(pg_catalog.#>>) '{schedule,cron}'::pg_catalog.text[],
+                        coalesce(t.config OPERATOR(pg_catalog.#>>) '{schedule,timezone}'::pg_catalog.text[], 'UTC'),
+                        t.created_at, now()
                    FROM enkf.twins t
                   WHERE jsonb_typeof(t.config -> 'schedule') = 'object'
                   ORDER BY t.twin_id",
@@ -398,7 +399,7 @@ impl Scheduler {
                  SELECT t.twin_id, $2, 'failed', $3, t.config, t.config_hash,
                         coalesce((SELECT e.extversion FROM pg_catalog.pg_extension e
                                    WHERE e.extname = 'pg_enkf'), 'unknown'),
-                        coalesce((t.config ->> 'seed')::int8, 0), 'enkf-sidecar', $4
+                        coalesce((t.config OPERATOR(pg_catalog.->>) 'seed'::pg_catalog.text)::int8, 0), 'enkf-sidecar', $4
                    FROM enkf.twins t WHERE t.twin_id = $1",
                 &[&twin.id, &kind, &started, &detail],
             )

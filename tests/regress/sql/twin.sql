@@ -122,12 +122,19 @@ WHERE twin_id = (SELECT twin_id FROM enkf.twins WHERE name = 'reg')
 ALTER TABLE enkf.checkpoints ENABLE TRIGGER USER;
 SELECT regress.try($$SELECT * FROM enkf.forecast('reg')$$);
 
--- Small-cell suppression: values in (0, t) withheld, as are forecasts made from one.
+-- Small-cell suppression, for protected data only: counts in (0, t) withheld; forecast values
+-- in (0, t) that are counts, and every value of a forecast whose inputs were censored below
+-- less than t (NULL: not censored).
 SELECT enkf.suppression_threshold();
-SELECT v, enkf.suppressed(v) FROM unnest(ARRAY[0, 1, 10, 11, NULL]::float8[]) v;
-SELECT enkf.forecast_withheld(NULL, 5), enkf.forecast_withheld(12, 5), enkf.forecast_withheld(3, 50);
-SELECT enkf.published_quantile(12, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5),
-       enkf.published_quantile(3, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5);
+SELECT v, enkf.suppressed(v), enkf.count_withheld('protected', v), enkf.count_withheld('public_aggregate', v)
+  FROM unnest(ARRAY[0, 1, 10, 11, NULL]::float8[]) v;
+SELECT cls, below, value, is_count, enkf.forecast_withheld(cls, below, value, is_count)
+  FROM (VALUES ('protected', 11, 5, true), ('protected', 11, 5, false), ('protected', 11, 50, true),
+               ('protected', NULL, 50, true), ('protected', 10, 50, true), ('protected', 20, 50, true),
+               ('public_aggregate', NULL, 5, true)) AS c(cls, below, value, is_count);
+SELECT enkf.published_quantile('protected', 11, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5),
+       enkf.published_quantile('protected', NULL, '{0.25, 0.5, 0.75}', '{20, 30, 40}', 0.5),
+       enkf.published_quantile('public_aggregate', NULL, '{0.25, 0.5, 0.75}', '{2, 3, 4}', 0.5);
 
 -- The ED-visit proportion as a second stream: the column named by ed_column (here derived
 -- from the counts: 0.5% background plus 40 per 100 admissions per 100,000 people; NULL some

@@ -15,6 +15,7 @@ use nalgebra::DMatrix;
 use super::config::TwinConfig;
 use super::ed;
 use super::location::LocationModel;
+use super::suppression::{censored, Censoring};
 use crate::error::EnkfError;
 
 /// A week of a location's data, as the observation table gives it.
@@ -76,6 +77,9 @@ pub struct CycleContext<'a> {
     pub origin: i32,
     /// The last week of this run.
     pub end_week: i32,
+    /// A twin of protected data: small counts enter the analysis censored (`suppression`).
+    /// The checkpoints still record each count as the table holds it.
+    pub censoring: Option<Censoring>,
 }
 
 /// Why a location's weeks cannot be assimilated.
@@ -169,7 +173,10 @@ fn starting_state(
             };
             Ok((
                 DMatrix::from_row_slice(dim, ctx.members, flat),
-                job.recent.iter().copied().collect(),
+                job.recent
+                    .iter()
+                    .map(|y| censored(ctx.censoring, *y))
+                    .collect(),
                 recent_ed,
             ))
         }
@@ -194,6 +201,7 @@ fn push_mean(recent: &mut VecDeque<f64>, window: usize, y: f64) -> f64 {
 /// A location's state between weeks.
 struct Stepper<'a> {
     model: LocationModel<'a>,
+    censoring: Option<Censoring>,
     window: usize,
     ens: DMatrix<f64>,
     recent: VecDeque<f64>,
@@ -229,7 +237,7 @@ impl Stepper<'_> {
         let observed_ed = match self.ed_window {
             None => {
                 self.model.step(&mut self.ens, week);
-                if let Some(y) = o.value {
+                if let Some(y) = o.value.map(|y| censored(self.censoring, y)) {
                     let mean = push_mean(&mut self.recent, self.window, y);
                     self.model
                         .update(&mut self.ens, y, mean, week)
@@ -241,6 +249,7 @@ impl Stepper<'_> {
                 self.model.step_any(&mut self.ens, week, 1.0);
                 let admissions = o
                     .value
+                    .map(|y| censored(self.censoring, y))
                     .map(|y| (y, push_mean(&mut self.recent, self.window, y)));
                 let proportion =
                     o.ed.map(|p| (p, push_mean(&mut self.recent_ed, ed_window, p)));
@@ -278,6 +287,7 @@ pub fn run(
     let ed = ctx.config.ed.enabled;
     let mut s = Stepper {
         model,
+        censoring: ctx.censoring,
         window: ctx.config.observation_error.window,
         ens,
         recent,
@@ -364,6 +374,7 @@ mod tests {
             members: 10,
             origin: 0,
             end_week: 35,
+            censoring: None,
         };
         let out = run(
             &ctx,
@@ -386,6 +397,7 @@ mod tests {
             members: 12,
             origin: 0,
             end_week: 7 * 20,
+            censoring: None,
         };
         let data: Vec<WeekData> = (0..18)
             .map(|k| week(7 * k, Some(10.0 + k as f64)))
@@ -402,6 +414,45 @@ mod tests {
         for (a, b) in pieces.iter().zip(&whole.checkpoints) {
             assert_eq!((a.week, &a.ensemble), (b.week, &b.ensemble));
         }
+    }
+
+    /// A protected twin's analyses are the same whichever small count was withheld (in the
+    /// week itself or in the window of a later run's start), and its checkpoints still record
+    /// the count the table holds; without censoring the analyses differ.
+    #[test]
+    fn withheld_counts_leave_no_trace_in_the_analyses() {
+        let cfg = TwinConfig::default();
+        let with = |censoring: Option<Censoring>, small: f64| {
+            let ctx = CycleContext {
+                config: &cfg,
+                members: 12,
+                origin: 0,
+                end_week: 7 * 11,
+                censoring,
+            };
+            let data: Vec<WeekData> = (0..12)
+                .map(|k| week(7 * k, Some(if k == 5 { small } else { 40.0 })))
+                .collect();
+            // In two rounds: the second starts from week 6 with week 5 in its recent window.
+            let first = run(&ctx, &job(data), 7).unwrap();
+            let rest = first.rest.expect("weeks left");
+            let mut all = first.checkpoints;
+            all.extend(run(&ctx, &rest, 100).unwrap().checkpoints);
+            all
+        };
+        let censoring = Censoring::at(11.0);
+        let (three, seven) = (with(censoring, 3.0), with(censoring, 7.0));
+        assert_eq!(three.len(), 12);
+        for (a, b) in three.iter().zip(&seven) {
+            assert_eq!(a.ensemble, b.ensemble, "week {}", a.week);
+        }
+        assert_eq!(
+            (three[5].observed, seven[5].observed),
+            (Some(3.0), Some(7.0))
+        );
+        // The censored count is the midpoint of the withheld range, exactly.
+        assert_eq!(with(censoring, 5.5)[11].ensemble, three[11].ensemble);
+        assert_ne!(with(None, 3.0)[11].ensemble, with(None, 7.0)[11].ensemble);
     }
 
     fn ed_config() -> TwinConfig {
@@ -432,6 +483,7 @@ mod tests {
             members,
             origin: 0,
             end_week: 7 * 8,
+            censoring: None,
         };
         let mean_p = |e: &DMatrix<f64>| e.row(ed::ED_P).mean();
         let mut data: Vec<WeekData> = (0..8).map(|k| week(7 * k, Some(30.0))).collect();
@@ -470,6 +522,7 @@ mod tests {
             members,
             origin: 0,
             end_week: 7 * 13,
+            censoring: None,
         };
         let mut data = ed_weeks(12);
         // A week with neither stream, and one without rows at all (week 12's gap to 13).
@@ -513,6 +566,7 @@ mod tests {
             members: 12,
             origin: 0,
             end_week: 7 * 15,
+            censoring: None,
         };
         let data = ed_weeks(16);
         let whole = run(&ctx, &job(data.clone()), 1000).unwrap();
@@ -566,6 +620,7 @@ mod tests {
             members,
             origin: 0,
             end_week: 7 * 11,
+            censoring: None,
         };
         let data = ed_weeks(12);
         let plain: Vec<WeekData> = data
@@ -614,6 +669,7 @@ mod tests {
             members: 10,
             origin: 0,
             end_week: 14,
+            censoring: None,
         };
         let mut pct = week(7, Some(3.0));
         pct.ed = Some(2.3);
@@ -654,6 +710,7 @@ mod tests {
             members: 10,
             origin: 0,
             end_week: 14,
+            censoring: None,
         };
         let mut dup = week(7, Some(3.0));
         dup.rows = 2;

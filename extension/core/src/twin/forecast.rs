@@ -29,10 +29,6 @@ pub struct StoredAnalysis {
     pub ed_history: Option<History>,
 }
 
-/// Counts whose smallness a forecast could reveal: those of the weeks it is made from most
-/// directly (the baseline starts from the last count, the trend model from the last two).
-pub const RECENT_WEEKS: i32 = 4;
-
 /// The hub's names of the targets beside the weekly count (`forecast.target`).
 pub const RATE_CHANGE_TARGET: &str = "wk flu hosp rate change";
 pub const PEAK_TARGET: &str = "peak inc flu hosp";
@@ -122,20 +118,6 @@ impl StoredAnalysis {
             calibration,
             location_seed(cfg.seed, &self.location),
         )
-    }
-
-    /// The smallest count above 0 reported in the `RECENT_WEEKS` weeks through the analysis:
-    /// stored with the forecasts, which readers see only when it is not a withheld small
-    /// count (`enkf.forecast_withheld`).
-    pub fn recent_smallest_count(&self) -> Option<f64> {
-        let h = &self.history;
-        h.weeks
-            .iter()
-            .zip(&h.values)
-            .filter(|(w, _)| **w > self.week - 7 * RECENT_WEEKS && **w <= self.week)
-            .filter_map(|(_, v)| *v)
-            .filter(|v| *v > 0.0)
-            .reduce(f64::min)
     }
 }
 
@@ -265,22 +247,6 @@ fn rate_change_row(model: &'static str, t: &Targets, horizon: i32, pmf: &[f64; 5
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_smallest_recent_count_ignores_zeros_gaps_and_older_weeks() {
-        let a = StoredAnalysis {
-            location: "x".into(),
-            week: 70,
-            ensemble: Vec::new(),
-            history: History {
-                weeks: vec![35, 42, 49, 56, 63, 70],
-                values: vec![Some(1.0), Some(2.0), Some(0.0), None, Some(9.0), Some(5.0)],
-            },
-            ed_history: None,
-        };
-        // Weeks 49..70 are the last four: 0 (not a small count), a gap, 9, 5.
-        assert_eq!(a.recent_smallest_count(), Some(5.0));
-    }
 
     #[test]
     fn target_rows_hold_every_hub_output_once() {

@@ -11,6 +11,7 @@ pub mod location;
 pub mod models;
 pub mod season;
 pub mod streams;
+pub mod suppression;
 pub mod synthetic;
 pub mod target_scores;
 pub mod targets;

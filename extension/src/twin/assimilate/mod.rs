@@ -145,6 +145,7 @@ fn timestamptz_of(client: &SpiClient<'_>, days: Option<i32>) -> Option<Timestamp
 mod tests {
     use enkf_core::model::seirh::STATE_DIM;
     use enkf_core::twin::cycle::{self, CycleContext, LocationJob, WeekData};
+    use enkf_core::twin::suppression::Censoring;
     use enkf_core::twin::TwinConfig;
     use pgrx::prelude::*;
 
@@ -165,6 +166,7 @@ mod tests {
         Spi::run(
             "CREATE TABLE o AS SELECT time, location, value FROM enkf.synthetic_surveillance(1, 12, '2023-10-07', 2);
              UPDATE o SET value = NULL WHERE time = '2023-11-04';
+             UPDATE o SET value = 4 WHERE time = '2023-10-21';
              DELETE FROM o WHERE time = '2023-11-18';
              ALTER TABLE o ADD COLUMN ed float8;
              UPDATE o SET ed = 0.004 + value / 2e5 WHERE time <> '2023-10-28';
@@ -220,6 +222,9 @@ mod tests {
             members,
             origin: weeks[0].week,
             end_week: *weeks_with_rows.last().expect("weeks"),
+            // A protected twin (the default) under the default threshold: the 4 enters
+            // censored, the checkpoint still records it.
+            censoring: Censoring::at(11.0),
         };
         let job = LocationJob {
             location,

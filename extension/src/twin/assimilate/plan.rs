@@ -62,6 +62,12 @@ pub(super) fn plan(
     if let (Some(prev), false) = (previous_end, suspects.is_empty()) {
         refresh_prints(client, source, twin.id, from, prev, suspects);
     }
+    for (loc, week) in censoring_changed(client, twin, previous_end) {
+        let entry = starts.entry(loc).or_insert((week, true));
+        if week <= entry.0 {
+            *entry = (week, true);
+        }
+    }
     // Every location is carried to the end week on each run: those behind move on.
     for (loc, last) in &kept {
         if *last < end_week {
@@ -89,6 +95,53 @@ pub(super) fn plan(
         kept,
         as_of_read,
     }
+}
+
+/// Per location, the first week whose analysis was made under another censoring than this
+/// run's (the twin was reclassified, or the suppression threshold changed): re-assimilated
+/// from there, so that a protected twin's analyses never rest on counts a reader may no longer
+/// see, and a twin's analyses always follow its classification. Every run leaves each location
+/// it works on under one censoring to its last week, so the last week (one index range) tells
+/// whether the whole history needs looking at.
+fn censoring_changed(
+    client: &SpiClient<'_>,
+    twin: &Twin,
+    previous_end: Option<i32>,
+) -> Vec<(String, i32)> {
+    let Some(prev) = previous_end else {
+        return Vec::new();
+    };
+    let changed = spi::one::<bool>(
+        client,
+        "SELECT EXISTS (SELECT 1 FROM enkf.checkpoints
+                         WHERE twin_id = $1 AND week_end = $2 AND inputs_censored_below IS DISTINCT FROM $3)",
+        &[
+            DatumWithOid::from(twin.id),
+            DatumWithOid::from(date(prev)),
+            DatumWithOid::from(twin.censored_below()),
+        ],
+    );
+    if changed != Some(true) {
+        return Vec::new();
+    }
+    spi::select(
+        client,
+        "SELECT location, pg_catalog.min(week_end) FROM enkf.checkpoints
+          WHERE twin_id = $1 AND inputs_censored_below IS DISTINCT FROM $2
+          GROUP BY location",
+        &[
+            DatumWithOid::from(twin.id),
+            DatumWithOid::from(twin.censored_below()),
+        ],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<Date>(2)?
+                    .map(|d| d.to_pg_epoch_days())
+                    .unwrap_or_default(),
+            ))
+        },
+    )
 }
 
 /// The twin's locations: those with a checkpoint in its last assimilated week.

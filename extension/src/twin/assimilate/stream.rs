@@ -326,6 +326,7 @@ impl Stream<'_> {
             members: self.twin.members,
             origin: self.origin,
             end_week: self.end_week,
+            censoring: self.twin.censoring,
         };
         while !jobs.is_empty() {
             pgrx::check_for_interrupts!();

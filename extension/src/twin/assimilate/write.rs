@@ -78,7 +78,7 @@ const FLUSH_VALUES: usize = 1 << 20;
 fn checkpoints(dim: usize) -> BulkInsert<'static> {
     BulkInsert {
         table: "enkf.checkpoints",
-        shared: &["twin_id", "run_id"],
+        shared: &["twin_id", "run_id", "inputs_censored_below"],
         per_row: &[
             ("location", "pg_catalog.text"),
             ("week_end", "pg_catalog.date"),
@@ -98,6 +98,8 @@ fn checkpoints(dim: usize) -> BulkInsert<'static> {
 pub(super) struct CheckpointWriter {
     twin_id: i64,
     run_id: i64,
+    /// What the run's counts were censored below (a protected twin), for every checkpoint.
+    censored_below: Option<f64>,
     members: usize,
     /// State rows per member.
     dim: usize,
@@ -114,6 +116,7 @@ impl CheckpointWriter {
         CheckpointWriter {
             twin_id: twin.id,
             run_id,
+            censored_below: twin.censored_below(),
             members,
             dim,
             flush_rows: (FLUSH_VALUES / (dim * members).max(1)).clamp(1, FLUSH_ROWS),
@@ -137,6 +140,7 @@ impl CheckpointWriter {
         let rows = std::mem::take(&mut self.pending);
         let (twin_id, run_id, members, dim, sql) =
             (self.twin_id, self.run_id, self.members, self.dim, &self.sql);
+        let censored_below = self.censored_below;
         // SAFETY: the parameters are built, used and freed inside the switch; nothing allocated
         // in the scratch context outlives its reset.
         unsafe {
@@ -173,6 +177,7 @@ impl CheckpointWriter {
                     &[
                         DatumWithOid::from(twin_id),
                         DatumWithOid::from(run_id),
+                        DatumWithOid::from(censored_below),
                         DatumWithOid::from(locations),
                         DatumWithOid::from(weeks),
                         DatumWithOid::from(observed),
