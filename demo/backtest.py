@@ -38,7 +38,7 @@ CHART_LOCATIONS = ["US", "06", "48", "36", "12"]  # US, California, Texas, New Y
 # (scripts/tune_realtime.py) on the other seasons only; docs/backtest.md has the grid and the
 # choice. Every key not named here takes its default.
 CONFIGS = json.loads((Path(__file__).resolve().parent / "loso-configs.json").read_text())
-MODELS = [("combined", "twin + trend (pg_enkf's combination)"), ("enkf", "twin alone"),
+MODELS = [("combined", "pg_enkf's combination"), ("pooled", "pooled model alone"), ("enkf", "twin alone"),
           ("trend", "trend model alone"), ("baseline", "pg_enkf's baseline")]
 
 
@@ -47,9 +47,14 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "demo-output"), help="directory for the cluster, the chart and the tables")
     ap.add_argument("--members", type=int, default=300)
     ap.add_argument("--port", type=int, default=0, help="port of the demo cluster (default: a free one)")
+    ap.add_argument("--seasons", default=",".join(SEASONS), help="the seasons to replay, comma-separated (default: all four)")
+    ap.add_argument("--configs", default=None,
+                    help="a JSON file of each season's configuration (default: demo/loso-configs.json, the leave-one-season-out choice)")
     ap.add_argument("--timescaledb", action="store_true",
                     help="keep the counts in TimescaleDB hypertables (TimescaleDB must be installed)")
     args = ap.parse_args()
+    seasons = {s: SEASONS[s] for s in args.seasons.split(",")}
+    configs = json.loads(Path(args.configs).read_text()) if args.configs else CONFIGS
     if args.timescaledb and not timescaledb_version():
         print(f"--timescaledb: TimescaleDB is not installed in this PostgreSQL; install it (as root: {TIMESCALEDB_INSTALLER},"
               " or the timescaledb-2-postgresql-15 package) or run the demo without --timescaledb", file=sys.stderr)
@@ -78,10 +83,10 @@ def main() -> int:
         models: dict[str, dict] = {}
         notices: list[str] = []
         conn.add_notice_handler(lambda d: notices.append(d.message_primary))
-        for season, (first, last) in SEASONS.items():
+        for season, (first, last) in seasons.items():
             twin = "realtime_" + season.replace("-", "_")
             print(f"\n{season}: enkf.backtest('{twin}', ...) from {first} to {last}, data as published a week "
-                  f"before each reference date, configuration {json.dumps(CONFIGS[season])}")
+                  f"before each reference date, configuration {json.dumps(configs[season])}")
             t0 = time.monotonic()
             cur = conn.cursor()
             seen = 0
@@ -90,7 +95,7 @@ def main() -> int:
                     """SELECT * FROM enkf.backtest(%s, 'flu.admissions_versions', 'flu.locations', %s, %s,
                                                     time_column => 'date', members => %s, config => %s::jsonb,
                                                     classification => 'public_aggregate')""",
-                    (twin, first, last, args.members, json.dumps(CONFIGS[season]))):
+                    (twin, first, last, args.members, json.dumps(configs[season]))):
                 pass
             for line in notices[seen:]:
                 print("  " + line.replace("enkf.backtest: ", ""))
@@ -106,7 +111,7 @@ def main() -> int:
         print("(real time, each season forecast with a configuration chosen without it; lower is better)")
         print(f"{'season':<9}{'model':<38}{'horizon':>8}{'tasks':>7}{'WIS':>9}{'/ FluSight-baseline':>21}"
               f"{'/ FluSight-ensemble':>21}{'95% cov.':>10}")
-        for season in SEASONS:
+        for season in seasons:
             for name, label in MODELS + [("FluSight-ensemble", None), ("FluSight-baseline", None)]:
                 for h in [0, 1, 2, 3, "all"]:
                     ref = scores["combined"].get((season, h))
@@ -141,11 +146,11 @@ def main() -> int:
                               'quantile', quantile, value FROM enkf.forecast_quantiles
                         WHERE model = 'combined' ORDER BY reference_date, location, horizon, quantile"""):
                 w.writerow(r)
-        print_target_scores(conn, out / "target_scores.csv")
+        print_target_scores(conn, out / "target_scores.csv", seasons)
         chart = out / "fan_chart.svg"
-        twins = ["realtime_" + s.replace("-", "_") for s in SEASONS]
-        write_fan_chart(conn, twins, "combined", CHART_LOCATIONS, min(f for f, _ in SEASONS.values()),
-                        max(l for _, l in SEASONS.values()), chart)
+        twins = ["realtime_" + s.replace("-", "_") for s in seasons]
+        write_fan_chart(conn, twins, "combined", CHART_LOCATIONS, min(f for f, _ in seasons.values()),
+                        max(l for _, l in seasons.values()), chart)
         print(f"fan chart:  {chart}")
         print(f"scores:     {out / 'relative_wis.csv'}, {out / 'target_scores.csv'}")
         print(f"forecasts:  {out / 'hubverse-combined.csv'} (hubverse format)")
@@ -170,14 +175,14 @@ TARGET_LINES = [
 ]
 
 
-def print_target_scores(conn, path: Path) -> None:
+def print_target_scores(conn, path: Path, seasons) -> None:
     """Every hub target from the twin's trajectories, scored in SQL (enkf.score_targets) against
     the final counts, relative to its reference: the climatological pmf of past seasons for
     rate change (the hub publishes no baseline pmf), pg_enkf's baseline for the rest."""
     print("Every hub target of the twin (enkf.score_targets; real time; against the final counts)")
     print(f"{'season':<9}{'target, score':<40}{'tasks':>7}{'twin':>10}{'reference':>12}{'ratio':>8}")
     rows = []
-    for season in SEASONS:
+    for season in seasons:
         twin = "realtime_" + season.replace("-", "_")
         got = {
             (t, o, sc): (n, m, ref, rm)

@@ -21,9 +21,14 @@ LEVELS = [0.01, 0.025] + [round(0.05 * k, 2) for k in range(1, 20)] + [0.975, 0.
 # The FluSight seasons with real-time data (vintages) and the hub's forecasts: the reference
 # dates the hub's FluSight-baseline and FluSight-ensemble forecast from.
 SEASONS = {
+    "2021-22": (dt.date(2022, 1, 15), dt.date(2022, 6, 25)),
+    "2022-23": (dt.date(2022, 10, 8), dt.date(2023, 5, 20)),
     "2023-24": (dt.date(2023, 10, 14), dt.date(2024, 5, 4)),
     "2024-25": (dt.date(2024, 11, 23), dt.date(2025, 5, 31)),
 }
+# Seasons scored against the earlier repository's own latest release (HHS Protect counts, as
+# FluSight scored them; data/flusight/README.md), not against the newer hub's NHSN counts.
+HISTORY_SEASONS = {"2021-22", "2022-23"}
 
 
 def _na(v: str) -> str | None:
@@ -38,14 +43,18 @@ def _copy_rows(conn, staging: str, columns: str, rows) -> None:
 
 
 def load(conn, schema: str = "flu", hypertables: bool = False) -> None:
-    """Schema `schema` with tables locations, admissions (final counts), admissions_versions
-    (every archived release, column as_of) and reference_forecasts (the hub's models); with
+    """Schema `schema` with tables locations, admissions (final counts), admissions_history
+    (the earlier repository's latest release: the truth of 2021-22 and 2022-23),
+    admissions_versions (every archived release of both, column as_of) and reference_forecasts
+    (the hub's models); with
     `hypertables`, the two tables of counts are TimescaleDB hypertables on their date."""
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"""CREATE TABLE {schema}.locations (abbreviation text, location text PRIMARY KEY,
                                                       location_name text, population numeric NOT NULL)""")
     conn.execute(f"""CREATE TABLE {schema}.admissions (date date NOT NULL, location text NOT NULL,
                                                        value numeric, PRIMARY KEY (date, location))""")
+    conn.execute(f"""CREATE TABLE {schema}.admissions_history (date date NOT NULL, location text NOT NULL,
+                                                               value numeric, PRIMARY KEY (date, location))""")
     conn.execute(f"""CREATE TABLE {schema}.admissions_versions (as_of date NOT NULL, date date NOT NULL,
                                                                 location text NOT NULL, value numeric,
                                                                 PRIMARY KEY (location, date, as_of))""")
@@ -63,14 +72,27 @@ def load(conn, schema: str = "flu", hypertables: bool = False) -> None:
         locs = [(r["abbreviation"], r["location"], r["location_name"], r["population"]) for r in csv.DictReader(f)]
     with open(DATA / "target-hospital-admissions.csv", newline="") as f:
         final = [(r["date"], r["location"], _na(r["value"])) for r in csv.DictReader(f)]
-    with gzip.open(DATA / "vintages-hospital-admissions.csv.gz", "rt", newline="") as f:
-        versions = [(r["as_of"], r["date"], r["location"], _na(r["value"])) for r in csv.DictReader(f)]
-    with gzip.open(DATA / "reference-forecasts.csv.gz", "rt", newline="") as f:
-        reference = [(r["model_id"], r["reference_date"], r["horizon"], r["target_end_date"], r["location"],
-                      r["output_type_id"], r["value"]) for r in csv.DictReader(f)]
+    # Both families of releases in one table of versions: the earlier repository's (2021-12-04
+    # to 2023-06-24) and the newer hub's (from 2023-09-23): a week's latest version published by
+    # a day is the newest of either.
+    versions, history = [], {}
+    for name in ("vintages-hospital-admissions-2021-2023.csv.gz", "vintages-hospital-admissions.csv.gz"):
+        with gzip.open(DATA / name, "rt", newline="") as f:
+            for r in csv.DictReader(f):
+                versions.append((r["as_of"], r["date"], r["location"], _na(r["value"])))
+                if "2021" in name:
+                    key = (r["date"], r["location"])
+                    if key not in history or history[key][0] < r["as_of"]:
+                        history[key] = (r["as_of"], _na(r["value"]))
+    reference = []
+    for name in ("reference-forecasts-2021-2023.csv.gz", "reference-forecasts.csv.gz"):
+        with gzip.open(DATA / name, "rt", newline="") as f:
+            reference += [(r["model_id"], r["reference_date"], r["horizon"], r["target_end_date"], r["location"],
+                           r["output_type_id"], r["value"]) for r in csv.DictReader(f)]
     for table, columns, rows in [
         ("locations", "abbreviation, location, location_name, population", locs),
         ("admissions", "date, location, value", final),
+        ("admissions_history", "date, location, value", [(d, loc, v) for (d, loc), (_, v) in history.items()]),
         ("admissions_versions", "as_of, date, location, value", versions),
         ("reference_forecasts", "model_id, reference_date, horizon, target_end_date, location, output_type_id, value", reference),
     ]:
@@ -115,6 +137,8 @@ def hub_scores(conn, models: dict[str, dict], schema: str = "flu") -> dict:
     tasks, WIS, the hub models' WIS on the same tasks, and 95% coverage."""
     truth = {(d, loc): float(v) for d, loc, v in conn.execute(
         f"SELECT date, location, value FROM {schema}.admissions WHERE value IS NOT NULL").fetchall()}
+    history = {(d, loc): float(v) for d, loc, v in conn.execute(
+        f"SELECT date, location, value FROM {schema}.admissions_history WHERE value IS NOT NULL").fetchall()}
     hub: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
     for model, ref, h, loc, level, value in conn.execute(
             f"SELECT model_id, reference_date, horizon, location, output_type_id, value FROM {schema}.reference_forecasts"):
@@ -126,9 +150,10 @@ def hub_scores(conn, models: dict[str, dict], schema: str = "flu") -> dict:
             ref, loc, h = key
             b, e = hub["FluSight-baseline"].get(key), hub["FluSight-ensemble"].get(key)
             target = (ref + dt.timedelta(days=7 * h), loc)
-            if not b or not e or target not in truth or min(len(b), len(e)) < 23 or any(l not in q for l in LEVELS):
+            final = history if season_of(ref) in HISTORY_SEASONS else truth
+            if not b or not e or target not in final or min(len(b), len(e)) < 23 or any(l not in q for l in LEVELS):
                 continue
-            y = truth[target]
+            y = final[target]
             for k in ((season_of(ref), h), (season_of(ref), "all")):
                 t = s[k]
                 t[0] += 1

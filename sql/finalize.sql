@@ -26,6 +26,8 @@ COMMENT ON FUNCTION enkf.analyses_readable(bigint, text) IS
 'Whether the current user may read a twin''s checkpoints of a location (the counts it assimilated): SELECT on the columns of its observation table the twin reads and, under that table''s own row-level security, a row of the location. The row-level security of enkf.checkpoints.';
 COMMENT ON FUNCTION enkf.outputs_readable(bigint, text) IS
 'Whether the current user may read a twin''s forecasts of a location: as enkf.analyses_readable, or through a publication of the twin to one of the user''s roles (enkf.twin_publications). The row-level security of enkf.forecasts and enkf.target_forecasts and the publication views.';
+COMMENT ON FUNCTION enkf.model_readable(bigint, text) IS
+'Whether the current user may read a model''s forecasts of a twin at all: true except for pooled and combined, which rest on every location the forecast read, and are read only by users whom no row-level security of the observation table limits, or through a publication of the twin. The row-level security of enkf.forecasts and the publication views.';
 COMMENT ON FUNCTION enkf.record_failed_run(text, text, timestamptz, text) IS
 'Records a failed attempt at a twin''s assimilation or forecast (kind) that started at started_at, with the caller''s identity and the error''s SQLSTATE only (messages can quote data). For schedulers, whose failed work is rolled back. Returns the run id.';
 COMMENT ON FUNCTION enkf.writing() IS

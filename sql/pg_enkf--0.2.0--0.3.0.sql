@@ -59,7 +59,7 @@ ALTER FUNCTION enkf.duration_ms(text) SET search_path = pg_catalog, pg_temp;
 -- day (create_twin's as_of_column, assimilate's as_of), and each run records the newest
 -- publication day it read. The two functions gain an optional argument each.
 ALTER TABLE enkf.twins ADD COLUMN as_of_column name;
-ALTER TABLE enkf.runs ADD COLUMN as_of date;
+ALTER TABLE enkf.runs ADD COLUMN as_of date, ADD COLUMN model_fit jsonb;
 -- The ED-visit proportion as a second observed stream (create_twin's ed_column): the twin
 -- names its column, and each checkpoint keeps the proportion it assimilated.
 ALTER TABLE enkf.twins ADD COLUMN ed_column name;
@@ -221,12 +221,13 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'backtest_wrapper';
 
--- Every model of the product stored beside the twin: the trend model and the combination; and
+-- Every model of the product stored beside the twin: the trend model, the pooled model and
+-- the combination; and
 -- with each forecast what the counts behind it were censored below, for small-cell
 -- suppression (NULL for the forecasts of 0.2.0: not censored, so readers of a protected twin
 -- see them no more).
 ALTER TABLE enkf.forecasts DROP CONSTRAINT forecasts_model_check,
-    ADD CONSTRAINT forecasts_model_check CHECK (model IN ('enkf', 'baseline', 'trend', 'combined')),
+    ADD CONSTRAINT forecasts_model_check CHECK (model IN ('enkf', 'baseline', 'trend', 'pooled', 'combined')),
     ADD COLUMN inputs_censored_below float8;
 
 -- Stored arrays that every reader relies on: checked by constraints.
@@ -375,13 +376,23 @@ STABLE STRICT PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'outputs_readable_wrapper';
+-- extension/src/twin/access.rs: model_readable
+CREATE FUNCTION enkf."model_readable"(
+	"twin" bigint, /* i64 */
+	"model" TEXT /* &str */
+) RETURNS bool /* bool */
+STABLE STRICT PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'model_readable_wrapper';
 DROP POLICY by_location ON enkf.checkpoints;
 DROP POLICY by_location ON enkf.forecasts;
 CREATE POLICY by_location ON enkf.checkpoints
     USING (enkf.location_visible(location) AND enkf.analyses_readable(twin_id, location))
     WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.forecasts
-    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
+    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location)
+           AND enkf.model_readable(twin_id, model))
     WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.target_forecasts
     USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
@@ -394,7 +405,8 @@ SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.targe
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
+  AND enkf.model_readable(f.twin_id, f.model);
 
 CREATE OR REPLACE VIEW enkf.run_log AS
 SELECT r.run_id, t.name AS twin, r.kind, r.status, r.run_by, r.session_user_name, r.started_at,
@@ -517,6 +529,7 @@ FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
 WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
+  AND enkf.model_readable(f.twin_id, f.model)
 UNION ALL
 SELECT CASE WHEN g.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
             ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) g.model END,
@@ -538,10 +551,10 @@ LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY INVOKER SET search_path = p
 DECLARE
     count_target text;
 BEGIN
-    IF quantile_model IS NULL OR quantile_model NOT IN ('enkf', 'baseline', 'trend', 'combined') THEN
+    IF quantile_model IS NULL OR quantile_model NOT IN ('enkf', 'baseline', 'trend', 'pooled', 'combined') THEN
         RAISE EXCEPTION 'quantile_model "%" is not a model of the twin', quantile_model
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'one of enkf (the twin), baseline, trend, combined';
+                  HINT = 'one of enkf (the twin), baseline, trend, pooled, combined';
     END IF;
     -- Readers see twins through twin_summary and forecasts through the view, not enkf.twins:
     -- the weekly count's target is the one of the trend model, which forecasts only that.
@@ -602,7 +615,8 @@ JOIN enkf.twins t USING (twin_id)
 LEFT JOIN enkf.checkpoints o
        ON o.twin_id OPERATOR(pg_catalog.=) f.twin_id AND o.location OPERATOR(pg_catalog.=) f.location
       AND o.week_end OPERATOR(pg_catalog.=) f.target_end_date
-WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
+  AND enkf.model_readable(f.twin_id, f.model);
 
 -- Provenance and analyses that no role can forge. pg_enkf's functions run under their caller,
 -- so an operator holds INSERT on enkf.runs (and write access to checkpoints and forecasts) for
@@ -837,7 +851,7 @@ BEGIN
                               enkf.forecast_withheld(text, float8, float8, boolean),
                               enkf.published_quantile(text, float8, float8[], float8[], float8),
                               enkf.outputs_readable(bigint, text), enkf.analyses_readable(bigint, text),
-                              enkf.writing(), enkf.has_null_elements(float8[]),
+                              enkf.model_readable(bigint, text), enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
                               enkf.compliance_report(), enkf.duration_ms(text),
@@ -1139,6 +1153,8 @@ COMMENT ON FUNCTION enkf.slot_is_honest(bigint, timestamptz, text, bigint) IS 'R
 COMMENT ON TABLE enkf.location_grants IS 'Minimum necessary access: members of role (by OID) may see (and, as operators, assimilate) location of every twin; location ''*'' means all. Row-level security on enkf.checkpoints and enkf.forecasts and the BI views use it; rows of dropped roles are ignored and listed by enkf.compliance_report. Managed by enkf_admin.';
 COMMENT ON VIEW enkf.hubverse_forecasts IS 'Stored forecasts in the hubverse format of the FluSight hubs, every output type (quantile, pmf, sample) of every target: model_id, reference_date, target, horizon, target_end_date, location, output_type, output_type_id (text), value, with values withheld as in enkf.forecast_summary (NULL).';
 COMMENT ON FUNCTION enkf.compliance_report() IS 'One row per HIPAA technical control PostgreSQL can see (TLS, password hashing, pg_hba methods and TLS on network lines, pgaudit, connection logging, idle timeout, grants of dropped roles, row-level security, checksums, WAL archiving): status pass, fail or unknown (not visible to the caller), detail and remedy.';
+COMMENT ON FUNCTION enkf.model_readable(bigint, text) IS
+'Whether the current user may read a model''s forecasts of a twin at all: true except for pooled and combined, which rest on every location the forecast read, and are read only by users whom no row-level security of the observation table limits, or through a publication of the twin. The row-level security of enkf.forecasts and the publication views.';
 COMMENT ON FUNCTION enkf.record_failed_run(text, text, timestamptz, text) IS
 'Records a failed attempt at a twin''s assimilation or forecast (kind) that started at started_at, with the caller''s identity and the error''s SQLSTATE only (messages can quote data). For schedulers, whose failed work is rolled back. Returns the run id.';
 COMMENT ON FUNCTION enkf.writing() IS

@@ -63,7 +63,11 @@ CREATE TABLE enkf.runs (
     seed              int8 NOT NULL,
     detail            text,
     -- The newest publication day among the versions the run read (twins over versions).
-    as_of             date
+    as_of             date,
+    -- A forecast run's fit of the pooled model (enkf-core twin/pooled.rs): per step ahead, the
+    -- training rows, locations and origins, the features and their coefficients, the residual
+    -- quantiles. Pooled figures only.
+    model_fit         jsonb
 );
 CREATE INDEX runs_twin_started ON enkf.runs (twin_id, started_at);
 
@@ -101,9 +105,10 @@ CREATE TABLE enkf.checkpoints (
 CREATE TABLE enkf.forecasts (
     twin_id         bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
     reference_date  date NOT NULL,
-    -- enkf (the twin), baseline (FluSight-style), trend (a local trend model) and combined
-    -- (the weighted combination of the components config combination.components names).
-    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'trend', 'combined')),
+    -- enkf (the twin), baseline (FluSight-style), trend (a local trend model), pooled (one
+    -- model fitted on every location and past season) and combined (the weighted combination
+    -- of the components config combination.components names).
+    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'trend', 'pooled', 'combined')),
     location        text NOT NULL,
     horizon         int4 NOT NULL,
     target_end_date date NOT NULL,
@@ -256,7 +261,8 @@ SELECT t.name AS twin, f.model, f.location, f.reference_date, f.horizon, f.targe
 FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
-WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
+  AND enkf.model_readable(f.twin_id, f.model);
 
 -- Runs with their twin's name.
 CREATE VIEW enkf.run_log AS

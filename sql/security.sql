@@ -28,7 +28,8 @@ CREATE POLICY by_location ON enkf.checkpoints
     USING (enkf.location_visible(location) AND enkf.analyses_readable(twin_id, location))
     WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.forecasts
-    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
+    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location)
+           AND enkf.model_readable(twin_id, model))
     WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.target_forecasts
     USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
@@ -118,6 +119,7 @@ FROM enkf.forecasts f
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(f.quantile_levels), pg_catalog.unnest(f.quantile_values)) AS q(quantile, value)
 WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
+  AND enkf.model_readable(f.twin_id, f.model)
 UNION ALL
 SELECT CASE WHEN g.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
             ELSE t.name OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) g.model END,
@@ -142,10 +144,10 @@ LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY INVOKER SET search_path = p
 DECLARE
     count_target text;
 BEGIN
-    IF quantile_model IS NULL OR quantile_model NOT IN ('enkf', 'baseline', 'trend', 'combined') THEN
+    IF quantile_model IS NULL OR quantile_model NOT IN ('enkf', 'baseline', 'trend', 'pooled', 'combined') THEN
         RAISE EXCEPTION 'quantile_model "%" is not a model of the twin', quantile_model
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'one of enkf (the twin), baseline, trend, combined';
+                  HINT = 'one of enkf (the twin), baseline, trend, pooled, combined';
     END IF;
     -- Readers see twins through twin_summary and forecasts through the view, not enkf.twins:
     -- the weekly count's target is the one of the trend model, which forecasts only that.
@@ -210,7 +212,8 @@ JOIN enkf.twins t USING (twin_id)
 LEFT JOIN enkf.checkpoints o
        ON o.twin_id OPERATOR(pg_catalog.=) f.twin_id AND o.location OPERATOR(pg_catalog.=) f.location
       AND o.week_end OPERATOR(pg_catalog.=) f.target_end_date
-WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location);
+WHERE enkf.location_visible(f.location) AND enkf.outputs_readable(f.twin_id, f.location)
+  AND enkf.model_readable(f.twin_id, f.model);
 
 -- Provenance and analyses that no role can forge. pg_enkf's functions run under their caller,
 -- so an operator holds INSERT on enkf.runs (and write access to checkpoints and forecasts) for
@@ -451,7 +454,7 @@ BEGIN
                               enkf.forecast_withheld(text, float8, float8, boolean),
                               enkf.published_quantile(text, float8, float8[], float8[], float8),
                               enkf.outputs_readable(bigint, text), enkf.analyses_readable(bigint, text),
-                              enkf.writing(), enkf.has_null_elements(float8[]),
+                              enkf.model_readable(bigint, text), enkf.writing(), enkf.has_null_elements(float8[]),
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
                               enkf.compliance_report(), enkf.duration_ms(text),

@@ -284,6 +284,19 @@ def test_twin_results_follow_the_observation_tables_grants(cluster, conn, dbname
     with login(cluster, dbname, an) as a:
         assert counts_seen(a) == {k: 1 for k in nothing} | {"checkpoints": "denied"}
         assert {r[0] for r in a.execute("SELECT DISTINCT location FROM enkf.forecasts").fetchall()} == {locs[1]}
+        # The pooled model and the combination rest on every location's counts (its
+        # coefficients, the aggregate's changes): not for a reader the table limits to one.
+        for view in ("enkf.forecasts", "enkf.forecast_summary", "enkf.forecast_quantiles"):
+            models = {r[0] for r in a.execute(f"SELECT DISTINCT model FROM {view}").fetchall()}
+            assert models == {"enkf", "baseline", "trend"}, view
+        assert not a.execute("SELECT 1 FROM enkf.hubverse_forecasts WHERE model_id ~ '-(pooled|combined)$'").fetchall()
+    # Conservatively, any row-level security of the table that applies to a user hides them, even
+    # a policy letting every row through; the owner, whom none applies to, reads them.
+    with login(cluster, dbname, op) as o:
+        assert {r[0] for r in o.execute("SELECT DISTINCT model FROM enkf.forecasts").fetchall()} == {
+            "enkf", "baseline", "trend"}
+    assert {r[0] for r in conn.execute("SELECT DISTINCT model FROM enkf.forecast_summary").fetchall()} == {
+        "enkf", "baseline", "trend", "pooled", "combined"}
     # A publication opens the forecasts to the reader, never the checkpoints to an operator.
     conn.execute("INSERT INTO enkf.twin_publications (twin_id, role) SELECT twin_id, %s FROM enkf.twins", (rd,))
     conn.execute(f"REVOKE SELECT ON obs FROM {op}")
@@ -294,6 +307,8 @@ def test_twin_results_follow_the_observation_tables_grants(cluster, conn, dbname
         assert {k: v for k, v in seen.items() if v != "denied"} == {
             "hubverse_forecasts": 3, "forecast_summary": 3, "observed_counts": 3}
         assert r.execute("SELECT count(*) FROM enkf.twin_publications").fetchone()[0] == 1
+        # A publication opens every model's forecasts, the pooled ones included.
+        assert {m[0] for m in r.execute("SELECT DISTINCT model FROM enkf.forecast_summary").fetchall()} >= {"pooled", "combined"}
         assert sqlstate(r, "INSERT INTO enkf.twin_publications (twin_id, role) SELECT twin_id, current_user::text::regrole FROM enkf.twin_summary")[0] == "42501"
     with login(cluster, dbname, op) as o:
         seen = counts_seen(o)

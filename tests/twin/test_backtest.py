@@ -94,8 +94,8 @@ def test_backtest_equals_assimilate_and_forecast_by_hand(conn):
                      " as_of => DATE '2023-02-25' + %s * 7)", (k, k))
         conn.execute("SELECT count(*) FROM enkf.forecast('hand', reference_date => DATE '2023-03-04' + %s * 7)", (k,))
     assert forecasts(conn, "bt") == forecasts(conn, "hand")
-    # Every model: the twin, the baseline, the trend model and their combination.
-    assert len(forecasts(conn, "bt")) == 4 * 4 * 9 * 4
+    # Every model: the twin, the baseline, the trend model, the pooled model and the combination.
+    assert len(forecasts(conn, "bt")) == 5 * 4 * 9 * 4
     # The returned scores are those of enkf.score on the same forecasts.
     by_hand = {(r[0], r[1]): r for r in conn.execute("SELECT * FROM enkf.score('hand')").fetchall()}
     for model, location, horizon, n, wis, rel, c50, c95, bias in result:
@@ -103,7 +103,7 @@ def test_backtest_equals_assimilate_and_forecast_by_hand(conn):
             s = by_hand[(location, horizon)]
             assert (n, wis, rel, c95, bias) == (s[2], s[3], s[5], s[9], s[12])
     overall = {r[0]: r for r in result if r[1] is None and r[2] is None}
-    assert set(overall) == {"enkf", "baseline", "trend", "combined"}
+    assert set(overall) == {"enkf", "baseline", "trend", "pooled", "combined"}
     assert all(r[3] == 4 * 9 * 4 for r in overall.values()) and overall["baseline"][5] == 1.0
 
 
@@ -122,6 +122,54 @@ def test_a_poisoned_future_version_changes_nothing(conn):
     assert early and [f for f in poisoned if f[2].isoformat() <= "2023-03-25"] == early
     later = [f for f in clean if f[2].isoformat() > "2023-03-25"]
     assert [f for f in poisoned if f[2].isoformat() > "2023-03-25"] != later
+
+
+def pooled_fits(conn, twin):
+    return conn.execute(
+        """SELECT r.first_week, r.model_fit FROM enkf.runs r JOIN enkf.twins t USING (twin_id)
+            WHERE t.name = %s AND r.kind = 'forecast' ORDER BY 1""", (twin,)).fetchall()
+
+
+def test_the_pooled_model_learns_from_every_location_and_only_what_was_published(conn):
+    """The pooled model is fitted inside each forecast on every location's counts as published
+    by then: a later release changes none of its earlier fits or forecasts; its fit is recorded
+    with the run; and it is bounded (54000) before it reads anything."""
+    make_versions(conn, locations=12, weeks=60, seed=11)
+    conn.execute("SELECT count(*) FROM enkf.backtest('pc', 'obs', 'locs', '2023-03-04', '2023-04-29', members => 20)")
+    clean, fits = forecasts(conn, "pc"), pooled_fits(conn, "pc")
+    pooled = {f[1:4]: f[4] for f in clean if f[0] == "pooled"}
+    baseline = {f[1:4]: f[4] for f in clean if f[0] == "baseline"}
+    # Fitted (12 locations x the 9 most recent origins): not the baseline it falls back to.
+    assert len(pooled) == 12 * 9 * 4 and all(pooled[k] != baseline[k] for k in pooled)
+    first = fits[0][1]
+    assert first["model"] == "pooled" and first["features"][:2] == ["intercept", "level"]
+    assert [s["step"] for s in first["steps"]] == [1, 2, 3, 4]
+    assert all(s["fitted"] and s["locations"] == 12 and s["rows"] >= 12 * 9 for s in first["steps"])
+    assert len(first["steps"][0]["coefficients"]) == len(first["features"]) == 7
+    # Absurd versions of every week so far, published after the as-of of 2023-03-25.
+    conn.execute("""INSERT INTO obs SELECT DISTINCT ON (time, location) time, location, value * 50 + 1000, DATE '2023-03-19'
+                      FROM obs WHERE time <= '2023-03-18' ORDER BY time, location, as_of DESC""")
+    conn.execute("SELECT count(*) FROM enkf.backtest('pp', 'obs', 'locs', '2023-03-04', '2023-04-29', members => 20)")
+    poisoned, poisoned_fits = forecasts(conn, "pp"), pooled_fits(conn, "pp")
+    early = lambda rows: [f for f in rows if f[0] == "pooled" and f[2].isoformat() <= "2023-03-25"]  # noqa: E731
+    assert early(clean) and early(poisoned) == early(clean)
+    assert [f for f in poisoned_fits if f[0].isoformat() <= "2023-03-25"] == [f for f in fits if f[0].isoformat() <= "2023-03-25"]
+    assert [f for f in poisoned if f[0] == "pooled"] != [f for f in clean if f[0] == "pooled"]
+    # Bounded before it reads: with few trajectories (20 x 1 + 10 paths x 117 weeks) and one
+    # level and horizon, the forecast fits within the limit; the pooled model's 12 locations x
+    # 60 weeks of counts x 7 features do not.
+    conn.execute("SELECT count(*) FROM enkf.backtest('few', 'obs', 'locs', '2023-11-18', '2023-11-18', members => 20,"
+                 " config => '{\"forecast\": {\"draws_per_member\": 1}, \"targets\": {\"baseline_paths\": 10}}')")
+    conn.execute("SET enkf.max_ensemble_elements = 4000")
+    state, message, hint = sqlstate(conn, "SELECT count(*) FROM enkf.forecast('few', horizons => 1, quantile_levels => '{0.5}')")
+    conn.execute("RESET enkf.max_ensemble_elements")
+    assert state == "54000" and "pooled" in message and "pooled.train_from" in hint, (state, message, hint)
+    # Off: the pooled model's forecasts are the baseline's, and no fit is recorded.
+    conn.execute("SELECT count(*) FROM enkf.backtest('off', 'obs', 'locs', '2023-03-04', '2023-03-11', members => 20,"
+                 " config => '{\"pooled\": {\"enabled\": false}}')")
+    off = forecasts(conn, "off")
+    assert [f[1:] for f in off if f[0] == "pooled"] == [f[1:] for f in off if f[0] == "baseline"]
+    assert all(f[1] is None for f in pooled_fits(conn, "off"))
 
 
 def test_bad_inputs_are_refused_and_write_nothing(conn):

@@ -903,6 +903,8 @@ impl<'a> State<'a> {
             levels,
             &self.factors,
             calibration,
+            // The pooled model needs every location at once: enkf.backtest has it.
+            None,
             location_seed(cfg.seed, &self.loc),
         )
         .unwrap();

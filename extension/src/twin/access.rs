@@ -108,6 +108,29 @@ pub fn outputs_readable(twin: i64, location: &str) -> bool {
     with_access(twin, |a| a.published || a.source.reads(location))
 }
 
+/// `enkf.model_readable(twin, model)`: whether the current user may read a model's forecasts
+/// of the twin at all, beyond the location. The pooled model and the combination (which may
+/// include it) rest on every location the forecast could read (its coefficients and the
+/// aggregate's recent changes): a reader whose row-level security on the observation table
+/// keeps some locations from them would learn about those through any location's forecast
+/// (in a twin of two counties, the other county's counts). So they are read by users to whom no
+/// row-level security of the table applies (conservatively, even a policy that passes every
+/// row), or through a publication of the twin. Other models: true.
+#[pg_extern(
+    stable,
+    parallel_safe,
+    strict,
+    schema = "enkf",
+    name = "model_readable"
+)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn model_readable(twin: i64, model: &str) -> bool {
+    if model != "pooled" && model != "combined" {
+        return true;
+    }
+    with_access(twin, |a| a.published || matches!(a.source, Source::All))
+}
+
 fn with_access(twin: i64, f: impl FnOnce(&Access) -> bool) -> bool {
     let now = current_command();
     let cached = CACHE.with(|c| {

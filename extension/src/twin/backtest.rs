@@ -127,7 +127,7 @@ fn backtest(
         score::accumulate(
             client,
             name,
-            &["enkf", "trend", "combined"],
+            &["enkf", "trend", "pooled", "combined"],
             date_opt(first),
             date_opt(last),
             true,

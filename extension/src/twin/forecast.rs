@@ -104,7 +104,7 @@ fn forecast(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("model \"{model}\" is unknown"),
             None,
-            "model is the one whose forecasts are returned: 'enkf' (the twin), 'baseline', 'trend' or 'combined'; all are stored",
+            "model is the one whose forecasts are returned: 'enkf' (the twin), 'baseline', 'trend', 'pooled' or 'combined'; all are stored",
         )
     });
     let request = Request {
@@ -172,6 +172,8 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
         calibrated_below,
     };
     let steps: Vec<usize> = (1..=req.horizons).map(|h| gap + h).collect();
+    // Fitted on every location before any is forecast.
+    let pooled = super::pooled::fit(client, &twin, last, &steps, req.levels);
     let mut reader = Reader::open(client, &twin, last, sink.bounds.fetch_locations);
     let clock = std::time::Instant::now();
     // Reading and writing overlap the computing when enkf.threads > 1.
@@ -180,7 +182,14 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
         || reader.next(),
         |input: &Input| -> Result<Computed, EnkfError> {
             let (cfg, a) = (&twin.config, &input.analysis);
-            let models = a.forecast(cfg, twin.members, &steps, req.levels, &calibration)?;
+            let models = a.forecast(
+                cfg,
+                twin.members,
+                &steps,
+                req.levels,
+                &calibration,
+                pooled.as_ref(),
+            )?;
             let t = a.targets(cfg, twin.members, reference, req.horizons, req.levels)?;
             let targets = target_rows(&t, &a.location, req.levels, count_target);
             Ok(Computed { models, targets })
@@ -195,7 +204,8 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     reader.close(client);
     sink.writer.flush(client);
     sink.targets.flush(client);
-    record_run(client, &twin, &started, req, reference, locations);
+    let fit = pooled.map(|p| p.to_json().to_string());
+    record_run(client, &twin, &started, req, reference, locations, fit);
     sink.out
 }
 
@@ -219,6 +229,7 @@ fn record_run(
     req: &Request<'_>,
     reference: i32,
     locations: i32,
+    model_fit: Option<String>,
 ) {
     let (horizons, levels) = (req.horizons, req.levels.len());
     provenance::record(
@@ -231,6 +242,7 @@ fn record_run(
             first_week: (locations > 0).then_some(reference),
             last_week: (locations > 0).then_some(reference + 7 * (horizons as i32 - 1)),
             detail: Some(format!("horizons {horizons}, {levels} quantile levels")),
+            model_fit,
             ..Default::default()
         },
     );

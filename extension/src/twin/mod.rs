@@ -9,6 +9,7 @@ mod catalog;
 mod create;
 mod dates;
 mod forecast;
+mod pooled;
 mod provenance;
 mod score;
 mod score_targets;

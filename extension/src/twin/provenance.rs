@@ -44,6 +44,8 @@ pub struct Outcome {
     /// The newest publication day among the versions read (twins over tables of versions).
     pub as_of: Option<i32>,
     pub detail: Option<String>,
+    /// What the run fitted across locations (the pooled model), as JSON.
+    pub model_fit: Option<String>,
 }
 
 fn nullable<'a, T: pgrx::IntoDatum + 'a>(v: Option<T>) -> DatumWithOid<'a> {
@@ -56,8 +58,8 @@ pub fn record(client: &mut SpiClient<'_>, twin: &Twin, kind: &str, run: &RunStar
         client,
         "INSERT INTO enkf.runs (run_id, twin_id, kind, status, started_at, through, source, config, config_hash,
                                 extension_version, seed, locations, observations, reassimilated, first_week,
-                                last_week, detail, as_of)
-         VALUES ($1, $2, $3, 'succeeded', $4, $5, $6, $7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                                last_week, detail, as_of, model_fit)
+         VALUES ($1, $2, $3, 'succeeded', $4, $5, $6, $7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::pg_catalog.jsonb)",
         &[
             DatumWithOid::from(run.id),
             DatumWithOid::from(twin.id),
@@ -76,6 +78,7 @@ pub fn record(client: &mut SpiClient<'_>, twin: &Twin, kind: &str, run: &RunStar
             nullable::<Date>(o.last_week.map(date)),
             nullable(o.detail),
             nullable::<Date>(o.as_of.map(date)),
+            nullable(o.model_fit),
         ],
     );
 }

@@ -7,6 +7,7 @@ use super::backfill::BackfillConfig;
 use super::combine::CombinationConfig;
 use super::ed::EdConfig;
 use super::models::Component;
+use super::pooled::PooledConfig;
 use super::targets::TargetsConfig;
 use super::trend::TrendConfig;
 use crate::error::{EnkfError, Result};
@@ -29,6 +30,8 @@ pub struct TwinConfig {
     pub revisions: RevisionConfig,
     /// The local trend model, a component of the combination (twin/trend.rs).
     pub trend: TrendConfig,
+    /// The pooled model over every location and past season (twin/pooled.rs).
+    pub pooled: PooledConfig,
     /// The combined forecast of the components (twin/combine.rs).
     pub combination: CombinationConfig,
     /// Correction of the newest weeks for late reports (twin/backfill.rs).
@@ -58,6 +61,7 @@ impl Default for TwinConfig {
             checkpoints: CheckpointConfig::default(),
             revisions: RevisionConfig::default(),
             trend: TrendConfig::default(),
+            pooled: PooledConfig::default(),
             combination: CombinationConfig::default(),
             backfill: BackfillConfig::default(),
             week_ends_on: "saturday".into(),
@@ -564,6 +568,7 @@ impl TwinConfig {
 
     fn validate_components(&self) -> Result<()> {
         self.validate_trend()?;
+        self.pooled.validate()?;
         self.validate_backfill()?;
         self.validate_combination()
     }
@@ -627,7 +632,7 @@ impl TwinConfig {
                     return Err(invalid(
                         "combination.components",
                         format!("\"{name}\" is not a component"),
-                        "any of \"enkf\", \"baseline\", \"trend\"",
+                        "any of \"enkf\", \"baseline\", \"trend\", \"pooled\"",
                     ))
                 }
                 Some(_) => {}

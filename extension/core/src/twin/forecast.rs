@@ -8,6 +8,7 @@ use super::config::TwinConfig;
 use super::ed;
 use super::location::LocationModel;
 use super::models::{forecast_all, ComponentForecast, History};
+use super::pooled::PooledFit;
 use super::season::MAX_SEASON_WEEKS;
 use super::streams::location_seed;
 use super::targets::{forecast_targets, ModelTargets, TargetInputs, Targets, RATE_CHANGE_CLASSES};
@@ -104,6 +105,7 @@ impl StoredAnalysis {
         steps: &[usize],
         levels: &[f64],
         calibration: &Calibration,
+        pooled: Option<&PooledFit>,
     ) -> Result<Vec<ComponentForecast>> {
         let (ens, model) = self.model(cfg, members);
         forecast_all(
@@ -116,6 +118,7 @@ impl StoredAnalysis {
             levels,
             &[],
             calibration,
+            pooled.and_then(|p| p.quantiles(&self.location)),
             location_seed(cfg.seed, &self.location),
         )
     }
@@ -388,6 +391,7 @@ mod tests {
                 &[1, 2],
                 &FLUSIGHT_LEVELS,
                 &Calibration::neutral(),
+                None,
             )
             .expect("forecast");
         assert!(out.iter().all(|f| f.quantiles.len() == 2));

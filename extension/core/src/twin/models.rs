@@ -25,14 +25,16 @@ pub enum Component {
     Twin,
     Baseline,
     Trend,
+    Pooled,
     Combined,
 }
 
 impl Component {
-    pub const ALL: [Component; 4] = [
+    pub const ALL: [Component; 5] = [
         Component::Twin,
         Component::Baseline,
         Component::Trend,
+        Component::Pooled,
         Component::Combined,
     ];
 
@@ -41,6 +43,7 @@ impl Component {
             Component::Twin => "enkf",
             Component::Baseline => "baseline",
             Component::Trend => "trend",
+            Component::Pooled => "pooled",
             Component::Combined => "combined",
         }
     }
@@ -77,6 +80,8 @@ pub struct ComponentForecast {
 /// `history` holds the counts as published; `backfill_factors` (from `backfill::factors`, empty
 /// for none) correct its newest weeks for the trend model, and must have been applied to the
 /// counts the ensemble assimilated. The baseline sees the counts as published, as the hub's.
+/// `pooled` holds the pooled model's quantiles at `steps` for this location (`PooledFit::
+/// quantiles`), None where it has none.
 #[allow(clippy::too_many_arguments)]
 pub fn forecast_all(
     cfg: &TwinConfig,
@@ -88,6 +93,7 @@ pub fn forecast_all(
     levels: &[f64],
     backfill_factors: &[f64],
     calibration: &Calibration,
+    pooled: Option<Vec<Vec<f64>>>,
     location_seed: u64,
 ) -> Result<Vec<ComponentForecast>> {
     if steps.is_empty() || steps.contains(&0) {
@@ -126,6 +132,12 @@ pub fn forecast_all(
         ComponentForecast {
             component: Component::Trend,
             quantiles: trend,
+        },
+        ComponentForecast {
+            component: Component::Pooled,
+            // A location the fit cannot forecast (no count in its newest weeks, or too few
+            // training rows) gets the baseline's quantiles, as a model that knows nothing more.
+            quantiles: pooled.unwrap_or_else(|| pick(&base)),
         },
     ];
     let combined = combination(cfg, &out, steps.len(), levels, calibration);
@@ -223,13 +235,14 @@ mod tests {
                 &FLUSIGHT_LEVELS,
                 &[],
                 &Calibration::neutral(),
+                None,
                 seed,
             )
             .unwrap()
         };
         let out = run();
         let names: Vec<&str> = out.iter().map(|c| c.component.name()).collect();
-        assert_eq!(names, ["enkf", "baseline", "trend", "combined"]);
+        assert_eq!(names, ["enkf", "baseline", "trend", "pooled", "combined"]);
         for c in &out {
             assert_eq!(c.quantiles.len(), 4);
             for q in &c.quantiles {
@@ -260,10 +273,13 @@ mod tests {
             &levels,
             &[],
             &Calibration::neutral(),
+            None,
             3,
         )
         .unwrap();
-        assert_eq!(out[2].quantiles, out[3].quantiles);
+        assert_eq!(out[2].quantiles, out[4].quantiles);
+        // Without a pooled fit, the pooled model's quantiles are the baseline's.
+        assert_eq!(out[1].quantiles, out[3].quantiles);
     }
 
     #[test]
@@ -288,6 +304,7 @@ mod tests {
                 &levels,
                 &[],
                 &cal,
+                None,
                 1,
             )
             .unwrap_err();

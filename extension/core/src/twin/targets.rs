@@ -1114,6 +1114,7 @@ mod tests {
             &FLUSIGHT_LEVELS,
             &[],
             &Calibration::neutral(),
+            None,
             inp.location_seed,
         )
         .unwrap();

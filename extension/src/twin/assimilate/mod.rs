@@ -119,6 +119,7 @@ pub(super) fn run(
             last_week: totals.last_week,
             as_of: plan.as_of_read,
             detail: None,
+            model_fit: None,
         },
     );
     (
