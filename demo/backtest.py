@@ -1,16 +1,16 @@
 """The demo: the real-time backtest of the epidemic twin on the bundled FluSight data, run inside
 an embedded PostgreSQL 15 with pg_enkf, scored the way the CDC FluSight hub scores its models.
 
-For every reference date R of the hub's 2023-24 and 2024-25 seasons, enkf.backtest assimilates
-only the data as published one week before R (the hub's archived releases, with their
-revisions), forecasts horizons 0..3 with every model of the product (the twin, the trend model,
-their combination, the built-in baseline), and keeps the forecasts. Each season is forecast
-with the configuration chosen without looking at it (leave one season out, docs/backtest.md).
-The forecasts are then scored by WIS against the final counts on exactly the hub's tasks,
-beside the hub's own FluSight-baseline and FluSight-ensemble, and a fan chart of the real-time
-forecasts is written.
+For every reference date R of four seasons (2021-22 and 2022-23 from the CDC's earlier FluSight
+repository, 2023-24 and 2024-25 from the newer hub), enkf.backtest assimilates only the data as
+published one week before R (the archived releases, with their revisions), forecasts horizons
+0..3 with every model of the product (the twin, the pooled model, the trend model, their
+combination, the built-in baseline), and keeps the forecasts. Each season is forecast with the
+configuration chosen without looking at it (leave one season out, docs/backtest.md). The
+forecasts are then scored by WIS on exactly the hub's tasks, beside the hub's own
+FluSight-baseline and FluSight-ensemble, and a fan chart of the real-time forecasts is written.
 
-    scripts/demo.sh [--timescaledb]     (installs what it needs, then runs this)
+    scripts/demo.sh [--timescaledb] [--seasons 2023-24,2024-25] [--configs FILE]
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def main() -> int:
         print("\nWIS relative to the hub's FluSight-baseline and FluSight-ensemble, on exactly the hub's tasks")
         print("(real time, each season forecast with a configuration chosen without it; lower is better)")
         print(f"{'season':<9}{'model':<38}{'horizon':>8}{'tasks':>7}{'WIS':>9}{'/ FluSight-baseline':>21}"
-              f"{'/ FluSight-ensemble':>21}{'95% cov.':>10}")
+              f"{'/ FluSight-ensemble':>21}{'50% cov.':>10}{'95% cov.':>10}")
         for season in seasons:
             for name, label in MODELS + [("FluSight-ensemble", None), ("FluSight-baseline", None)]:
                 for h in [0, 1, 2, 3, "all"]:
@@ -118,24 +118,25 @@ def main() -> int:
                     if name.startswith("FluSight"):
                         if ref is None:
                             continue
-                        n, _, b, e, _ = ref
+                        n, _, b, e, _, _ = ref
                         w = e if name == "FluSight-ensemble" else b
-                        cov = None
+                        cov = cov50 = None
                     else:
                         s = scores[name].get((season, h))
                         if s is None:
                             continue
-                        n, w, b, e, c = s
+                        n, w, b, e, c, c50 = s
                         cov = c / n
-                    rows.append((season, label or name, h, n, w / n, w / b, w / e, cov))
+                        cov50 = c50 / n
+                    rows.append((season, label or name, h, n, w / n, w / b, w / e, cov50, cov))
                     if h == "all" or name == "combined":
-                        covtxt = f"{cov:>10.2f}" if cov is not None else f"{'':>10}"
+                        covtxt = f"{cov50:>10.2f}{cov:>10.2f}" if cov is not None else f"{'':>20}"
                         print(f"{season:<9}{(label or name):<38}{str(h):>8}{n:>7}{w / n:>9.1f}{w / b:>21.3f}{w / e:>21.3f}{covtxt}")
             print()
         with open(out / "relative_wis.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["season", "model", "horizon", "tasks", "wis", "relative_to_flusight_baseline",
-                        "relative_to_flusight_ensemble", "coverage_95"])
+                        "relative_to_flusight_ensemble", "coverage_50", "coverage_95"])
             w.writerows(rows)
         with open(out / "hubverse-combined.csv", "w", newline="") as f:
             w = csv.writer(f)

@@ -134,7 +134,8 @@ def hub_scores(conn, models: dict[str, dict], schema: str = "flu") -> dict:
     """Scores each of `models` (name -> {(reference_date, location, horizon): {level: value}})
     against the final counts on exactly the tasks the hub's FluSight-baseline and
     FluSight-ensemble also forecast (all 23 levels): per (model, season, horizon or 'all'),
-    tasks, WIS, the hub models' WIS on the same tasks, and 95% coverage."""
+    tasks, WIS, the hub models' WIS on the same tasks, and how many fell inside the 95% and the
+    50% intervals."""
     truth = {(d, loc): float(v) for d, loc, v in conn.execute(
         f"SELECT date, location, value FROM {schema}.admissions WHERE value IS NOT NULL").fetchall()}
     history = {(d, loc): float(v) for d, loc, v in conn.execute(
@@ -145,7 +146,7 @@ def hub_scores(conn, models: dict[str, dict], schema: str = "flu") -> dict:
         hub[model][(ref, loc, h)][round(level, 3)] = value
     out = {}
     for name, fc in models.items():
-        s: dict = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0])
+        s: dict = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0, 0])
         for key, q in fc.items():
             ref, loc, h = key
             b, e = hub["FluSight-baseline"].get(key), hub["FluSight-ensemble"].get(key)
@@ -161,5 +162,6 @@ def hub_scores(conn, models: dict[str, dict], schema: str = "flu") -> dict:
                 t[2] += wis(b, y)
                 t[3] += wis(e, y)
                 t[4] += q[0.025] <= y <= q[0.975]
+                t[5] += q[0.25] <= y <= q[0.75]
         out[name] = dict(s)
     return out

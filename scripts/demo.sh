@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: installs what it needs, builds and installs pg_enkf into PostgreSQL 15, starts an
 # embedded cluster of its own (demo-output/pgdata, a free port), loads the bundled FluSight data
-# and runs the real-time backtest of the 2023-24 and 2024-25 seasons. Prints the WIS table,
+# and runs the real-time backtest of four seasons, 2021-22 to 2024-25. Prints the WIS table,
 # writes demo-output/fan_chart.svg, and leaves the database running for psql. With --timescaledb
 # (TimescaleDB installed) the counts live in a hypertable.
 set -euo pipefail

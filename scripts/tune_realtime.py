@@ -1,144 +1,159 @@
 #!/usr/bin/env python3
-"""Leave-one-season-out tuning of the twin and its combination on the real-time backtest.
+"""Leave-one-season-out choice of a twin's configuration, through the product itself.
 
-Every candidate configuration of a small grid runs through the three seasons in time order
-(2022-23 from the final counts, training only; 2023-24 and 2024-25 from the vintages as
-published one week before each reference date), with the example `realtime_backtest`. For each
-season S scored out of sample, the candidate with the lowest mean relative WIS of the combined
-forecast on the *other* seasons (among those whose 95% intervals covered 90-98% there) is chosen; its forecasts of S are then written and scored with
-the hub's scorer. The shipped defaults are the candidate that is best over all three seasons.
+Every candidate configuration of a grid is replayed by `enkf.backtest` (the product's own code
+path: data as published a week before each reference date) over every season of the bundled
+FluSight data, in an embedded PostgreSQL it starts, and scored on exactly the hub's tasks
+(demo/flusight.py's scorer). For each season S, the candidate chosen is the one with the lowest
+mean WIS of `combined` relative to FluSight-baseline on the *other* seasons, among those whose
+95% intervals covered 92-97% there; the configuration shipped is the one best on all seasons.
+Writes OUT/scores.csv (every candidate, season and model) and OUT/loso-configs.json (the form of
+demo/loso-configs.json).
 
-usage: scripts/tune_realtime.py [--data DIR] [--out DIR] [--quick]
-Standard library only. Needs `cargo build --release -p enkf-core --examples` first.
+usage: scripts/tune_realtime.py [--out DIR] [--grid FILE] [--seasons 2021-22,...] [--members N]
+                                [--quick]
+--grid: a JSON list of configurations (default: the grid below). --quick: the first three
+reference dates of each season, 30 members and two candidates (a smoke run of the procedure).
 """
+
+from __future__ import annotations
+
 import argparse
-import itertools
+import csv
+import datetime as dt
 import json
-import os
-import subprocess
+import shutil
 import sys
+import time
+from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-EXAMPLE = os.path.join(ROOT, "target", "release", "examples", "realtime_backtest")
-SEASONS = ["2022-23", "2023-24", "2024-25"]
-SCORED = ["2023-24", "2024-25"]
+import psycopg
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "demo"))
 
-def twin_grid(quick):
-    """Knobs of the twin and the trend model: each needs its own run of the backtest."""
-    knobs = {
-        # The filter may deplete susceptibles to explain a turn, or leave S to the dynamics.
-        "update_susceptible": [True, False],
-        # Each forecast week log(R_eff) is multiplied by this (1 = the model's own dynamics).
-        "growth_damping": [1.0, 0.85, 0.7],
-        # Amplitude of the fixed seasonal forcing of transmission (0 = none).
-        "seasonal_amplitude": [0.0, 0.15, 0.3],
-        # Trend model: weeks in the slope fit and damping per week ahead.
-        "trend": [(2, 0.5), (4, 0.8)],
-    }
-    if quick:
-        knobs = {"update_susceptible": [False], "growth_damping": [1.0, 0.7], "seasonal_amplitude": [0.15], "trend": [(2, 0.5)]}
-    for values in itertools.product(*knobs.values()):
-        k = dict(zip(knobs.keys(), values))
-        yield {
-            "filter": {"update_susceptible": k["update_susceptible"]},
-            "forecast": {"growth_damping": k["growth_damping"]},
-            "dynamics": {"seasonal_amplitude": k["seasonal_amplitude"]},
-            "trend": {"window": k["trend"][0], "damping": k["trend"][1]},
-        }
+from flusight import SEASONS, hub_scores, load, stored  # noqa: E402
+from pgcluster import Cluster  # noqa: E402
+
+MODELS = ["combined", "pooled", "enkf", "trend"]
+# What every candidate shares: the twin's settings chosen earlier (docs/backtest.md) and the
+# pooled model's first training origin (influenza was hardly reported before 2021-22).
+BASE = {"forecast": {"growth_damping": 0.7}, "dynamics": {"seasonal_amplitude": 0.3},
+        "trend": {"window": 2, "damping": 0.5}, "pooled": {"train_from": "2021-08-07"}}
 
 
-def combination_grid(quick):
-    """Combination settings: all scored within each run of the backtest (`--variants`)."""
-    out = []
-    # At least two components: a "combination" of the twin alone was picked once (for 2024-25,
-    # on 2022-23 and 2023-24) and its 95% intervals then covered only 86%; the growth damping
-    # narrows the twin, and the trend model's own spread is what keeps the combination covered.
-    for components in (["enkf", "trend"], ["enkf", "trend", "baseline"]):
-        for recalibrate in (False, True):
-            for power in (0.0, 2.0):
-                out.append({"components": components, "recalibrate": recalibrate, "power": power})
-    return out[:3] if quick else out
+def default_grid() -> list[dict]:
+    """The combination's components, and the pooled model's seasonal window."""
+    grid = []
+    for components in (["enkf", "trend", "pooled"], ["enkf", "pooled"], ["pooled"]):
+        for window in (8, 12):
+            grid.append(merge(BASE, {"combination": {"components": components},
+                                     "pooled": {"window_weeks": window}}))
+    return grid
 
 
-def run(config, data, variants=(), out=None):
-    cmd = [EXAMPLE, "--data", data, "--seasons", ",".join(SEASONS), "--config", json.dumps(config)]
-    if variants:
-        cmd += ["--variants", json.dumps(list(variants))]
-    if out:
-        cmd += ["--out", out]
-    env = dict(os.environ, THREADS=os.environ.get("THREADS", "2"))
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=True)
-    summary = {}
-    for line in res.stdout.splitlines():
-        f = line.split()
-        if f[0] == "SUMMARY":
-            # SUMMARY season model horizon rel X wis X n X cov50 X cov95 X
-            summary[(f[1], f[2], f[3])] = {"rel": float(f[5]), "cov50": float(f[11]), "cov95": float(f[13])}
-    return summary
+def merge(a: dict, b: dict) -> dict:
+    out = json.loads(json.dumps(a))
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "flusight"))
-    ap.add_argument("--out", default="/tmp/pg_enkf-loso")
-    ap.add_argument("--quick", action="store_true", help="a 2-candidate grid (smoke test)")
-    ap.add_argument("--reuse", help="loso.json of an earlier run: take the scores of the candidates it has instead of running them again")
-    a = ap.parse_args()
-    os.makedirs(a.out, exist_ok=True)
-    results = []
-    twins = list(twin_grid(a.quick))
-    combos = combination_grid(a.quick)
-    earlier = {}
-    if a.reuse:
-        with open(a.reuse) as f:
-            for c in json.load(f)["candidates"]:
-                earlier[json.dumps(c["config"], sort_keys=True)] = (c["rel"], c["cov95"])
-    for i, cfg in enumerate(twins):
-        keys = [json.dumps(dict(cfg, combination=combo), sort_keys=True) for combo in combos]
-        if all(k in earlier for k in keys):
-            for k, combo in enumerate(combos):
-                rel, cov = earlier[keys[k]]
-                results.append((dict(cfg, combination=combo), rel, cov))
+def choose(scores: dict, candidates: range, seasons: list[str]) -> int | None:
+    """The candidate with the lowest mean relative WIS of `combined` over `seasons`, among those
+    covering 92-97% with their 95% intervals on average there."""
+    best = None
+    for k in candidates:
+        rel = [scores[(k, s)]["combined"][0] for s in seasons]
+        cov = [scores[(k, s)]["combined"][1] for s in seasons]
+        if not 0.92 <= sum(cov) / len(cov) <= 0.97:
             continue
-        s = run(cfg, a.data, variants=combos)
-        for k, combo in enumerate(combos):
-            full = dict(cfg, combination=combo)
-            rel = {se: s[(se, f"variant{k}", "all")]["rel"] for se in SEASONS}
-            cov = {se: s[(se, f"variant{k}", "all")]["cov95"] for se in SEASONS}
-            results.append((full, rel, cov))
-            print(f"[{i + 1}/{len(twins)}.{k}] " + " ".join(f"{se} {rel[se]:.3f}" for se in SEASONS) + f"  {json.dumps(full)}", flush=True)
+        mean = sum(rel) / len(rel)
+        if best is None or mean < best[1]:
+            best = (k, mean)
+    return best[0] if best else None
 
-    def best(train):
-        # Lowest mean relative WIS on the training seasons, among the candidates whose 95%
-        # intervals covered 90% to 98% there (the acceptance range), if any did.
-        ok = [r for r in results if all(0.90 <= r[2][t] <= 0.98 for t in train)] or results
-        cfg, rel, _ = min(ok, key=lambda r: sum(r[1][t] for t in train) / len(train))
-        return cfg, rel
 
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="/tmp/pg_enkf-tune")
+    ap.add_argument("--grid", default=None)
+    ap.add_argument("--seasons", default=",".join(SEASONS))
+    ap.add_argument("--members", type=int, default=300)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    grid = json.loads(Path(args.grid).read_text()) if args.grid else default_grid()
+    seasons = args.seasons.split(",")
+    members = args.members
+    if args.quick:
+        grid, members = grid[:2], 30
+    cluster = Cluster(datadir=out / "pgdata")
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE flu_demo")
+        with psycopg.connect(cluster.dsn("flu_demo"), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_enkf")
+            load(conn)
+            scores = run_grid(conn, grid, seasons, members, args.quick)
+    finally:
+        cluster.stop()
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["candidate", "season", "model", "relative_wis", "coverage_95", "config"])
+        for (k, season), models in sorted(scores.items()):
+            for model, (rel, cov) in models.items():
+                w.writerow([k, season, model, f"{rel:.4f}", f"{cov:.4f}", json.dumps(grid[k])])
     chosen = {}
-    for held in SCORED:
-        train = [s for s in SEASONS if s != held]
-        cfg, rel = best(train)
-        chosen[held] = {"config": cfg, "train": train, "train_rel": {t: rel[t] for t in train}}
-        d = os.path.join(a.out, held)
-        s = run(cfg, a.data, out=d)
-        chosen[held]["forecasts"] = os.path.join(d, f"forecasts-{held}.csv")
-        # Coverage and WIS relative to the baseline computed here, on the hub's tasks.
-        chosen[held]["held_out"] = {f"{m} h{h}": s[(held, m, h)] for (se, m, h) in s if se == held}
-    cfg, rel = best(SEASONS)
-    chosen["shipped"] = {"config": cfg, "train": SEASONS, "train_rel": rel}
-    with open(os.path.join(a.out, "loso.json"), "w") as f:
-        json.dump({"model": "combined", "candidates": [{"config": c, "rel": r, "cov95": v} for c, r, v in results], "chosen": chosen}, f, indent=1)
-    for k, v in chosen.items():
-        print(f"{k}: chosen on {','.join(v['train'])} " + json.dumps(v["config"]))
-        for name, x in sorted(v.get("held_out", {}).items()):
-            print(f"  {k} {name:14} rel(own baseline) {x['rel']:.3f} cov50 {x['cov50']:.3f} cov95 {x['cov95']:.3f}")
-    files = [chosen[h]["forecasts"] for h in SCORED]
-    print("score: python3 /work/shared/tools/score-vs-hub.py " + " ".join(files))
-    subprocess.run([sys.executable, os.path.join(a.data, "..", "..", "tools", "score-vs-hub.py"), *files], check=False)
+    print("\nleave one season out: chosen on the other seasons, then scored on the season")
+    for season in seasons:
+        others = [s for s in seasons if s != season] or [season]
+        k = choose(scores, range(len(grid)), others)
+        if k is None:
+            print(f"{season}: no candidate covered 92-97% on {others}")
+            continue
+        chosen[season] = grid[k]
+        rel, cov = scores[(k, season)]["combined"]
+        print(f"{season}: candidate {k}, combined {rel:.3f} x FluSight-baseline, 95% coverage {cov:.2f}: {json.dumps(grid[k])}")
+    k = choose(scores, range(len(grid)), seasons)
+    if k is not None:
+        print(f"shipped (best on all seasons): candidate {k}: {json.dumps(grid[k])}")
+        chosen["shipped"] = grid[k]
+    (out / "loso-configs.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    print(f"written: {out / 'scores.csv'}, {out / 'loso-configs.json'}")
+    return 0
+
+
+def run_grid(conn, grid: list[dict], seasons: list[str], members: int, quick: bool) -> dict:
+    """Every candidate over every season: {(candidate, season): {model: (relative WIS, 95% cov.)}}."""
+    scores = {}
+    for k, config in enumerate(grid):
+        for season in seasons:
+            first, last = SEASONS[season]
+            if quick:
+                last = min(last, first + dt.timedelta(days=14))
+            twin = f"tune{k}_{season.replace('-', '_')}"
+            t0 = time.monotonic()
+            conn.execute(
+                """SELECT count(*) FROM enkf.backtest(%s, 'flu.admissions_versions', 'flu.locations', %s, %s,
+                                                     time_column => 'date', members => %s, config => %s::jsonb,
+                                                     classification => 'public_aggregate')""",
+                (twin, first, last, members, json.dumps(config)))
+            fc = stored(conn, twin)
+            s = hub_scores(conn, {m: fc[m] for m in MODELS if m in fc})
+            scores[(k, season)] = {
+                m: (v[(season, "all")][1] / v[(season, "all")][2], v[(season, "all")][4] / v[(season, "all")][0])
+                for m, v in s.items() if (season, "all") in v
+            }
+            conn.execute("SELECT enkf.drop_twin(%s)", (twin,))
+            line = " ".join(f"{m} {r:.3f}" for m, (r, _) in scores[(k, season)].items())
+            print(f"[{k + 1}/{len(grid)}] {season}: {line} ({time.monotonic() - t0:.0f} s)", flush=True)
+    return scores
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

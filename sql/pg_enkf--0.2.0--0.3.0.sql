@@ -342,6 +342,9 @@ $$;
 -- of 0.2.0 become protected: the safe side, which an administrator may change.
 ALTER TABLE enkf.twins ADD COLUMN classification text NOT NULL DEFAULT 'protected'
     CHECK (classification IN ('public_aggregate', 'protected'));
+-- Twins enkf.backtest created, which alone it continues (a backtest replays old versions: run
+-- over a production twin it would rewrite its analyses). Twins of 0.2.0 are not marked.
+ALTER TABLE enkf.twins ADD COLUMN backtest boolean NOT NULL DEFAULT false;
 ALTER TABLE enkf.checkpoints ADD COLUMN inputs_censored_below float8;
 CREATE TABLE enkf.twin_publications (
     twin_id    bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
@@ -675,11 +678,13 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NOT trusted THEN
         IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
-            NEW.value_column, NEW.as_of_column, NEW.ed_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+            NEW.value_column, NEW.as_of_column, NEW.ed_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at,
+            NEW.backtest)
            IS DISTINCT FROM
            (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
-            OLD.value_column, OLD.as_of_column, OLD.ed_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
-            RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
+            OLD.value_column, OLD.as_of_column, OLD.ed_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at,
+            OLD.backtest) THEN
+            RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members, creator and purpose are fixed at creation', OLD.name
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
         END IF;
@@ -1132,7 +1137,7 @@ COMMENT ON FUNCTION enkf.forecast(text, int4, float8[], date, text) IS
 COMMENT ON FUNCTION enkf.score(text, date, date) IS
 'Scores the twin''s stored forecasts (reference dates in the given range) against the observations that have arrived (the latest version of each count): WIS, absolute error and bias (mean of median - observed) of the median, 50% and 95% coverage, per location and horizon, with the same for the baseline and the WIS ratio.';
 COMMENT ON FUNCTION enkf.backtest(text, regclass, regclass, date, date, name, name, name, name, int4, jsonb, int4, int4, name, text) IS
-'The real-time backtest: creates twin (or continues an earlier backtest of it), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. With ed_column the twin also assimilates that column''s ED-visit proportions (as create_twin''s ed_column); classification as create_twin''s. A NOTICE per reference date shows progress; cancel stops it with nothing written.';
+'The real-time backtest: creates twin (or continues an earlier backtest of it; no other twin), and for every reference date from first_reference to last_reference (week ends) assimilates the versions of the counts published by the reference date less publication_lag days, then forecasts horizons weeks from the reference date; finally scores every forecast against the latest version of the data. Returns per model (enkf, baseline), location and horizon (NULL = all) the forecasts scored, mean WIS, WIS relative to the baseline, 50% and 95% coverage and bias. With ed_column the twin also assimilates that column''s ED-visit proportions (as create_twin''s ed_column); classification as create_twin''s. A NOTICE per reference date shows progress; cancel stops it with nothing written.';
 COMMENT ON FUNCTION enkf.create_twin(text, regclass, regclass, name, name, name, text, int4, jsonb, name, name, text) IS
 'Registers an epidemic twin over the caller''s observation table (one row per time and location, or per time, location and version with as_of_column; counts, NULL or NaN = not reported) and location table (location, population): model seirh, members, configuration (docs/twin.md). With ed_column (the weekly proportion of emergency-department visits due to flu, in [0, 1]; NULL = not reported) the twin assimilates that second stream jointly with the counts and forecasts wk inc flu prop ed visits. classification: public_aggregate (counts published anyway: no small-cell rule) or protected (readers never see a count from 1 to enkf.suppression_threshold - 1 nor anything computed from one); default enkf.default_classification. Returns the twin id. Needs SELECT on both tables.';
 COMMENT ON FUNCTION enkf.assimilate(text, timestamptz, date) IS

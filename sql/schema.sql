@@ -37,7 +37,10 @@ CREATE TABLE enkf.twins (
     -- enkf.suppression_threshold - 1, nor anything computed from one). Set by an
     -- administrator; enkf.create_twin takes enkf.default_classification when not told.
     classification  text NOT NULL DEFAULT 'protected'
-                    CHECK (classification IN ('public_aggregate', 'protected'))
+                    CHECK (classification IN ('public_aggregate', 'protected')),
+    -- Created by enkf.backtest, which alone continues it (a backtest replays old versions:
+    -- over a production twin it would rewrite its analyses). Fixed at creation.
+    backtest        boolean NOT NULL DEFAULT false
 );
 
 -- Provenance of every assimilation and forecast.

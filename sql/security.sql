@@ -272,11 +272,13 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NOT trusted THEN
         IF (NEW.twin_id, NEW.observations::oid, NEW.locations::oid, NEW.time_column, NEW.location_column,
-            NEW.value_column, NEW.as_of_column, NEW.ed_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at)
+            NEW.value_column, NEW.as_of_column, NEW.ed_column, NEW.model, NEW.members, NEW.created_by::oid, NEW.created_at,
+            NEW.backtest)
            IS DISTINCT FROM
            (OLD.twin_id, OLD.observations::oid, OLD.locations::oid, OLD.time_column, OLD.location_column,
-            OLD.value_column, OLD.as_of_column, OLD.ed_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at) THEN
-            RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members and creator are fixed at creation', OLD.name
+            OLD.value_column, OLD.as_of_column, OLD.ed_column, OLD.model, OLD.members, OLD.created_by::oid, OLD.created_at,
+            OLD.backtest) THEN
+            RAISE EXCEPTION 'permission denied: the tables and columns twin "%" reads, its model, members, creator and purpose are fixed at creation', OLD.name
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'drop the twin with enkf.drop_twin() and create it again with enkf.create_twin()';
         END IF;

@@ -6,7 +6,9 @@ specific SQLSTATE without writing anything."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import re
 
 import psycopg
 import pytest
@@ -170,6 +172,105 @@ def test_the_pooled_model_learns_from_every_location_and_only_what_was_published
     off = forecasts(conn, "off")
     assert [f[1:] for f in off if f[0] == "pooled"] == [f[1:] for f in off if f[0] == "baseline"]
     assert all(f[1] is None for f in pooled_fits(conn, "off"))
+
+
+def nowcast_factors(conn, twin):
+    """Each forecast run's nowcast factors (lag 0, 1), from the run's detail."""
+    out = []
+    for (detail,) in conn.execute(
+            """SELECT r.detail FROM enkf.runs r JOIN enkf.twins t USING (twin_id)
+                WHERE t.name = %s AND r.kind = 'forecast' ORDER BY r.first_week""", (twin,)).fetchall():
+        m = re.search(r"nowcast factors ([0-9. ]+) from (\d+) releases", detail)
+        out.append((tuple(float(f) for f in m.group(1).split()), int(m.group(2))) if m else None)
+    return out
+
+
+def test_the_nowcast_learns_the_known_backfill_from_the_versions(conn):
+    """Synthetic releases publish each week at 70% of its final count, then 85%, then final
+    (versions => 3): the factors learned from the releases must approach 1 / 0.7 and 1 / 0.85,
+    shrunk toward 1 by n / (n + 4) for n releases; none without versions."""
+    make_versions(conn, locations=6, weeks=60, versions=3, seed=5)
+    conn.execute("SELECT count(*) FROM enkf.backtest('nc', 'obs', 'locs', '2023-01-07', '2023-04-29', members => 20)")
+    factors = nowcast_factors(conn, "nc")
+    assert all(f is not None for f in factors)
+    (f0, f1), n = factors[-1]
+    assert n == 9  # releases of 2023-02-18 .. 2023-04-15 hold pairs two weeks old
+    # The known answer, from the table: the last run read the releases of 2023-02-18 ..
+    # 2023-04-22; release D first published week D (lag 0) and showed week D - 7 a second time
+    # (lag 1); pairs of weeks at least two weeks older than the newest (2023-04-22), all
+    # locations (none aggregates the others), against their final counts.
+    # A protected twin (the default) learns from counts censored as its models see them.
+    def censor(v):
+        v = float(v)
+        return 5.5 if 0 < v < 11 else v
+    rows = [(t, loc, a, censor(v)) for t, loc, a, v in conn.execute("SELECT time, location, as_of, value FROM obs").fetchall()]
+    final = {}
+    for t, loc, a, v in sorted(rows, key=lambda r: r[2]):
+        final[(t, loc)] = float(v)
+    newest = dt.date(2023, 4, 22)
+    expected = []
+    for lag in (0, 1):
+        first = current = 0.0
+        releases = set()
+        for t, loc, a, v in rows:
+            if (a - t).days == 7 * lag and newest - dt.timedelta(days=70) < a <= newest \
+                    and t <= newest - dt.timedelta(days=14):
+                first += float(v)
+                current += final[(t, loc)]
+                releases.add(a)
+        ratio = (current + 1) / (first + 1)
+        expected.append(ratio ** (len(releases) / (len(releases) + 4)))
+    assert abs(f0 - expected[0]) < 1e-3 and abs(f1 - expected[1]) < 1e-3, (factors[-1], expected)
+    # That is the synthetic backfill's 1 / 0.7 and 1 / 0.85, shrunk.
+    assert abs(f0 - (1 / 0.7) ** (8 / 12)) < 0.02 and abs(f1 - (1 / 0.85) ** (9 / 13)) < 0.02
+    # The trend and pooled models start from the corrected weeks: off, they differ.
+    conn.execute("SELECT count(*) FROM enkf.backtest('nc_off', 'obs', 'locs', '2023-01-07', '2023-01-14', members => 20,"
+                 " config => '{\"nowcast\": {\"lags\": 0}}')")
+    assert nowcast_factors(conn, "nc_off") == [None, None]
+    on = {f[1:4]: f[4] for f in forecasts(conn, "nc") if f[0] == "trend"}
+    off = {f[1:4]: f[4] for f in forecasts(conn, "nc_off") if f[0] == "trend"}
+    assert off and all(on[k] != off[k] for k in off)
+    # Without versions: nothing to learn from, no nowcast.
+    conn.execute("CREATE TABLE final AS SELECT DISTINCT ON (location, time) time, location, value FROM obs ORDER BY location, time, as_of DESC")
+    conn.execute("SELECT count(*) FROM enkf.backtest('nc_final', 'final', 'locs', '2023-01-07', '2023-01-14', members => 20,"
+                 " as_of_column => NULL)")
+    assert nowcast_factors(conn, "nc_final") == [None, None]
+
+
+def test_a_backtest_continues_only_its_own_twins(conn):
+    """A backtest replays old versions: run under a production twin's name it would rewrite that
+    twin's analyses with them. Only a twin enkf.backtest created is continued, and that mark is
+    fixed at creation, out of an administrator's reach."""
+    make_versions(conn)
+    conn.execute("SELECT enkf.create_twin('prod', 'obs', 'locs', members => 20, as_of_column => 'as_of')")
+    conn.execute("SELECT * FROM enkf.assimilate('prod', '2023-03-01')")
+    before = written(conn)
+    state, message, hint = sqlstate(
+        conn, "SELECT count(*) FROM enkf.backtest('prod', 'obs', 'locs', '2023-03-04', '2023-03-11', members => 20)")
+    assert state == "55000" and "not created by enkf.backtest" in message and "new twin name" in hint
+    assert written(conn) == before
+    conn.execute("SELECT count(*) FROM enkf.backtest('bt', 'obs', 'locs', '2023-03-04', '2023-03-11', members => 20)")
+    conn.execute("SELECT count(*) FROM enkf.backtest('bt', 'obs', 'locs', '2023-03-18', '2023-03-25', members => 20)")
+    assert conn.execute("SELECT name, backtest FROM enkf.twins ORDER BY 1").fetchall() == [("bt", True), ("prod", False)]
+    conn.execute("SELECT * FROM enkf.create_roles()")
+    role = f"adm_{conn.info.backend_pid}"
+    conn.execute(f"CREATE ROLE {role} IN ROLE enkf_admin")
+    try:
+        conn.execute(f"SET ROLE {role}")
+        assert sqlstate(conn, "UPDATE enkf.twins SET backtest = true WHERE name = 'prod'")[0] == "42501"
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(f"DROP ROLE {role}")
+
+
+def test_twin_names_cannot_pass_for_another_twins_model(conn):
+    """hubverse model_ids are "<twin>-<model>": a twin named "flu-combined" would mix into twin
+    flu's combination wherever forecasts are read by model_id (hub_submission)."""
+    make_versions(conn)
+    for name in ("flu-combined", "flu-pooled", "x-baseline", "x-trend", "x-climatology"):
+        state, message, hint = sqlstate(conn, "SELECT enkf.create_twin(%s, 'obs', 'locs')", (name,))
+        assert state == "22023" and "model_id" in message and "underscore" in hint, (name, message)
+    conn.execute("SELECT enkf.create_twin('flu_combined', 'obs', 'locs')")
 
 
 def test_bad_inputs_are_refused_and_write_nothing(conn):

@@ -296,8 +296,10 @@ def test_forecast_rows_and_hubverse_view(conn):
             WHERE output_type = 'quantile' AND horizon >= 0 GROUP BY 1, 2, 3 ORDER BY 1"""
     ).fetchall()
     # Every model of the product, each under its own model_id: the twin, the baseline, the
-    # trend model and their combination (the other hub targets: tests/twin/test_targets.py).
-    assert hub == [(m, "wk inc flu hosp", "quantile", 276) for m in ("f", "f-baseline", "f-combined", "f-trend")]
+    # trend model, the pooled model and their combination (the other hub targets:
+    # tests/twin/test_targets.py).
+    assert hub == [(m, "wk inc flu hosp", "quantile", 276)
+                   for m in ("f", "f-baseline", "f-combined", "f-pooled", "f-trend")]
     types = conn.execute(
         """SELECT string_agg(format_type(a.atttypid, NULL), ',' ORDER BY a.attnum) FROM pg_attribute a
             WHERE a.attrelid = 'enkf.hubverse_forecasts'::regclass AND a.attnum > 0"""

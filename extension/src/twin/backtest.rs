@@ -240,6 +240,12 @@ fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
         ],
         |_| Ok(()),
     );
+    // Marked as the backtest's own: only such a twin is continued by a later backtest.
+    spi::update(
+        client,
+        "UPDATE enkf.twins SET backtest = true WHERE name = $1",
+        &[DatumWithOid::from(replay.twin.as_str())],
+    );
     if args.as_of_column.is_none() {
         pgrx::notice!(
             "enkf.backtest: twin \"{}\" reads the table without versions: every week is taken as first published in its final form, which is not a real-time backtest",
@@ -251,22 +257,40 @@ fn create_twin(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
 /// An existing twin continues its backtest: over the same table, from after its last
 /// reference date.
 fn check_continuation(client: &mut SpiClient<'_>, replay: &Replay, args: &TwinArgs) {
-    let (same_table, last_reference) = spi::select(
+    let (same_table, last_reference, backtest) = spi::select(
         client,
         "SELECT t.observations::pg_catalog.oid = $2::pg_catalog.oid
                     AND t.ed_column::pg_catalog.text IS NOT DISTINCT FROM $3,
-                (SELECT pg_catalog.max(f.reference_date) FROM enkf.forecasts f WHERE f.twin_id = t.twin_id)
+                (SELECT pg_catalog.max(f.reference_date) FROM enkf.forecasts f WHERE f.twin_id = t.twin_id),
+                t.backtest
            FROM enkf.twins t WHERE t.name = $1",
         &[
             DatumWithOid::from(replay.twin.as_str()),
             DatumWithOid::from(args.observations.0),
             optional_name(&args.ed_column),
         ],
-        |r| Ok((r.get::<bool>(1)?.unwrap_or(false), r.get::<Date>(2)?)),
+        |r| {
+            Ok((
+                r.get::<bool>(1)?.unwrap_or(false),
+                r.get::<Date>(2)?,
+                r.get::<bool>(3)?.unwrap_or(false),
+            ))
+        },
     )
     .into_iter()
     .next()
-    .unwrap_or((false, None));
+    .unwrap_or((false, None, false));
+    if !backtest {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "twin \"{}\" was not created by enkf.backtest: a backtest continues only its own twins",
+                replay.twin
+            ),
+            None,
+            "a backtest replays old versions of the data and would rewrite the twin's analyses; give the backtest a new twin name",
+        );
+    }
     if !same_table {
         raise(
             PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,

@@ -60,6 +60,17 @@ fn create_twin(
             "give the twin a name such as 'flu_states'",
         );
     }
+    // The hubverse names each model's forecasts "<twin>-<model>" (the twin's own: "<twin>"), so
+    // a twin named like another's model would mix into its forecasts wherever they are read
+    // by model_id (hub_submission, BI tools).
+    if let Some(suffix) = MODEL_SUFFIXES.iter().find(|m| name.ends_with(*m)) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("name \"{name}\" ends in \"{suffix}\", the hubverse model_id of a model of twin \"{}\"", &name[..name.len() - suffix.len()]),
+            None,
+            "choose a name that does not end in -baseline, -trend, -pooled, -combined or -climatology, e.g. with an underscore",
+        );
+    }
     let observations = observations.unwrap_or_else(|| null_argument("observations"));
     let locations = locations.unwrap_or_else(|| null_argument("locations"));
     let time_column = time_column.unwrap_or_else(|| null_option("time_column")).0;
@@ -182,6 +193,15 @@ fn create_twin(
         rows.into_iter().next().flatten().unwrap_or_default()
     })
 }
+
+/// The suffixes of the hubverse model_id of every model but the twin's.
+const MODEL_SUFFIXES: [&str; 5] = [
+    "-baseline",
+    "-trend",
+    "-pooled",
+    "-combined",
+    "-climatology",
+];
 
 /// A twin's classification: named, or `enkf.default_classification` (22023 for another name).
 pub(super) fn classification_arg(arg: Option<&str>) -> Classification {

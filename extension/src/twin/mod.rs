@@ -9,6 +9,7 @@ mod catalog;
 mod create;
 mod dates;
 mod forecast;
+mod nowcast;
 mod pooled;
 mod provenance;
 mod score;

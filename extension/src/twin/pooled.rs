@@ -23,6 +23,7 @@ pub(super) fn fit(
     last: i32,
     steps: &[usize],
     levels: &[f64],
+    nowcast: &[f64],
 ) -> Option<PooledFit> {
     let cfg = &twin.config.pooled;
     if !cfg.enabled {
@@ -103,10 +104,13 @@ pub(super) fn fit(
                 .into_iter()
                 .map(|v| Some(censored(twin.censoring, v)))
                 .collect();
+            // The newest weeks as the nowcast corrects them.
+            let history =
+                enkf_core::twin::nowcast::corrected(&History { weeks, values }, last, nowcast);
             Some(PoolInput {
                 location,
                 population,
-                history: History { weeks, values },
+                history,
             })
         })
         .collect();

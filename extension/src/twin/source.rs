@@ -169,6 +169,27 @@ impl Source {
         ))
     }
 
+    /// Every version published by the bound of the rows of the weeks ending from date parameter
+    /// `$1` to date parameter `$2`, as (loc, week_end, t, as_of day, v, ok): the raw material
+    /// of the values in force at any earlier day, read once (the nowcast). NULL without versions.
+    pub fn versions_in_weeks_sql(&self) -> Option<String> {
+        self.versions.as_ref()?;
+        Some(format!(
+            "SELECT (src.{loc})::pg_catalog.text, {week} - DATE '2000-01-01', src.{time}::pg_catalog.text,
+                    {day} - DATE '2000-01-01', (src.{value})::pg_catalog.float8,
+                    (src.{value} IS NOT NULL AND (src.{value})::pg_catalog.float8 <> 'NaN'::pg_catalog.float8)
+               FROM {rel} AS src WHERE {from} AND {to}",
+            loc = self.location,
+            week = self.week_expr(),
+            time = self.time,
+            day = self.version_day("src"),
+            value = self.value,
+            rel = self.published(),
+            from = self.time_bound(">=", "($1::pg_catalog.date - 6)"),
+            to = self.time_bound("<", "($2::pg_catalog.date + 1)"),
+        ))
+    }
+
     /// The calendar date of a time value (`time_expr`: the time column or a value of its type).
     fn date_expr(&self, time_expr: &str) -> String {
         match self.kind {

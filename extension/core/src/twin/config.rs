@@ -7,6 +7,7 @@ use super::backfill::BackfillConfig;
 use super::combine::CombinationConfig;
 use super::ed::EdConfig;
 use super::models::Component;
+use super::nowcast::NowcastConfig;
 use super::pooled::PooledConfig;
 use super::targets::TargetsConfig;
 use super::trend::TrendConfig;
@@ -32,6 +33,8 @@ pub struct TwinConfig {
     pub trend: TrendConfig,
     /// The pooled model over every location and past season (twin/pooled.rs).
     pub pooled: PooledConfig,
+    /// The nowcast of the newest weeks from the table's versions (twin/nowcast.rs).
+    pub nowcast: NowcastConfig,
     /// The combined forecast of the components (twin/combine.rs).
     pub combination: CombinationConfig,
     /// Correction of the newest weeks for late reports (twin/backfill.rs).
@@ -62,6 +65,7 @@ impl Default for TwinConfig {
             revisions: RevisionConfig::default(),
             trend: TrendConfig::default(),
             pooled: PooledConfig::default(),
+            nowcast: NowcastConfig::default(),
             combination: CombinationConfig::default(),
             backfill: BackfillConfig::default(),
             week_ends_on: "saturday".into(),
@@ -351,7 +355,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}, targets{samples, noise, nowcast, season_first_week, season_last_week, peak_damped_weeks, baseline_paths, climatology_window_weeks, climatology_pseudo_count}, ed{enabled, observation_error, ratio_per_ihr, background, process_noise}; see docs/twin.md".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, pooled{enabled, power, window_weeks, own_changes, aggregate_changes, widen, shrinkage_rows, train_from, min_rows, population_weights}, nowcast{lags, window_weeks, min_age_weeks, shrinkage}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}, targets{samples, noise, nowcast, season_first_week, season_last_week, peak_damped_weeks, baseline_paths, climatology_window_weeks, climatology_pseudo_count}, ed{enabled, observation_error, ratio_per_ihr, background, process_noise}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -569,6 +573,7 @@ impl TwinConfig {
     fn validate_components(&self) -> Result<()> {
         self.validate_trend()?;
         self.pooled.validate()?;
+        self.nowcast.validate()?;
         self.validate_backfill()?;
         self.validate_combination()
     }

@@ -97,16 +97,21 @@ impl StoredAnalysis {
         )
     }
 
-    /// Every model's forecast at `steps` weeks after the analysis (a step per horizon).
+    /// Every model's forecast at `steps` weeks after the analysis (a step per horizon); the
+    /// trend model starts from the newest weeks multiplied by the `nowcast` factors.
     pub fn forecast(
         &self,
         cfg: &TwinConfig,
         members: usize,
         steps: &[usize],
         levels: &[f64],
-        calibration: &Calibration,
-        pooled: Option<&PooledFit>,
+        run: &RunInputs<'_>,
     ) -> Result<Vec<ComponentForecast>> {
+        let RunInputs {
+            calibration,
+            pooled,
+            nowcast,
+        } = *run;
         let (ens, model) = self.model(cfg, members);
         forecast_all(
             cfg,
@@ -116,12 +121,21 @@ impl StoredAnalysis {
             self.week,
             steps,
             levels,
-            &[],
+            nowcast,
             calibration,
             pooled.and_then(|p| p.quantiles(&self.location)),
             location_seed(cfg.seed, &self.location),
         )
     }
+}
+
+/// What one forecast run learned across locations, passed to each location's forecast: the
+/// combination's calibration, the pooled model's fit, the nowcast factors (empty: none).
+#[derive(Clone, Copy)]
+pub struct RunInputs<'a> {
+    pub calibration: &'a Calibration,
+    pub pooled: Option<&'a PooledFit>,
+    pub nowcast: &'a [f64],
 }
 
 /// The rows of one location's targets as stored (enkf.target_forecasts), each in the hub's
@@ -390,8 +404,11 @@ mod tests {
                 members,
                 &[1, 2],
                 &FLUSIGHT_LEVELS,
-                &Calibration::neutral(),
-                None,
+                &RunInputs {
+                    calibration: &Calibration::neutral(),
+                    pooled: None,
+                    nowcast: &[],
+                },
             )
             .expect("forecast");
         assert!(out.iter().all(|f| f.quantiles.len() == 2));

@@ -9,6 +9,7 @@ pub mod ed;
 pub mod forecast;
 pub mod location;
 pub mod models;
+pub mod nowcast;
 pub mod pooled;
 pub mod season;
 pub mod streams;

@@ -341,14 +341,22 @@ impl Grid {
     }
 }
 
-/// Weights in proportion to people, relative to the median location; a location holding 40% or
-/// more of everyone (a national row beside its states) is capped at the largest one below.
+/// Whether a location of `population` people aggregates the others, among locations of `total`
+/// people in all: its people are those of all the others, within 5% (the FluSight national row
+/// is 0.99 of its 52 jurisdictions).
+pub fn is_aggregate(population: f64, total: f64) -> bool {
+    let others = total - population;
+    others > 0.0 && (population - others).abs() <= 0.05 * population
+}
+
+/// Weights in proportion to people, relative to the median location; an aggregate location is
+/// capped at the largest one that is not.
 fn population_weights(populations: &[f64]) -> Vec<f64> {
     let total: f64 = populations.iter().sum();
     let cap = populations
         .iter()
         .copied()
-        .filter(|p| *p < 0.4 * total)
+        .filter(|p| !is_aggregate(*p, total))
         .fold(0.0, f64::max);
     let cap = if cap > 0.0 { cap } else { total };
     let mut sorted: Vec<f64> = populations.iter().map(|p| p.min(cap)).collect();
@@ -905,6 +913,9 @@ mod tests {
         // Three states and their nation (the sum).
         let w = population_weights(&[1e6, 2e6, 4e6, 7e6]);
         assert_eq!(w, vec![0.25, 0.5, 1.0, 1.0]);
+        // A large state is not a nation.
+        let w = population_weights(&[1e6, 1e6, 1e6, 6e6]);
+        assert_eq!(w, vec![1.0, 1.0, 1.0, 6.0]);
         assert_eq!(population_weights(&[3.0]), vec![1.0]);
     }
 
