@@ -30,7 +30,8 @@ extension_sql_file!(
         enkf,
         arrays::has_null_elements,
         twin::access::outputs_readable,
-        twin::access::analyses_readable
+        twin::access::analyses_readable,
+        twin::access::model_readable
     ]
 );
 extension_sql_file!(
