@@ -2,6 +2,9 @@
 same inputs, and checks that both give the same analysis. Prints a markdown table.
 
     .venv/bin/python bench/analyze_vs_numpy.py            (after scripts/setup.sh and an install)
+    .venv/bin/python bench/analyze_vs_numpy.py --smoke    (the test command's: two small cases, a
+                                                           few repetitions, no pauses; checks the
+                                                           answers and that every time was measured)
 
 In-database time is per call, measured inside one statement that calls enkf.analyze `reps`
 times over stored inputs (what a twin pays per location), and separately as the wall time of a
@@ -11,6 +14,8 @@ in-memory arrays. Both are medians over repeated runs.
 
 from __future__ import annotations
 
+import argparse
+import math
 import statistics
 import sys
 import time
@@ -31,6 +36,8 @@ CASES = [  # n, N, m, radius, periodic: as in extension/core/benches/filters.rs
     (1000, 100, 200, 10.0, False),
     (5000, 100, 2000, 10.0, False),
 ]
+# --smoke: the smallest case, and a small one on a line rather than a ring.
+SMOKE_CASES = [CASES[0], (200, 20, 50, 10.0, False)]
 METHODS = ["etkf", "eakf", "letkf"]
 
 
@@ -65,11 +72,16 @@ def fmt(sec):
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="two small cases, 3 timings of at most 20 calls, no pauses")
+    args = ap.parse_args()
+    # The cases, the pause after numpy work, the most timings in a median and calls in a batch.
+    cases, pause, timings, batch = (SMOKE_CASES, 0.0, 3, 20) if args.smoke else (CASES, 1.0, 200, 2000)
     rows = []
     with Cluster() as c, psycopg.connect(c.dsn(), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_enkf")
         conn.execute("CREATE TABLE bench (id int PRIMARY KEY, e float8[], y float8[], r float8[], idx int4[])")
-        for case_id, (n, N, m, radius, periodic) in enumerate(CASES):
+        for case_id, (n, N, m, radius, periodic) in enumerate(cases):
             E, y, r, idx = inputs(n, N, m)
             conn.execute(
                 "INSERT INTO bench VALUES (%s, %s, %s, %s, %s)",
@@ -83,21 +95,22 @@ def main():
                 np_out = numpy_call(method, E, y, r, idx, radius, periodic)
                 diff = float(np.max(np.abs(sql_out - np_out)))
                 assert diff < 1e-8, f"{method} {n}: SQL and numpy differ by {diff}"
-                time.sleep(1.0)
+                time.sleep(pause)
                 # Calls per measurement: enough for a few tens of milliseconds at least.
                 q_one = f"SELECT cardinality({call}) FROM bench WHERE id = {case_id}"
                 probe = median_time(lambda: conn.execute(q_one).fetchone(), 3)
-                reps = max(1, min(2000, int(0.05 / max(probe, 1e-6))))
+                reps = max(1, min(batch, int(0.05 / max(probe, 1e-6))))
                 # The database first: OpenBLAS's worker threads keep spinning for a while after a
                 # numpy call and would take a core from the server being timed.
                 q_batch = f"SELECT count({call}) FROM bench, generate_series(1, {reps}) WHERE id = {case_id}"
-                t_sql = median_time(lambda: conn.execute(q_batch).fetchone(), 5) / reps
+                t_sql = median_time(lambda: conn.execute(q_batch).fetchone(), min(5, timings)) / reps
                 # numpy's BLAS uses every core; enkf.threads lets one call do the same.
                 conn.execute("SET enkf.threads = 2")
-                t_sql2 = median_time(lambda: conn.execute(q_batch).fetchone(), 5) / reps
+                t_sql2 = median_time(lambda: conn.execute(q_batch).fetchone(), min(5, timings)) / reps
                 conn.execute("RESET enkf.threads")
-                t_one = median_time(lambda: conn.execute(q_one).fetchone(), max(3, min(reps, 200)))
-                t_np = median_time(lambda: numpy_call(method, E, y, r, idx, radius, periodic), max(3, min(reps, 200)))
+                t_one = median_time(lambda: conn.execute(q_one).fetchone(), max(3, min(reps, timings)))
+                t_np = median_time(lambda: numpy_call(method, E, y, r, idx, radius, periodic), max(3, min(reps, timings)))
+                assert all(math.isfinite(t) and t > 0 for t in (t_sql, t_sql2, t_one, t_np)), (t_sql, t_sql2, t_one, t_np)
                 rows.append((method, n, N, m, t_sql, t_sql2, t_one, t_np, diff))
                 print(f"{method:5} n={n:5} N={N:3} m={m:5}: SQL {fmt(t_sql)} per call, {fmt(t_sql2)} with 2 threads "
                       f"({fmt(t_one)} one statement), numpy {fmt(t_np)}, x{t_np / min(t_sql, t_sql2):.1f}", file=sys.stderr)

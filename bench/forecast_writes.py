@@ -2,13 +2,17 @@
 23 quantiles each) costs in plain SQL, from a temporary table, without pg_enkf's own code in
 the way: the floor under `enkf.forecast`'s writes (docs/benchmarks.md).
 
-    .venv/bin/python bench/forecast_writes.py
+    .venv/bin/python bench/forecast_writes.py [--smoke]
+
+--smoke is the test command's run: 5 locations (40 rows), two reference dates, checking that each
+statement wrote its rows; it times nothing worth reading.
 
 It starts its own throwaway cluster (never port 5432) and removes it.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -29,16 +33,23 @@ def rows(reference: str, twin: str = "(SELECT twin_id FROM enkf.twins)") -> str:
     return (f"SELECT {twin}, {reference}, m, location, h, {reference} + 7 * h, 1, {LEVELS}, v FROM src")
 
 
-def timed(db, sql: str, reps: int = 3) -> str:
+def timed(db, sql: str, reps: int, table: str, n: int) -> str:
+    """Runs `sql` for `reps` reference dates, each writing the `n` rows of src into `table`."""
     times = []
     for k in range(reps):
         t = time.perf_counter()
         db.execute(sql.replace("@REF", f"(DATE '2024-01-06' + {7 * k})"))
         times.append(time.perf_counter() - t)
+    written = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    assert written == reps * n, f"{table}: {written} rows after {reps} reference dates of {n}"
     return " ".join(f"{x:.3f}" for x in times) + " s"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="5 locations, two reference dates")
+    args = ap.parse_args()
+    locations, reps = (5, 2) if args.smoke else (3143, 3)
     with Cluster() as c, psycopg.connect(c.dsn(), autocommit=True) as db:
         db.execute("CREATE EXTENSION pg_enkf")
         db.execute("CREATE TABLE obs AS SELECT time, location, value FROM enkf.synthetic_surveillance(3, 3)")
@@ -46,20 +57,23 @@ def main() -> None:
         db.execute("SELECT enkf.create_twin('c', 'obs', 'locs', members => 10)")
         db.execute("""CREATE TEMP TABLE src AS SELECT l::text AS location, m, h,
                         (SELECT array_agg(random() * 100) FROM generate_series(1, 23) WHERE g.l IS NOT NULL) AS v
-                        FROM generate_series(1, 3143) g(l), unnest(ARRAY['enkf', 'baseline']) m, generate_series(0, 3) h""")
+                        FROM generate_series(1, %s) g(l), unnest(ARRAY['enkf', 'baseline']) m, generate_series(0, 3) h""", (locations,))
         db.execute("ANALYZE src")
         n = db.execute("SELECT count(*) FROM src").fetchone()[0]
-        print(f"{n} forecast rows of 23 quantiles, three reference dates each:")
-        print("  enkf.forecasts, upsert:         ", timed(db, f"INSERT INTO enkf.forecasts ({COLUMNS}) {rows('@REF')}{UPSERT}"))
+        assert n == locations * 2 * 4, n
+        print(f"{n} forecast rows of 23 quantiles, {reps} reference dates each:")
+        print("  enkf.forecasts, upsert:         ", timed(
+            db, f"INSERT INTO enkf.forecasts ({COLUMNS}) {rows('@REF')}{UPSERT}", reps, "enkf.forecasts", n))
         db.execute("TRUNCATE enkf.forecasts")
         print("  enkf.forecasts, delete + insert:", timed(
-            db, f"DELETE FROM enkf.forecasts WHERE reference_date = @REF; INSERT INTO enkf.forecasts ({COLUMNS}) {rows('@REF')}"))
+            db, f"DELETE FROM enkf.forecasts WHERE reference_date = @REF; INSERT INTO enkf.forecasts ({COLUMNS}) {rows('@REF')}",
+            reps, "enkf.forecasts", n))
         for label, ddl in [
             ("same table, no foreign key:     ", "CREATE TABLE f (LIKE enkf.forecasts INCLUDING INDEXES)"),
             ("no foreign key, no index:       ", "CREATE TABLE f (LIKE enkf.forecasts)"),
         ]:
             db.execute(ddl)
-            print(f"  {label}", timed(db, f"INSERT INTO f ({COLUMNS}) {rows('@REF', '1')}"))
+            print(f"  {label}", timed(db, f"INSERT INTO f ({COLUMNS}) {rows('@REF', '1')}", reps, "f", n))
             db.execute("DROP TABLE f")
 
 

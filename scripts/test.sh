@@ -8,7 +8,12 @@
 #             the pytest folders (tests/<name>; e2e is tests/sidecar, the sidecar against a
 #             cluster and a local Secrets Manager), against throwaway PostgreSQL 15 clusters,
 #             on plain tables and on TimescaleDB when it is installed
-# e.g. scripts/test.sh core twin. Installs what it needs first (scripts/setup.sh).
+#   bench     every benchmark in bench/ in its smoke mode (--smoke: tiny sizes, checks that each
+#             figure was computed, no timing targets), and enkf-core's criterion benches run once
+#             each (--test)
+# e.g. scripts/test.sh core twin. Installs what it needs first (scripts/setup.sh), and the release
+# build of pg_enkf into PostgreSQL before the pytest and bench layers (PG_ENKF_USE_INSTALLED=1:
+# test the pg_enkf already installed instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -17,7 +22,7 @@ scripts/setup.sh
 say() { printf '\033[1;34m==> %s\033[0m\n' "$*"; }
 RUST_LAYERS=(lint core sidecar pgrx)
 PYTEST_LAYERS=(sql twin security ops docs jdbc e2e)
-ALL=("${RUST_LAYERS[@]}" "${PYTEST_LAYERS[@]}")
+ALL=("${RUST_LAYERS[@]}" "${PYTEST_LAYERS[@]}" bench)
 layers=("$@")
 [ "${#layers[@]}" -eq 0 ] && layers=("${ALL[@]}")
 for l in "${layers[@]}"; do
@@ -63,14 +68,21 @@ for l in "${PYTEST_LAYERS[@]}"; do
         [ "$l" = e2e ] && folders+=(tests/sidecar) || folders+=("tests/$l")
     fi
 done
-if [ "${#folders[@]}" -gt 0 ]; then
-    say "installing the release build of pg_enkf into PostgreSQL $PG_MAJOR"
-    # cargo pgrx test installs a build with its test functions: replace it.
-    if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
-        (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+if [ "${#folders[@]}" -gt 0 ] || wants bench; then
+    if [ -n "${PG_ENKF_USE_INSTALLED:-}" ]; then
+        say "PG_ENKF_USE_INSTALLED is set: testing the pg_enkf already installed in PostgreSQL $PG_MAJOR"
     else
-        (cd extension && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+        say "installing the release build of pg_enkf into PostgreSQL $PG_MAJOR"
+        # cargo pgrx test installs a build with its test functions: replace it.
+        if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
+            (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+        else
+            (cd extension && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+        fi
     fi
+fi
+
+if [ "${#folders[@]}" -gt 0 ]; then
     if wants ops; then
         say "cargo pgrx package, and the previous release from its commit (upgrade and package tests)"
         # A clean output directory: pgrx leaves earlier versions' install scripts in it.
@@ -86,6 +98,23 @@ if [ "${#folders[@]}" -gt 0 ]; then
         printf '\033[1;33m%s\033[0m\n' "TimescaleDB is not installed: its runs are skipped. To run them, install it (as root: ../shared/tools/install-timescaledb.sh, or the timescaledb-2-postgresql-15 package) and run this again."
     fi
     (cd tests && ../.venv/bin/python -m pytest -q "${folders[@]#tests/}")
+fi
+
+if wants bench; then
+    # Every script of bench/ but the libraries they import, each in a throwaway cluster of its
+    # own, in seconds (a new benchmark without --smoke fails here); twin_breakdown with --explain
+    # so that its server-log path runs too.
+    for b in bench/*.py; do
+        grep -q '^if __name__ == "__main__":' "$b" || continue
+        flags=(--smoke)
+        [ "$b" = bench/twin_breakdown.py ] && flags+=(--explain)
+        say "$b ${flags[*]}"
+        t=$(date +%s)
+        .venv/bin/python "$b" "${flags[@]}"
+        echo "($(( $(date +%s) - t )) s)"
+    done
+    say "enkf-core's criterion benches, each once (--test: no timing)"
+    cargo bench --quiet -p enkf-core --bench '*' -- --test
 fi
 
 say "layers ${layers[*]} passed in $(( $(date +%s) - started )) s"
