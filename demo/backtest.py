@@ -177,34 +177,42 @@ TARGET_LINES = [
 
 
 def print_target_scores(conn, path: Path, seasons) -> None:
-    """Every hub target from the twin's trajectories, scored in SQL (enkf.score_targets) against
-    the final counts, relative to its reference: the climatological pmf of past seasons for
-    rate change (the hub publishes no baseline pmf), pg_enkf's baseline for the rest."""
-    print("Every hub target of the twin (enkf.score_targets; real time; against the final counts)")
-    print(f"{'season':<9}{'target, score':<40}{'tasks':>7}{'twin':>10}{'reference':>12}{'ratio':>8}")
+    """Every hub target of the twin (its own trajectories) and of the combination (drawn from the
+    distribution it submits), scored in SQL (enkf.score_targets) against the final counts,
+    relative to its reference: the climatological pmf of past seasons for rate change (the hub
+    publishes no baseline pmf), pg_enkf's baseline for the rest."""
+    print("Every hub target (enkf.score_targets; real time; against the final counts): mean score, and ratio to the reference")
+    print(f"{'season':<9}{'target, score':<40}{'tasks':>7}{'twin':>10}{'combined':>10}{'reference':>11}"
+          f"{'twin/ref':>10}{'comb/ref':>10}")
     rows = []
     for season in seasons:
         twin = "realtime_" + season.replace("-", "_")
         got = {
-            (t, o, sc): (n, m, ref, rm)
-            for t, o, sc, n, m, ref, rm in conn.execute(
-                """SELECT target, output_type, score, sum(tasks), sum(mean * tasks) / sum(tasks), min(reference),
+            (model, t, o, sc): (n, m, ref, rm)
+            for model, t, o, sc, n, m, ref, rm in conn.execute(
+                """SELECT model, target, output_type, score, sum(tasks), sum(mean * tasks) / sum(tasks), min(reference),
                           sum(reference_mean * tasks) / sum(tasks)
-                     FROM enkf.score_targets(%s) WHERE model = 'enkf' GROUP BY 1, 2, 3""",
+                     FROM enkf.score_targets(%s) WHERE model IN ('enkf', 'combined') GROUP BY 1, 2, 3, 4""",
                 (twin,),
             ).fetchall()
         }
         for label, target, output_type, score in TARGET_LINES:
-            if (target, output_type, score) not in got:
+            mine = got.get(("enkf", target, output_type, score))
+            comb = got.get(("combined", target, output_type, score))
+            if mine is None:
                 continue
-            n, m, ref, rm = got[(target, output_type, score)]
+            n, m, ref, rm = mine
+            cm = comb[1] if comb else float("nan")
+            crm = comb[3] if comb else float("nan")
             ratio = m / rm if rm else float("nan")
-            rows.append((season, label, n, m, ref, rm, ratio))
-            print(f"{season:<9}{label:<40}{n:>7}{m:>10.3f}{rm:>12.3f}{ratio:>8.3f}  vs {ref}")
+            cratio = cm / crm if comb and crm else float("nan")
+            rows.append((season, label, n, m, cm, ref, rm, ratio, cratio))
+            print(f"{season:<9}{label:<40}{n:>7}{m:>10.3f}{cm:>10.3f}{rm:>11.3f}{ratio:>10.3f}{cratio:>10.3f}  vs {ref}")
         print()
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["season", "target_score", "tasks", "twin", "reference_model", "reference", "ratio"])
+        w.writerow(["season", "target_score", "tasks", "twin", "combined", "reference_model", "reference",
+                    "twin_ratio", "combined_ratio"])
         w.writerows(rows)
 
 

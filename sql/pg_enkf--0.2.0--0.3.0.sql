@@ -247,7 +247,7 @@ ALTER TABLE enkf.forecasts ADD CONSTRAINT forecasts_check
 CREATE TABLE enkf.target_forecasts (
     twin_id         bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
     reference_date  date NOT NULL,
-    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'climatology')),
+    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'combined', 'climatology')),
     location        text NOT NULL,
     target          text NOT NULL CHECK (target OPERATOR(pg_catalog.<>) ''),
     output_type     text NOT NULL CHECK (output_type IN ('quantile', 'pmf', 'sample')),
@@ -398,7 +398,8 @@ CREATE POLICY by_location ON enkf.forecasts
            AND enkf.model_readable(twin_id, model))
     WITH CHECK (enkf.location_visible(location));
 CREATE POLICY by_location ON enkf.target_forecasts
-    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location))
+    USING (enkf.location_visible(location) AND enkf.outputs_readable(twin_id, location)
+           AND enkf.model_readable(twin_id, model))
     WITH CHECK (enkf.location_visible(location));
 
 -- Every name the views use, qualified; the publication views withhold small derived numbers.
@@ -542,18 +543,45 @@ SELECT CASE WHEN g.model OPERATOR(pg_catalog.=) 'enkf' THEN t.name
 FROM enkf.target_forecasts g
 JOIN enkf.twins t USING (twin_id)
 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(g.output_type_ids), pg_catalog.unnest(g.output_values)) AS o(id, value)
-WHERE enkf.location_visible(g.location) AND enkf.outputs_readable(g.twin_id, g.location);
+WHERE enkf.location_visible(g.location) AND enkf.outputs_readable(g.twin_id, g.location)
+  AND enkf.model_readable(g.twin_id, g.model);
 
 -- Dropped here: as a member of the extension being updated it could not be dropped at commit.
 DROP TABLE hubverse_grants;
 
-CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined')
+-- One reference date's submission to the hub, as its CSV wants it (\copy (SELECT ...) TO
+-- 'file.csv' CSV HEADER): every output of one model, so that the file describes one
+-- predictive distribution. By default the combination (the product's best): its quantiles at
+-- horizons 0.., and its samples, horizon -1 quantiles, rate-change pmf and season peaks, all
+-- drawn from that same distribution by enkf.forecast. enkf (the twin) and baseline have every
+-- output too; trend and pooled only their quantiles. The ED-visit proportion, a target of its
+-- own, comes from the twin (or the baseline). Counts rounded to whole numbers; horizons beyond
+-- the hub's -1..3 are left out; other quantile levels or another number of samples than the
+-- hub's are refused. A location with any value withheld by small-cell suppression is left out
+-- whole (the hub takes locations as optional; a NULL value it would refuse); the hub scores a
+-- model only where it submitted at least 75% of the tasks, so a file that keeps fewer than 75%
+-- of the locations forecast is refused (55000), or written with a WARNING when partial is true.
+-- A NOTICE reports the coverage of every file.
+CREATE FUNCTION enkf.hub_submission(twin text, reference date, quantile_model text DEFAULT 'combined',
+                                     partial boolean DEFAULT false)
 RETURNS TABLE (reference_date date, target text, horizon int4, target_end_date date, location text,
                output_type text, output_type_id text, value float8)
 LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     count_target text;
+    chosen_id text;
+    ed_id text;
+    forecast_locations int8;
+    kept int8;
+    levels float8[];
+    fewest_samples int8;
+    most_samples int8;
 BEGIN
+    IF partial IS NULL THEN
+        RAISE EXCEPTION 'partial must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'false refuses a file below the hub''s 75% coverage; true writes it with a warning';
+    END IF;
     IF quantile_model IS NULL OR quantile_model NOT IN ('enkf', 'baseline', 'trend', 'pooled', 'combined') THEN
         RAISE EXCEPTION 'quantile_model "%" is not a model of the twin', quantile_model
             USING ERRCODE = 'invalid_parameter_value',
@@ -571,16 +599,59 @@ BEGIN
      WHERE h.model_id OPERATOR(pg_catalog.=) (hub_submission.twin OPERATOR(pg_catalog.||) '-trend')
        AND h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
      LIMIT 1;
+    chosen_id := CASE WHEN quantile_model OPERATOR(pg_catalog.=) 'enkf' THEN hub_submission.twin
+                      ELSE hub_submission.twin OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) quantile_model END;
+    ed_id := CASE WHEN quantile_model OPERATOR(pg_catalog.=) 'baseline' THEN chosen_id ELSE hub_submission.twin END;
+    -- What the file would hold, checked against the hub's rules before it is returned.
+    WITH chosen AS (
+        SELECT h.* FROM enkf.hubverse_forecasts h
+         WHERE h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
+           AND (h.horizon IS NULL OR h.horizon OPERATOR(pg_catalog.<=) 3)
+           AND h.model_id OPERATOR(pg_catalog.=) CASE WHEN h.target OPERATOR(pg_catalog.=) 'wk inc flu prop ed visits'
+                                                      THEN ed_id ELSE chosen_id END
+    ), per_location AS (
+        SELECT c.location, pg_catalog.bool_or(c.value IS NULL) AS withheld,
+               pg_catalog.count(DISTINCT c.output_type_id) FILTER (WHERE c.output_type OPERATOR(pg_catalog.=) 'sample') AS samples
+          FROM chosen c GROUP BY c.location
+    )
+    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE NOT p.withheld),
+           pg_catalog.min(p.samples), pg_catalog.max(p.samples),
+           (SELECT pg_catalog.array_agg(DISTINCT c.output_type_id::pg_catalog.float8) FROM chosen c
+             WHERE c.target OPERATOR(pg_catalog.=) count_target AND c.output_type OPERATOR(pg_catalog.=) 'quantile')
+      INTO forecast_locations, kept, fewest_samples, most_samples, levels
+      FROM per_location p;
+    IF levels OPERATOR(pg_catalog.<>) '{0.01,0.025,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,0.975,0.99}'::pg_catalog.float8[] THEN
+        RAISE EXCEPTION 'the forecasts of twin "%" for % have the quantile levels %, not the hub''s 23', hub_submission.twin, pg_catalog.to_char(hub_submission.reference, 'YYYY-MM-DD'), levels
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'forecast with the default quantile_levels (the hub''s: 0.01, 0.025, 0.05, 0.1, ..., 0.95, 0.975, 0.99)';
+    END IF;
+    IF most_samples OPERATOR(pg_catalog.>) 0 AND (fewest_samples OPERATOR(pg_catalog.<>) 100 OR most_samples OPERATOR(pg_catalog.<>) 100) THEN
+        RAISE EXCEPTION 'the forecasts of twin "%" for % have % to % samples per location, not the hub''s 100', hub_submission.twin, pg_catalog.to_char(hub_submission.reference, 'YYYY-MM-DD'), fewest_samples, most_samples
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'set targets.samples to 100 in the twin''s config (the default)';
+    END IF;
+    IF forecast_locations OPERATOR(pg_catalog.>) 0 THEN
+        RAISE NOTICE 'hub_submission of twin "%" for %: % of % locations (% percent)', hub_submission.twin, pg_catalog.to_char(hub_submission.reference, 'YYYY-MM-DD'),
+            kept, forecast_locations, pg_catalog.round(100.0 OPERATOR(pg_catalog.*) kept OPERATOR(pg_catalog./) forecast_locations);
+        IF kept OPERATOR(pg_catalog.<) (0.75 OPERATOR(pg_catalog.*) forecast_locations) THEN
+            IF partial THEN
+                RAISE WARNING 'hub_submission of twin "%" for % keeps % of % locations: the hub scores a model only where it submitted at least 75 percent of the tasks',
+                    hub_submission.twin, pg_catalog.to_char(hub_submission.reference, 'YYYY-MM-DD'), kept, forecast_locations;
+            ELSE
+                RAISE EXCEPTION 'hub_submission of twin "%" for % would keep % of % locations, fewer than the hub''s 75 percent', hub_submission.twin, pg_catalog.to_char(hub_submission.reference, 'YYYY-MM-DD'), kept, forecast_locations
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          DETAIL = 'a location with any value withheld by small-cell suppression is left out whole',
+                          HINT = 'pass partial => true to write it anyway; counts published anyway (public aggregate data) belong in a twin created with classification => ''public_aggregate''';
+            END IF;
+        END IF;
+    END IF;
     RETURN QUERY
     WITH chosen AS (
         SELECT h.* FROM enkf.hubverse_forecasts h
          WHERE h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
-           AND CASE WHEN h.target OPERATOR(pg_catalog.=) count_target AND h.output_type OPERATOR(pg_catalog.=) 'quantile'
-                         AND h.horizon OPERATOR(pg_catalog.>=) 0
-                    THEN h.model_id OPERATOR(pg_catalog.=) CASE WHEN quantile_model OPERATOR(pg_catalog.=) 'enkf'
-                                          THEN hub_submission.twin
-                                          ELSE hub_submission.twin OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) quantile_model END
-                    ELSE h.model_id OPERATOR(pg_catalog.=) hub_submission.twin END
+           AND (h.horizon IS NULL OR h.horizon OPERATOR(pg_catalog.<=) 3)
+           AND h.model_id OPERATOR(pg_catalog.=) CASE WHEN h.target OPERATOR(pg_catalog.=) 'wk inc flu prop ed visits'
+                                                      THEN ed_id ELSE chosen_id END
     ), withheld AS (
         SELECT DISTINCT c.location FROM chosen c WHERE c.value IS NULL
     )
@@ -860,7 +931,7 @@ BEGIN
                               enkf.twin_config(jsonb),
                               enkf.slot_is_honest(bigint, timestamptz, text, bigint),
                               enkf.compliance_report(), enkf.duration_ms(text),
-                              enkf.hub_submission(text, date, text) TO enkf_reader;
+                              enkf.hub_submission(text, date, text, boolean) TO enkf_reader;
     -- Analysts.
     GRANT SELECT ON enkf.forecast_quantiles, enkf.state_estimates, enkf.run_log TO enkf_analyst;
     GRANT SELECT ON enkf.twins, enkf.runs, enkf.forecasts, enkf.target_forecasts TO enkf_analyst;
@@ -1127,8 +1198,8 @@ END
 $$;
 
 -- Documentation.
-COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
-COMMENT ON FUNCTION enkf.hub_submission(text, date, text) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): the weekly count''s quantiles at horizons 0.. of quantile_model (default combined), every other output from the twin''s trajectories, counts rounded to whole numbers; locations with a withheld value are left out.';
+COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, combined: drawn from the submitted combination, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
+COMMENT ON FUNCTION enkf.hub_submission(text, date, text, boolean) IS 'One reference date''s submission file for the FluSight hub (\copy (SELECT * FROM enkf.hub_submission(...)) TO ''file.csv'' CSV HEADER): every output of one model (default combined: its quantiles, and its samples, horizon -1 quantiles, rate-change pmf and peaks drawn from the same distribution), counts rounded to whole numbers, horizons -1..3; locations with a withheld value are left out, and below 75% of the locations (the hub''s bar for scoring a model) the file is refused unless partial is true.';
 COMMENT ON FUNCTION enkf.score_targets(text, date, date) IS
 'Scores the stored hub targets (enkf.target_forecasts, reference dates in the given range) whose truth the observation table now holds (the latest version of each count): WIS of quantiles, ranked probability score and log score (truncated at 10 nats) of pmfs, energy score of the sample trajectories; per model, target, output type, horizon and score, with the mean of its reference on the same tasks (climatology for rate change, the baseline otherwise) and the ratio.';
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';

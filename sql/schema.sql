@@ -138,7 +138,7 @@ CREATE TABLE enkf.forecasts (
 CREATE TABLE enkf.target_forecasts (
     twin_id         bigint NOT NULL REFERENCES enkf.twins ON DELETE CASCADE,
     reference_date  date NOT NULL,
-    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'climatology')),
+    model           text NOT NULL CHECK (model IN ('enkf', 'baseline', 'combined', 'climatology')),
     location        text NOT NULL,
     target          text NOT NULL CHECK (target OPERATOR(pg_catalog.<>) ''),
     output_type     text NOT NULL CHECK (output_type IN ('quantile', 'pmf', 'sample')),
@@ -332,7 +332,7 @@ COMMENT ON TABLE enkf.twins IS 'Epidemic twins: the observation and location tab
 COMMENT ON TABLE enkf.runs IS 'Provenance of every assimilation and forecast, written only by pg_enkf''s functions: who ran it (current_user and session_user), when, through which date, on which source, with which configuration (and its SHA-256), extension version and seed.';
 COMMENT ON TABLE enkf.checkpoints IS 'Analysis ensembles per twin, location and week ([state_dim][members]; rows S, E, I, R, H, beta, ihr, and ed_p, ed_ratio, ed_background for a twin with the ED-visit stream) with the count (and ED-visit proportion) assimilated that week. Assimilation resumes from the latest; revised weeks are re-assimilated from the week before.';
 COMMENT ON TABLE enkf.forecasts IS 'Quantile forecasts per twin, reference date, model (enkf: the twin, baseline, trend, combined), location and horizon; written only by pg_enkf''s functions.';
-COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
+COMMENT ON TABLE enkf.target_forecasts IS 'Every FluSight hub target from whole trajectories, per twin, reference date, model (enkf: the twin, baseline, combined: drawn from the submitted combination, climatology: the rate-change reference), location, target, output type (quantile, pmf, sample) and horizon (NULL for the season''s peak), as output type ids and values; written only by enkf.forecast.';
 COMMENT ON VIEW enkf.forecast_quantiles IS 'Stored forecasts, one row per quantile, plain SQL types: of the locations granted to the caller, of twins whose observations the caller may read or that were published to them.';
 COMMENT ON TABLE enkf.twin_publications IS 'Twins whose forecasts an administrator published to a role: members read them (with the small-cell rules of a protected twin) without SELECT on the observation table; checkpoints stay with the table''s grants. Managed by enkf_admin; the grantor and time are recorded by the database.';
 COMMENT ON VIEW enkf.run_log IS 'Runs with their twin name and duration in seconds, plain SQL types.';

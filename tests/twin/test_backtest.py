@@ -157,10 +157,10 @@ def test_the_pooled_model_learns_from_every_location_and_only_what_was_published
     assert early(clean) and early(poisoned) == early(clean)
     assert [f for f in poisoned_fits if f[0].isoformat() <= "2023-03-25"] == [f for f in fits if f[0].isoformat() <= "2023-03-25"]
     assert [f for f in poisoned if f[0] == "pooled"] != [f for f in clean if f[0] == "pooled"]
-    # Bounded before it reads: with few trajectories (20 x 1 + 10 paths x 117 weeks) and one
-    # level and horizon, the forecast fits within the limit; the pooled model's 12 locations x
-    # 60 weeks of counts x 7 features do not.
-    conn.execute("SELECT count(*) FROM enkf.backtest('few', 'obs', 'locs', '2023-11-18', '2023-11-18', members => 20,"
+    # Bounded before it reads: with few trajectories ((2 x 10 x 1 + 10 paths) x 117 weeks) and
+    # one level and horizon, the forecast fits within the limit; the pooled model's 12
+    # locations x 60 weeks of counts x 7 features do not.
+    conn.execute("SELECT count(*) FROM enkf.backtest('few', 'obs', 'locs', '2023-11-18', '2023-11-18', members => 10,"
                  " config => '{\"forecast\": {\"draws_per_member\": 1}, \"targets\": {\"baseline_paths\": 10}}')")
     conn.execute("SET enkf.max_ensemble_elements = 4000")
     state, message, hint = sqlstate(conn, "SELECT count(*) FROM enkf.forecast('few', horizons => 1, quantile_levels => '{0.5}')")

@@ -41,7 +41,7 @@ def hub_data(conn, weeks: int, first_week: str = "2025-08-02", seed: int = 3) ->
 def submission_csv(cluster, dbname, twin, reference) -> list[dict]:
     """The submission file as `\\copy ... TO` writes it, read back as the hub would."""
     out = cluster.psql(
-        f"\\copy (SELECT * FROM enkf.hub_submission('{twin}', '{reference}')) TO STDOUT CSV HEADER", dbname
+        f"\\copy (SELECT * FROM enkf.hub_submission('{twin}', '{reference}', partial => true)) TO STDOUT CSV HEADER", dbname
     ).stdout
     return list(csv.DictReader(io.StringIO(out)))
 
@@ -127,6 +127,92 @@ def test_the_submission_file_obeys_the_hubs_task_definitions(cluster, dbname, co
     assert shown == set(CODES.values()) - withheld and shown
 
 
+def test_the_submission_describes_one_distribution(cluster, dbname, conn, forecast_2025):
+    """Every output of the default file is the combination's: its samples follow its quantiles
+    (the median within the samples' middle half at every horizon), the horizon -1 quantiles and
+    the pmfs are its rows, and no class of a rate change has probability 0."""
+    rows = submission_csv(cluster, dbname, "sub", forecast_2025)
+    assert rows
+    combined = {
+        (r[0], r[1], r[2], r[3]): r[4]
+        for r in conn.execute(
+            """SELECT location, target, output_type, coalesce(horizon, -9), output_values FROM enkf.target_forecasts
+                WHERE model = 'combined' AND reference_date = %s""",
+            (forecast_2025,),
+        ).fetchall()
+    }
+    medians = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute(
+            """SELECT location, horizon, quantile_values[12] FROM enkf.forecasts
+                WHERE model = 'combined' AND reference_date = %s""",
+            (forecast_2025,),
+        ).fetchall()
+    }
+    samples: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r["output_type"] == "sample":
+            samples.setdefault((r["location"], int(r["horizon"])), []).append(float(r["value"]))
+        elif r["output_type"] == "pmf":
+            h = int(r["horizon"]) if r["horizon"] else -9
+            stored = combined[(r["location"], r["target"], "pmf", h)]
+            assert float(r["value"]) in stored
+            if r["target"] == "wk flu hosp rate change":
+                assert float(r["value"]) > 0, r
+    assert samples
+    for (location, h), values in samples.items():
+        assert len(values) == 100
+        assert sorted(values) == sorted(combined[(location, "wk inc flu hosp", "sample", h)])
+        if h >= 0:
+            lo, hi = np.quantile(values, [0.25, 0.75])
+            assert lo - 0.5 <= round(medians[(location, h)]) <= hi + 0.5, (location, h, medians[(location, h)], lo, hi)
+    # The twin's file, asked for, is the twin's alone.
+    twin = [r for r in conn.execute("SELECT * FROM enkf.hub_submission('sub', %s, 'enkf', partial => true)", (forecast_2025,)).fetchall()
+            if r[5] == "sample"]
+    stored = conn.execute(
+        """SELECT sum(array_length(output_values, 1)) FROM enkf.target_forecasts
+            WHERE model = 'enkf' AND output_type = 'sample' AND reference_date = %s AND location = ANY(%s)""",
+        (forecast_2025, list({r[4] for r in twin})),
+    ).fetchone()[0]
+    assert twin and len(twin) == stored
+    # A model without trajectories gives its quantiles only; horizons beyond the hub's are left out
+    # (nothing withheld, for the comparison).
+    conn.execute("SET enkf.suppression_threshold = 1")
+    trend = conn.execute("SELECT DISTINCT target, output_type FROM enkf.hub_submission('sub', %s, 'trend', true)",
+                         (forecast_2025,)).fetchall()
+    assert trend == [("wk inc flu hosp", "quantile")]
+    conn.execute("SELECT count(*) FROM enkf.forecast('sub', horizons => 5)")
+    assert conn.execute("SELECT max(horizon) FROM enkf.hub_submission('sub', %s, partial => true)", (forecast_2025,)).fetchone()[0] == 3
+    conn.execute("RESET enkf.suppression_threshold")
+
+
+def test_the_submission_reports_its_coverage_and_refuses_what_the_hub_would(conn, forecast_2025):
+    """Below the hub's 75% of locations the file is refused (55000) unless partial => true, which
+    warns; every file's coverage is in a NOTICE; levels or sample counts other than the hub's are
+    refused (22023)."""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(f"{d.severity}: {d.message_primary}"))
+    conn.execute("SET enkf.suppression_threshold = 100000")  # every count withheld
+    state = sqlstate(conn, "SELECT * FROM enkf.hub_submission('sub', %s)", (forecast_2025,))
+    assert state[0] == "55000" and "75 percent" in state[1], state
+    assert conn.execute("SELECT count(*) FROM enkf.hub_submission('sub', %s, partial => true)", (forecast_2025,)).fetchone()[0] == 0
+    assert any(n.startswith("WARNING") and "keeps 0 of 3 locations" in n for n in notices), notices
+    assert sqlstate(conn, "SELECT * FROM enkf.hub_submission('sub', %s, partial => NULL)", (forecast_2025,))[0] == "22004"
+    conn.execute("SET enkf.suppression_threshold = 1")  # nothing withheld
+    notices.clear()
+    assert conn.execute("SELECT count(DISTINCT location) FROM enkf.hub_submission('sub', %s)", (forecast_2025,)).fetchone()[0] == 3
+    assert any(n.startswith("NOTICE") and "3 of 3 locations (100 percent)" in n for n in notices), notices
+    # Levels and sample counts the hub would reject.
+    conn.execute("SELECT count(*) FROM enkf.forecast('sub', quantile_levels => '{0.1,0.5,0.9}')")
+    state = sqlstate(conn, "SELECT * FROM enkf.hub_submission('sub', %s)", (forecast_2025,))
+    assert state[0] == "22023" and "quantile levels" in state[1], state
+    conn.execute("UPDATE enkf.twins SET config = jsonb_set(config, '{targets,samples}', '50') WHERE name = 'sub'")
+    conn.execute("SELECT count(*) FROM enkf.forecast('sub')")
+    state = sqlstate(conn, "SELECT * FROM enkf.hub_submission('sub', %s)", (forecast_2025,))
+    assert state[0] == "22023" and "50 to 50 samples" in state[1], state
+    conn.execute("RESET enkf.suppression_threshold")
+
+
 def test_stored_targets_are_coherent_trajectories(conn, forecast_2025):
     twin = conn.execute(
         """SELECT location, output_type_ids, output_values FROM enkf.target_forecasts
@@ -159,7 +245,7 @@ def test_stored_targets_are_coherent_trajectories(conn, forecast_2025):
     # Forecasting again from the same analysis replaces the rows.
     before = conn.execute("SELECT count(*) FROM enkf.target_forecasts").fetchone()[0]
     conn.execute("SELECT count(*) FROM enkf.forecast('sub')")
-    assert conn.execute("SELECT count(*) FROM enkf.target_forecasts").fetchone()[0] == before == 3 * 2 * 12 + 3 * 4
+    assert conn.execute("SELECT count(*) FROM enkf.target_forecasts").fetchone()[0] == before == 3 * 3 * 12 + 3 * 4
 
 
 def test_a_season_whose_peak_has_passed_puts_certainty_on_it(conn):
@@ -260,7 +346,7 @@ def test_target_rows_obey_row_level_security_and_only_pg_enkf_writes_them(cluste
             assert seen == {"36"}
             hub = {x[0] for x in r.execute("SELECT DISTINCT location FROM enkf.hubverse_forecasts").fetchall()}
             assert hub == {"36"}
-            sub = {x[0] for x in r.execute("SELECT DISTINCT location FROM enkf.hub_submission('sub', %s)", (forecast_2025,)).fetchall()}
+            sub = {x[0] for x in r.execute("SELECT DISTINCT location FROM enkf.hub_submission('sub', %s, partial => true)", (forecast_2025,)).fetchall()}
             assert sub <= {"36"}
             assert sqlstate(r, "DELETE FROM enkf.target_forecasts")[0] == "42501"
             assert sqlstate(r, "SELECT * FROM enkf.hub_submission('sub', %s, 'ensemble')", (forecast_2025,))[0] == "22023"

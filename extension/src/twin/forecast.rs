@@ -9,6 +9,7 @@ use enkf_core::twin::ed;
 use enkf_core::twin::forecast::{target_rows, RunInputs, StoredAnalysis, TargetRow};
 use enkf_core::twin::models::{Component, ComponentForecast, History};
 use enkf_core::twin::suppression::{censored, Censoring};
+use enkf_core::twin::targets::CombinedInputs;
 use enkf_core::EnkfError;
 use pgrx::datum::{Array, Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
@@ -176,6 +177,7 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     // any location is forecast.
     let nowcast = super::nowcast::learn(client, &twin, last);
     let factors = nowcast.as_ref().map_or(&[][..], |n| n.factors.as_slice());
+    let residuals = nowcast.as_ref().map_or(&[][..], |n| n.residuals.as_slice());
     let pooled = super::pooled::fit(client, &twin, last, &steps, req.levels, factors);
     let mut reader = Reader::open(client, &twin, last, sink.bounds.fetch_locations);
     let clock = std::time::Instant::now();
@@ -191,7 +193,23 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
                 nowcast: factors,
             };
             let models = a.forecast(cfg, twin.members, &steps, req.levels, &run)?;
-            let t = a.targets(cfg, twin.members, reference, req.horizons, req.levels)?;
+            // Every target of the combination is drawn from the quantiles it submits.
+            let combined = models
+                .iter()
+                .find(|m| m.component == Component::Combined)
+                .map(|m| CombinedInputs {
+                    quantiles: &m.quantiles,
+                    factor: factors.first().copied().unwrap_or(1.0),
+                    residuals,
+                });
+            let t = a.targets(
+                cfg,
+                twin.members,
+                reference,
+                req.horizons,
+                req.levels,
+                combined,
+            )?;
             let targets = target_rows(&t, &a.location, req.levels, count_target);
             Ok(Computed { models, targets })
         },
@@ -395,16 +413,18 @@ fn calibration(
     let max = crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize;
     let rows = spi::select(
         client,
-        // Each forecast's observed count looked up by the checkpoints' primary key (LATERAL),
-        // whatever the statistics say: a backtest writes a season's forecasts in one
-        // transaction, and forecasts late in the 2022-23 replay took 23-36 s, 1.3 s once the
-        // tables had been analyzed.
+        // Each forecast's observed count looked up by the checkpoints' whole primary key
+        // (LATERAL, kept a subquery by OFFSET 0), whatever the statistics say. A backtest writes
+        // a season in one transaction, so the statistics know nothing of its twin: flattened
+        // into a join, the look-up was planned as a scan of the twin's every checkpoint per
+        // forecast (the 2024-25 replay after 2023-24 in one database: 646 s, 74 s with the
+        // whole key).
         "SELECT f.model, f.horizon, f.target_end_date - DATE '2000-01-01', f.quantile_values, c.observed,
                 f.inputs_censored_below
            FROM enkf.forecasts f
            CROSS JOIN LATERAL (SELECT k.observed FROM enkf.checkpoints k
                                 WHERE k.twin_id = f.twin_id AND k.location = f.location
-                                  AND k.week_end = f.target_end_date) c
+                                  AND k.week_end = f.target_end_date OFFSET 0) c
           WHERE f.twin_id = $1 AND f.model = ANY($2::pg_catalog.text[])
             AND f.quantile_levels = $3::pg_catalog.float8[]
             AND f.target_end_date <= $4 AND f.target_end_date > $4 - 7 * $5

@@ -19,9 +19,11 @@ use super::source::Source;
 use crate::error::raise;
 use crate::spi;
 
-/// The factors applied and the number of releases they were learned from.
+/// The factors applied, the lag-0 residuals (the newest week's spread: `nowcast::residuals`)
+/// and the number of releases they were learned from.
 pub(super) struct Nowcast {
     pub factors: Vec<f64>,
+    pub residuals: Vec<f64>,
     pub releases: usize,
 }
 
@@ -147,8 +149,11 @@ pub(super) fn learn(client: &SpiClient<'_>, twin: &Twin, last: i32) -> Option<No
         r.dedup();
         r.len()
     };
+    let factors = nowcast::factors(cfg, &revisions, last);
+    let residuals = nowcast::residuals(cfg, &revisions, last, factors[0]);
     Some(Nowcast {
-        factors: nowcast::factors(cfg, &revisions, last),
+        factors,
+        residuals,
         releases,
     })
 }

@@ -266,6 +266,7 @@ fn target_row_of(r: &SpiHeapTupleData<'_>) -> SpiResult<Option<(i32, TargetRow)>
     let model = match r.get::<String>(2)?.as_deref() {
         Some("enkf") => "enkf",
         Some("baseline") => "baseline",
+        Some("combined") => "combined",
         Some("climatology") => "climatology",
         _ => return Ok(None),
     };

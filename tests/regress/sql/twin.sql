@@ -66,9 +66,12 @@ SELECT bool_and(value >= lag) AS monotone FROM (
   FROM enkf.forecast_quantiles WHERE twin = 'reg') q;
 SELECT model_id, target, output_type, count(*) FROM enkf.hubverse_forecasts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
 -- One reference date's submission file: locations with a withheld value left out whole (in
--- July's small counts, every one).
+-- July's small counts, every one), so the file is refused below the hub's 75% coverage, and
+-- written (empty here) with a warning when asked for anyway.
+SELECT regress.try($$SELECT * FROM enkf.hub_submission('reg', '2024-07-13')$$);
 SELECT target, output_type, count(*), count(DISTINCT location) AS locations
-FROM enkf.hub_submission('reg', '2024-07-13') GROUP BY 1, 2 ORDER BY 1, 2;
+FROM enkf.hub_submission('reg', '2024-07-13', partial => true) GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT regress.try($$SELECT * FROM enkf.hub_submission('reg', '2024-07-13', partial => NULL)$$);
 SELECT regress.try($$SELECT * FROM enkf.hub_submission('reg', '2024-07-13', 'ensemble')$$);
 SELECT regress.try($$SELECT * FROM enkf.hub_submission('nosuch', '2024-07-13')$$);
 

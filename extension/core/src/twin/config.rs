@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::backfill::BackfillConfig;
 use super::combine::CombinationConfig;
 use super::ed::EdConfig;
 use super::models::Component;
@@ -37,8 +36,6 @@ pub struct TwinConfig {
     pub nowcast: NowcastConfig,
     /// The combined forecast of the components (twin/combine.rs).
     pub combination: CombinationConfig,
-    /// Correction of the newest weeks for late reports (twin/backfill.rs).
-    pub backfill: BackfillConfig,
     /// The weekday weeks end on ("saturday" for MMWR epidemiological weeks): daily or
     /// irregular rows are summed into the week that ends on or after their date.
     pub week_ends_on: String,
@@ -67,7 +64,6 @@ impl Default for TwinConfig {
             pooled: PooledConfig::default(),
             nowcast: NowcastConfig::default(),
             combination: CombinationConfig::default(),
-            backfill: BackfillConfig::default(),
             week_ends_on: "saturday".into(),
             schedule: None,
             targets: TargetsConfig::default(),
@@ -355,7 +351,7 @@ impl TwinConfig {
         let cfg: TwinConfig = serde_json::from_str(text).map_err(|e| EnkfError::InvalidValue {
             arg: "config",
             detail: format!("config is not valid: {e}"),
-            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, pooled{enabled, power, window_weeks, own_changes, aggregate_changes, widen, shrinkage_rows, train_from, min_rows, population_weights}, nowcast{lags, window_weeks, min_age_weeks, shrinkage}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, backfill{lags, window_weeks}, week_ends_on, schedule{cron, timezone}, targets{samples, noise, nowcast, season_first_week, season_last_week, peak_damped_weeks, baseline_paths, climatology_window_weeks, climatology_pseudo_count}, ed{enabled, observation_error, ratio_per_ihr, background, process_noise}; see docs/twin.md".into(),
+            hint: "keys: seed, filter{method, inflation, rtps, space, update_susceptible}, observation_error{floor, divisor, window}, priors{r0, ihr, susceptible, infectious}, bounds{beta, ihr}, dynamics{latent_days, infectious_days, immunity_days, importation, seasonal_amplitude, seasonal_peak_day}, process_noise{beta, ihr}, forecast{horizons, draws_per_member, noise_scale, target, process_noise_scale, growth_damping}, checkpoints{keep_weeks}, revisions{lookback_weeks}, trend{window, damping, error_weeks}, pooled{enabled, power, window_weeks, own_changes, aggregate_changes, widen, shrinkage_rows, train_from, min_rows, population_weights}, nowcast{lags, window_weeks, min_age_weeks, shrinkage}, combination{components, window_weeks, power, recalibrate, min_scored, scoring}, week_ends_on, schedule{cron, timezone}, targets{samples, noise, nowcast, season_first_week, season_last_week, peak_damped_weeks, baseline_paths, climatology_window_weeks, climatology_pseudo_count, probability_floor}, ed{enabled, observation_error, ratio_per_ihr, background, process_noise}; see docs/twin.md".into(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -574,7 +570,6 @@ impl TwinConfig {
         self.validate_trend()?;
         self.pooled.validate()?;
         self.nowcast.validate()?;
-        self.validate_backfill()?;
         self.validate_combination()
     }
 
@@ -599,24 +594,6 @@ impl TwinConfig {
                 "trend.error_weeks",
                 format!("{} must lie in 4..520", t.error_weeks),
                 "past origins whose errors make the spread; 104 is the default",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_backfill(&self) -> Result<()> {
-        if self.backfill.lags > 8 {
-            return Err(invalid(
-                "backfill.lags",
-                format!("{} must lie in 0..8", self.backfill.lags),
-                "0 = no correction; 1 corrects the newest week",
-            ));
-        }
-        if !(1..=104).contains(&self.backfill.window_weeks) {
-            return Err(invalid(
-                "backfill.window_weeks",
-                format!("{} must lie in 1..104", self.backfill.window_weeks),
-                "releases of the last this many weeks teach the factors; 10 is the default",
             ));
         }
         Ok(())
@@ -767,7 +744,8 @@ mod tests {
             r#"{"combination": {"power": -1}}"#,
             r#"{"combination": {"scoring": "cubic"}}"#,
             r#"{"combination": {"window_weeks": 0}}"#,
-            r#"{"backfill": {"lags": 9}}"#,
+            r#"{"backfill": {"lags": 1}}"#,
+            r#"{"targets": {"probability_floor": 0.6}}"#,
             r#"{"forecast": {"process_noise_scale": -1}}"#,
             r#"{"filter": {"update_susceptible": "no"}}"#,
             r#"{"targets": {"noise": "wobbly"}}"#,

@@ -11,7 +11,9 @@ use super::models::{forecast_all, ComponentForecast, History};
 use super::pooled::PooledFit;
 use super::season::MAX_SEASON_WEEKS;
 use super::streams::location_seed;
-use super::targets::{forecast_targets, ModelTargets, TargetInputs, Targets, RATE_CHANGE_CLASSES};
+use super::targets::{
+    forecast_targets, CombinedInputs, ModelTargets, TargetInputs, Targets, RATE_CHANGE_CLASSES,
+};
 use crate::dates::iso;
 use crate::error::Result;
 use crate::model::seirh::{E, I, R, S};
@@ -44,7 +46,7 @@ pub const MAX_TARGET_WEEKS: usize = 53 + MAX_SEASON_WEEKS + 4;
 /// target and horizon (None: the season's peak), as output type ids and values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetRow {
-    /// "enkf", "baseline" or "climatology" (the rate-change reference).
+    /// "enkf", "baseline", "combined" or "climatology" (the rate-change reference).
     pub model: &'static str,
     pub target: String,
     /// "quantile", "pmf" or "sample".
@@ -65,8 +67,9 @@ impl StoredAnalysis {
     }
 
     /// Every hub target from the twin's trajectories and the baseline's, for the reference
-    /// date and the horizons -1 up to min(horizons, 4) - 1. With the ED stream, the twin's ED
-    /// quantiles, and the baseline's when a proportion has been reported (`ed_history`).
+    /// date and the horizons -1 up to min(horizons, 4) - 1; the combined model's too when its
+    /// forecast is given. With the ED stream, the twin's ED quantiles, and the baseline's when
+    /// a proportion has been reported (`ed_history`).
     pub fn targets(
         &self,
         cfg: &TwinConfig,
@@ -74,6 +77,7 @@ impl StoredAnalysis {
         reference_date: i32,
         horizons: usize,
         levels: &[f64],
+        combined: Option<CombinedInputs<'_>>,
     ) -> Result<Targets> {
         let (ens, model) = self.model(cfg, members);
         let hs: Vec<i32> = (-1..horizons.min(4) as i32).collect();
@@ -93,6 +97,7 @@ impl StoredAnalysis {
                 season: cfg.targets.season(reference_date)?,
                 max_weeks: MAX_TARGET_WEEKS,
                 location_seed: location_seed(cfg.seed, &self.location),
+                combined,
             },
         )
     }
@@ -154,6 +159,17 @@ pub fn target_rows(
     let mut rows = Vec::new();
     for (model, m) in [("enkf", &t.twin), ("baseline", &t.baseline)] {
         model_rows(&mut rows, model, m, t, location, &level_ids, count_target);
+    }
+    if let Some(m) = &t.combined {
+        model_rows(
+            &mut rows,
+            "combined",
+            m,
+            t,
+            location,
+            &level_ids,
+            count_target,
+        );
     }
     for (h, pmf) in t.horizons.iter().zip(&t.climatology) {
         if *h >= 0 {
@@ -285,7 +301,7 @@ mod tests {
             ed_history: None,
         };
         let t = a
-            .targets(&cfg, members, last + 7, 4, &FLUSIGHT_LEVELS)
+            .targets(&cfg, members, last + 7, 4, &FLUSIGHT_LEVELS, None)
             .expect("targets");
         let rows = target_rows(&t, "06", &FLUSIGHT_LEVELS, "wk inc flu hosp");
         let count = |model: &str, target: &str, output_type: &str| {
@@ -365,7 +381,7 @@ mod tests {
         };
         let ed_rows = |a: &StoredAnalysis| -> Vec<TargetRow> {
             let t = a
-                .targets(&cfg, members, last + 7, 4, &FLUSIGHT_LEVELS)
+                .targets(&cfg, members, last + 7, 4, &FLUSIGHT_LEVELS, None)
                 .expect("targets");
             target_rows(&t, "06", &FLUSIGHT_LEVELS, "wk inc flu hosp")
                 .into_iter()

@@ -9,7 +9,6 @@
 
 use nalgebra::DMatrix;
 
-use super::backfill::corrected;
 use super::combine::{combine, Calibration};
 use super::config::TwinConfig;
 use super::location::{week_seed, LocationModel};
@@ -77,9 +76,8 @@ pub struct ComponentForecast {
 /// Forecasts of every model for one location. `steps[h]` is how many weeks after `last_week`
 /// (the last week with data) horizon h's target ends: h + 1 when the data are current.
 /// `levels` are any increasing quantile levels in (0, 1) (the 23 FluSight levels by default).
-/// `history` holds the counts as published; `backfill_factors` (from `backfill::factors`, empty
-/// for none) correct its newest weeks for the trend model, and must have been applied to the
-/// counts the ensemble assimilated. The baseline sees the counts as published, as the hub's.
+/// `history` holds the counts as published; `nowcast_factors` (from `nowcast::factors`, empty
+/// for none) correct its newest weeks for the trend model. The baseline sees the counts as published, as the hub's.
 /// `pooled` holds the pooled model's quantiles at `steps` for this location (`PooledFit::
 /// quantiles`), None where it has none.
 #[allow(clippy::too_many_arguments)]
@@ -91,7 +89,7 @@ pub fn forecast_all(
     last_week: i32,
     steps: &[usize],
     levels: &[f64],
-    backfill_factors: &[f64],
+    nowcast_factors: &[f64],
     calibration: &Calibration,
     pooled: Option<Vec<Vec<f64>>>,
     location_seed: u64,
@@ -115,10 +113,7 @@ pub fn forecast_all(
         levels,
         week_seed(location_seed, last_week, PURPOSE_BASELINE),
     );
-    let corrected: Vec<f64> = corrected(&history.values, backfill_factors)
-        .into_iter()
-        .flatten()
-        .collect();
+    let corrected = super::nowcast::corrected(history, last_week, nowcast_factors).observed();
     let trend = trend_quantiles(&corrected, steps, levels, &cfg.trend);
     let mut out = vec![
         ComponentForecast {

@@ -118,6 +118,52 @@ pub fn factors(cfg: &NowcastConfig, revisions: &[Revision], newest: i32) -> Vec<
         .collect()
 }
 
+/// How far counts first published at lag 0 (the newest week) still moved once the factor is
+/// applied, on the square-root scale where late reports of a count y scatter by about the same
+/// amount whatever y (binomial thinning): `sqrt(current) - sqrt(first * factors[0])` of every
+/// pair the factor was learned from, sorted. The predictive distribution of the newest week
+/// (horizon -1) is `(sqrt(reported * factor) + r)^2` over these residuals r (`newest_week`).
+/// Empty without pairs.
+pub fn residuals(
+    cfg: &NowcastConfig,
+    revisions: &[Revision],
+    newest: i32,
+    factor: f64,
+) -> Vec<f64> {
+    let mut r: Vec<f64> = revisions
+        .iter()
+        .filter(|r| {
+            r.lag == 0
+                && r.week <= newest - 7 * cfg.min_age_weeks as i32
+                && r.first.is_finite()
+                && r.current.is_finite()
+                && r.first >= 0.0
+                && r.current >= 0.0
+        })
+        .map(|r| r.current.sqrt() - (r.first * factor).sqrt())
+        .collect();
+    r.sort_by(f64::total_cmp);
+    r
+}
+
+/// Quantiles of the newest week's final count at `levels`, from its reported count, the lag-0
+/// factor and the residuals (`residuals`): a point mass at `reported * factor` without
+/// residuals; monotone, never below 0.
+pub fn newest_week(reported: f64, factor: f64, residuals: &[f64], levels: &[f64]) -> Vec<f64> {
+    let centre = (reported.max(0.0) * factor).sqrt();
+    levels
+        .iter()
+        .map(|&l| {
+            let r = if residuals.is_empty() {
+                0.0
+            } else {
+                crate::scoring::quantile_sorted(residuals, l)
+            };
+            (centre + r).max(0.0).powi(2)
+        })
+        .collect()
+}
+
 /// The history with the counts of the weeks `newest - 7 * lag` multiplied by `factors[lag]`.
 pub fn corrected(history: &History, newest: i32, factors: &[f64]) -> History {
     let values = history
@@ -180,6 +226,35 @@ mod tests {
             ..cfg.clone()
         };
         assert!(factors(&off, &revisions, newest).is_empty());
+    }
+
+    #[test]
+    fn the_newest_week_spreads_by_the_residuals_of_its_lag() {
+        let cfg = NowcastConfig::default();
+        let newest = 700;
+        // Lag-0 counts first published at 100 that became 121, 144 and 100 (sqrt 11, 12, 10);
+        // a lag-1 pair and a week too young teach nothing here.
+        let revisions = [
+            rev(693, 0, 679, 100.0, 121.0),
+            rev(686, 0, 672, 100.0, 144.0),
+            rev(679, 0, 665, 100.0, 100.0),
+            rev(693, 1, 672, 100.0, 900.0),
+            rev(700, 0, 693, 100.0, 900.0),
+        ];
+        let r = residuals(&cfg, &revisions, newest, 1.0);
+        assert_eq!(r, vec![0.0, 1.0, 2.0]);
+        // Reported 100 (sqrt 10): the median of the final count is (10 + 1)^2.
+        let q = newest_week(100.0, 1.0, &r, &[0.0, 0.5, 1.0]);
+        assert_eq!(q, vec![100.0, 121.0, 144.0]);
+        // With the factor applied first, and never below 0; a point mass without residuals.
+        let r = residuals(&cfg, &revisions, newest, 1.21);
+        assert!((r[1] - 0.0).abs() < 1e-12, "{r:?}");
+        assert_eq!(
+            newest_week(4.0, 1.0, &[-5.0, 0.0], &[0.0, 1.0]),
+            vec![0.0, 4.0]
+        );
+        let point = newest_week(50.0, 1.2, &[], &[0.1, 0.9]);
+        assert!(point.iter().all(|v| (v - 60.0).abs() < 1e-9), "{point:?}");
     }
 
     #[test]

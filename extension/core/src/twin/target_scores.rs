@@ -39,17 +39,24 @@ pub struct Truth<'a> {
 }
 
 impl Truth<'_> {
-    /// The season's peak week and count, once every week of the season is reported (the
-    /// first week reaching the maximum, as the hub takes it).
+    /// The season's peak week and count, once every week of the season is reported. A season
+    /// whose highest count is reached in more than one week has no peak to score: the hub
+    /// leaves such a location out of the peak targets' scores.
     fn peak(&self) -> Option<(i32, f64)> {
         let mut best: Option<(i32, f64)> = None;
+        let mut tied = false;
         for &w in self.season_weeks {
             let y = (self.count)(w)?;
-            if best.is_none_or(|(_, b)| y > b) {
-                best = Some((w, y));
+            match best {
+                Some((_, b)) if y == b => tied = true,
+                Some((_, b)) if y < b => {}
+                _ => {
+                    best = Some((w, y));
+                    tied = false;
+                }
             }
         }
-        best
+        best.filter(|_| !tied)
     }
 }
 
@@ -129,7 +136,7 @@ fn levels_of(ids: &[String]) -> Option<Vec<f64>> {
 /// week is reported.
 fn energy_scores(rows: &[TargetRow], count_target: &str, truth: &Truth<'_>) -> Vec<TaskScore> {
     let mut out = Vec::new();
-    for model in ["enkf", "baseline"] {
+    for model in ["enkf", "baseline", "combined"] {
         let mut paths: Vec<&TargetRow> = rows
             .iter()
             .filter(|r| r.model == model && r.output_type == "sample" && r.target == count_target)
@@ -273,6 +280,33 @@ mod tests {
         assert_eq!(get(PEAK_WEEK_TARGET, "log"), vec![-(0.5f64.ln())]);
         // Both trajectories are the observed one: energy score 0.
         assert_eq!(get("wk inc flu hosp", "energy"), vec![0.0]);
+    }
+
+    #[test]
+    fn a_tied_peak_is_not_scored() {
+        let rows = vec![
+            row(PEAK_TARGET, "quantile", None, &["0.5"], &[50.0]),
+            row("wk inc flu hosp", "quantile", Some(0), &["0.5"], &[50.0]),
+        ];
+        let scored = |counts: &dyn Fn(i32) -> Option<f64>| {
+            let truth = Truth {
+                count: counts,
+                ed: &|_| None,
+                population: 1e6,
+                season_weeks: &[693, 700, 707],
+            };
+            score_rows(&rows, 700, "wk inc flu hosp", &truth)
+                .into_iter()
+                .map(|s| s.target.to_string())
+                .collect::<Vec<_>>()
+        };
+        // 80 twice: the peak is not scored, the weekly count still is.
+        let tied = |w: i32| Some(if w == 693 || w == 707 { 80.0 } else { 60.0 });
+        assert!(!scored(&tied).iter().any(|t| t == PEAK_TARGET));
+        assert!(scored(&tied).iter().any(|t| t == "wk inc flu hosp"));
+        // A single highest week: scored.
+        let single = |w: i32| Some(if w == 707 { 80.0 } else { 60.0 });
+        assert!(scored(&single).iter().any(|t| t == PEAK_TARGET));
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub struct TargetsConfig {
     /// ... and each class gets this pseudo-count, so that no class has probability 0 (a
     /// log score of infinity) after one or two past seasons.
     pub climatology_pseudo_count: f64,
+    /// The combined model's pmfs give this share of their probability to every event the data
+    /// can still produce: the rate-change pmf is mixed with the climatological one, the peak
+    /// week pmf with a uniform one over the weeks not yet past. A trajectory-count pmf alone
+    /// puts probability 0 on anything no trajectory reached, and one such week or class scores
+    /// a log score of minus infinity.
+    pub probability_floor: f64,
 }
 
 impl Default for TargetsConfig {
@@ -105,6 +111,7 @@ impl Default for TargetsConfig {
             baseline_paths: 2000,
             climatology_window_weeks: 3,
             climatology_pseudo_count: 0.5,
+            probability_floor: 0.02,
         }
     }
 }
@@ -146,6 +153,14 @@ impl TargetsConfig {
                 "targets.climatology_pseudo_count",
                 format!("{p} must lie in (0, 100]"),
                 "0.5 per class (Jeffreys)",
+            ));
+        }
+        let f = self.probability_floor;
+        if !(f.is_finite() && (0.0..=0.5).contains(&f)) {
+            return Err(invalid(
+                "targets.probability_floor",
+                format!("{f} must lie in [0, 0.5]"),
+                "0.02: a fiftieth of each pmf spread over the events still possible",
             ));
         }
         self.month_days().map(|_| ())
@@ -215,6 +230,8 @@ pub struct Targets {
     pub season_weeks: Vec<i32>,
     pub twin: ModelTargets,
     pub baseline: ModelTargets,
+    /// The combined model's targets (`TargetInputs::combined`), when it was given.
+    pub combined: Option<ModelTargets>,
     /// The climatological rate-change pmf of the location's past seasons, per horizon: the
     /// reference the rate-change scores are relative to (the hub publishes no baseline pmf).
     pub climatology: Vec<[f64; 5]>,
@@ -244,6 +261,22 @@ pub struct TargetInputs<'a> {
     pub max_weeks: usize,
     /// `location_seed(cfg.seed, location)`.
     pub location_seed: u64,
+    /// The combined model's forecast: its targets are then drawn from it too.
+    pub combined: Option<CombinedInputs<'a>>,
+}
+
+/// The predictive distribution every target of the combined model is drawn from: its
+/// quantiles at the horizons 0.. (those stored and submitted), and for the newest week
+/// (horizon -1 when the data are current) the nowcast's.
+#[derive(Debug, Clone, Copy)]
+pub struct CombinedInputs<'a> {
+    /// `quantiles[h]` at hub horizon h = 0, 1, ..., at `TargetInputs::levels`.
+    pub quantiles: &'a [Vec<f64>],
+    /// The nowcast's lag-0 factor (1 without versions) ...
+    pub factor: f64,
+    /// ... and its residuals (`nowcast::residuals`; empty: the newest week is known exactly
+    /// once corrected).
+    pub residuals: &'a [f64],
 }
 
 /// The hub's rate-change thresholds of a horizon, per 100,000 people: |change| below the first
@@ -708,7 +741,7 @@ fn target_plan(inputs: &TargetInputs<'_>) -> Result<TargetPlan> {
 pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) -> Result<Targets> {
     check_inputs(inputs, model.population)?;
     let plan = target_plan(inputs)?;
-    let twin = twin_targets(model, inputs, &plan)?;
+    let (twin, twin_draws) = twin_targets(model, inputs, &plan)?;
     let baseline = baseline_targets(model, inputs, &plan)?;
     let tc = &model.cfg.targets;
     let climatology = climatological_rate_change(
@@ -720,6 +753,18 @@ pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) ->
         tc.climatology_window_weeks,
         tc.climatology_pseudo_count,
     )?;
+    let combined = match &inputs.combined {
+        Some(c) => Some(combined_targets(
+            &twin_draws,
+            c,
+            inputs,
+            &plan,
+            model.population,
+            &climatology,
+            tc,
+        )?),
+        None => None,
+    };
     Ok(Targets {
         horizons: inputs.horizons.to_vec(),
         target_end_dates: inputs
@@ -730,16 +775,17 @@ pub fn forecast_targets(model: &LocationModel<'_>, inputs: &TargetInputs<'_>) ->
         season_weeks: plan.season_weeks,
         twin,
         baseline,
+        combined,
         climatology,
     })
 }
 
-/// The twin's targets, from its members' trajectories.
+/// The twin's targets, from its members' trajectories, and those trajectories.
 fn twin_targets(
     model: &LocationModel<'_>,
     inputs: &TargetInputs<'_>,
     plan: &TargetPlan,
-) -> Result<ModelTargets> {
+) -> Result<(ModelTargets, WeeklyDraws)> {
     let tc = &model.cfg.targets;
     let damped = match tc.peak_damped_weeks {
         Some(k) => plan.last_step + k as usize,
@@ -760,7 +806,7 @@ fn twin_targets(
     }
     let steps = &plan.steps;
     let (peak_q, peak_w) = peak_targets(&twin, &plan.season_weeks, &plan.observed, inputs.levels);
-    Ok(ModelTargets {
+    let targets = ModelTargets {
         samples: select_samples(&twin, steps, tc.samples, plan.sample_seed, true),
         quantiles: quantiles_at(&twin, steps, inputs.levels, true),
         rate_change: rate_change_pmf(
@@ -773,7 +819,170 @@ fn twin_targets(
         peak_intensity: peak_q,
         peak_week: peak_w,
         ed_quantiles: twin_ed.map(|d| quantiles_at(&d, steps, inputs.levels, false)),
+    };
+    Ok((targets, twin))
+}
+
+/// The value at probability `u` of the distribution whose quantiles at `levels` are `values`:
+/// linear between the levels, continued beyond the outer ones with the outer segments' slopes
+/// (the tails a trajectory ranked first or last of thousands needs), never below 0.
+pub fn quantile_function(levels: &[f64], values: &[f64], u: f64) -> f64 {
+    let n = levels.len().min(values.len());
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n == 1 {
+        return values[0].max(0.0);
+    }
+    let k = levels[..n].partition_point(|&l| l < u).clamp(1, n - 1);
+    let (l0, l1, v0, v1) = (levels[k - 1], levels[k], values[k - 1], values[k]);
+    let slope = if l1 > l0 { (v1 - v0) / (l1 - l0) } else { 0.0 };
+    (v0 + slope * (u - l0)).max(0.0)
+}
+
+/// Ensemble copula coupling (Schefzik, Thorarinsdottir and Gneiting 2013): each trajectory's
+/// value in a week is replaced by the target distribution's quantile at the trajectory's rank
+/// in that week, (rank + 1/2) / n. The week's draws then follow the target's distribution and
+/// the trajectories keep the twin's order from week to week (its dependence across weeks).
+/// Ties rank by trajectory, so the result is deterministic.
+fn couple(values: &mut [f64], quantile: impl Fn(f64) -> f64) {
+    let n = values.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
+    for (rank, &t) in order.iter().enumerate() {
+        values[t] = quantile((rank as f64 + 0.5) / n as f64);
+    }
+}
+
+/// `(1 - floor) * p + floor * q`, apportioned to sum to exactly 1.
+fn floored(p: &[f64], q: &[f64], floor: f64) -> Vec<f64> {
+    let mixed: Vec<f64> = p
+        .iter()
+        .zip(q)
+        .map(|(a, b)| (1.0 - floor) * a + floor * b)
+        .collect();
+    exact_pmf(&mixed)
+}
+
+/// The combined model's targets: the twin's trajectories coupled (`couple`) to the combined
+/// quantiles at each horizon 0.. and, in the newest week, to the nowcast's distribution
+/// (`nowcast::newest_week`: the reported count corrected, spread by how such counts were
+/// revised); the weeks between and after follow each trajectory's own change from the nearest
+/// coupled week, so a trajectory stays continuous to the season's end. Its samples, quantiles
+/// at horizon -1, rate-change pmf and season peaks are all read from those trajectories, so
+/// they describe the distribution whose quantiles are submitted; the pmfs are floored
+/// (`targets.probability_floor`).
+fn combined_targets(
+    twin: &WeeklyDraws,
+    c: &CombinedInputs<'_>,
+    inputs: &TargetInputs<'_>,
+    plan: &TargetPlan,
+    population: f64,
+    climatology: &[[f64; 5]],
+    tc: &TargetsConfig,
+) -> Result<ModelTargets> {
+    let levels = inputs.levels;
+    let mut d = twin.clone();
+    let mut coupled = vec![false; d.values.len()];
+    for (&s, &h) in plan.steps.iter().zip(inputs.horizons) {
+        if let Some(q) = usize::try_from(h).ok().and_then(|h| c.quantiles.get(h)) {
+            couple(&mut d.values[s], |u| quantile_function(levels, q, u));
+            coupled[s] = true;
+        }
+    }
+    let reported = observed_in(inputs.history, &[inputs.last_week])[0];
+    let newest =
+        |u: f64| reported.map(|y| super::nowcast::newest_week(y, c.factor, c.residuals, &[u])[0]);
+    if reported.is_some() {
+        couple(&mut d.values[0], |u| newest(u).unwrap_or(0.0));
+        coupled[0] = true;
+    }
+    follow_coupled(&mut d, twin, &coupled);
+    let steps = &plan.steps;
+    let quantiles = steps
+        .iter()
+        .zip(inputs.horizons)
+        .map(
+            |(&s, &h)| match (h, usize::try_from(h).ok().and_then(|h| c.quantiles.get(h))) {
+                (_, Some(q)) => q.iter().map(|v| v.round()).collect(),
+                // The newest week's quantiles are the nowcast's own, exactly.
+                (_, None) if s == 0 && reported.is_some() => levels
+                    .iter()
+                    .map(|&l| newest(l).unwrap_or(f64::NAN).round())
+                    .collect(),
+                _ => quantiles_at(&d, &[s], levels, true).remove(0),
+            },
+        )
+        .collect();
+    let rate_change = rate_change_pmf(&d, plan.base_step, steps, inputs.horizons, population)?
+        .iter()
+        .zip(climatology)
+        .map(|(p, clim)| {
+            let f = floored(p, clim, tc.probability_floor);
+            [f[0], f[1], f[2], f[3], f[4]]
+        })
+        .collect();
+    let (peak_intensity, peak_week) = peak_targets(&d, &plan.season_weeks, &plan.observed, levels);
+    Ok(ModelTargets {
+        samples: select_samples(&d, steps, tc.samples, plan.sample_seed, true),
+        quantiles,
+        rate_change,
+        peak_intensity,
+        peak_week: floored(
+            &peak_week,
+            &possible_peak_weeks(&plan.season_weeks, &plan.observed, d.first_week),
+            tc.probability_floor,
+        ),
+        ed_quantiles: None,
     })
+}
+
+/// Each week that was not coupled takes, per trajectory, the twin's change (on the count + 1
+/// scale) from the nearest coupled week before it, or after it when none is before.
+fn follow_coupled(d: &mut WeeklyDraws, twin: &WeeklyDraws, coupled: &[bool]) {
+    let anchors: Vec<usize> = (0..coupled.len()).filter(|&s| coupled[s]).collect();
+    if anchors.is_empty() {
+        return;
+    }
+    for s in (0..coupled.len()).filter(|&s| !coupled[s]) {
+        let a = anchors
+            .iter()
+            .rev()
+            .find(|&&a| a < s)
+            .or(anchors.first())
+            .copied()
+            .unwrap_or(s);
+        for t in 0..d.values[s].len() {
+            let ratio = (d.values[a][t] + 1.0) / (twin.values[a][t] + 1.0).max(1e-9);
+            d.values[s][t] = ((twin.values[s][t] + 1.0) * ratio - 1.0).max(0.0);
+        }
+    }
+}
+
+/// Weights of the season's weeks that can still be its peak: every week from the draws' first
+/// on, and the observed week highest so far (uniform among them).
+fn possible_peak_weeks(
+    season_weeks: &[i32],
+    observed: &[Option<f64>],
+    first_week: i32,
+) -> Vec<f64> {
+    let past: Vec<Option<f64>> = season_weeks
+        .iter()
+        .zip(observed)
+        .map(|(&w, v)| if w < first_week { *v } else { None })
+        .collect();
+    let best = peak_of(&past).map(|(i, _)| i);
+    season_weeks
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            if w >= first_week || Some(i) == best {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// The baseline's targets. It sees the counts as published, as the hub's does; its quantiles
@@ -1093,6 +1302,7 @@ mod tests {
             season: cfg.targets.season(r).unwrap(),
             max_weeks: 104,
             location_seed: location_seed(cfg.seed, "06"),
+            combined: None,
         }
     }
 
@@ -1334,5 +1544,100 @@ mod tests {
             forecast_targets(&bad, &base).unwrap_err().argument(),
             Some("population")
         );
+    }
+
+    #[test]
+    fn the_quantile_function_interpolates_and_continues_the_tails() {
+        let (l, v) = ([0.1, 0.5, 0.9], [10.0, 20.0, 40.0]);
+        assert_eq!(quantile_function(&l, &v, 0.5), 20.0);
+        assert!((quantile_function(&l, &v, 0.3) - 15.0).abs() < 1e-12);
+        assert!((quantile_function(&l, &v, 0.95) - 42.5).abs() < 1e-12);
+        assert!((quantile_function(&l, &v, 0.0) - 7.5).abs() < 1e-12);
+        // Never below 0, whatever the slope.
+        assert_eq!(quantile_function(&l, &[1.0, 20.0, 40.0], 0.0), 0.0);
+        assert_eq!(quantile_function(&[0.5], &[7.0], 0.9), 7.0);
+    }
+
+    /// Combined quantiles unlike the twin's: median 500 + 50 h, from 0.6 to 1.4 times it.
+    fn combined_quantiles() -> Vec<Vec<f64>> {
+        (0..4)
+            .map(|h| {
+                let m = 500.0 + 50.0 * h as f64;
+                FLUSIGHT_LEVELS
+                    .iter()
+                    .map(|l| m * (0.6 + 0.8 * l))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_combined_target_is_drawn_from_the_submitted_distribution() {
+        let cfg = TwinConfig::default();
+        let (model, ens, history, last) = setup(&cfg);
+        let q = combined_quantiles();
+        let residuals = [-1.0, 0.0, 1.0];
+        let mut inp = inputs(&cfg, &ens, &history, last);
+        inp.combined = Some(CombinedInputs {
+            quantiles: &q,
+            factor: 1.1,
+            residuals: &residuals,
+        });
+        let t = forecast_targets(&model, &inp).unwrap();
+        let c = t.combined.as_ref().expect("combined targets");
+        let level = |x: f64| FLUSIGHT_LEVELS.iter().position(|l| *l == x).unwrap();
+        for h in 0..4 {
+            // The submitted quantiles are the combination's; its samples follow them: the
+            // median sample lies within the 45-55% quantiles, and 40-60 of the 100 samples
+            // lie between the 25% and 75% quantiles.
+            assert_eq!(
+                c.quantiles[h + 1],
+                q[h].iter().map(|v| v.round()).collect::<Vec<_>>()
+            );
+            let mut s: Vec<f64> = c.samples.iter().map(|k| k[h + 1]).collect();
+            s.sort_by(f64::total_cmp);
+            let median = (s[49] + s[50]) / 2.0;
+            assert!(
+                median >= q[h][level(0.45)] - 1.0 && median <= q[h][level(0.55)] + 1.0,
+                "h {h}: median sample {median}, combined {:?}",
+                q[h]
+            );
+            let inside = s
+                .iter()
+                .filter(|v| **v >= q[h][level(0.25)] - 0.5 && **v <= q[h][level(0.75)] + 0.5)
+                .count();
+            assert!((40..=60).contains(&inside), "h {h}: {inside} of 100");
+        }
+        // The newest week: the nowcast's distribution, exactly.
+        let y = 50.0 + 10.0 * 29.0;
+        let want: Vec<f64> =
+            crate::twin::nowcast::newest_week(y, 1.1, &residuals, &FLUSIGHT_LEVELS)
+                .into_iter()
+                .map(f64::round)
+                .collect();
+        assert_eq!(c.quantiles[0], want);
+        // No class and no week still possible has probability 0; a week already past that was
+        // not the highest so far has.
+        for p in &c.rate_change[1..] {
+            assert!(p.iter().all(|x| *x > 0.0), "{p:?}");
+            assert_eq!(p.iter().sum::<f64>(), 1.0);
+        }
+        assert_eq!(c.peak_week.iter().sum::<f64>(), 1.0);
+        for (i, w) in t.season_weeks.iter().enumerate() {
+            let highest_so_far = *w == last - 7;
+            assert_eq!(
+                c.peak_week[i] > 0.0,
+                *w >= last || highest_so_far,
+                "{}",
+                crate::dates::iso(*w)
+            );
+        }
+        // The season's peak is at least the newest week's, and the same inputs give the same.
+        assert!(c.peak_intensity[level(0.5)] >= q[0][level(0.5)] * 0.9);
+        assert_eq!(forecast_targets(&model, &inp).unwrap(), t);
+        // The twin's own targets do not change when the combination is asked for too.
+        let alone = forecast_targets(&model, &inputs(&cfg, &ens, &history, last)).unwrap();
+        assert_eq!(alone.twin, t.twin);
+        assert!(alone.combined.is_none());
     }
 }
