@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fanchart import write_fan_chart  # noqa: E402
 from flusight import SEASONS, hub_scores, load, stored  # noqa: E402
+import hubfile  # noqa: E402
 from pgcluster import TIMESCALEDB_INSTALLER, Cluster, preload, timescaledb_version  # noqa: E402
 
 CHART_LOCATIONS = ["US", "06", "48", "36", "12"]  # US, California, Texas, New York, Florida
@@ -148,6 +149,7 @@ def main() -> int:
                         WHERE model = 'combined' ORDER BY reference_date, location, horizon, quantile"""):
                 w.writerow(r)
         print_target_scores(conn, out / "target_scores.csv", seasons)
+        submission = write_submission(conn, out, seasons)
         chart = out / "fan_chart.svg"
         twins = ["realtime_" + s.replace("-", "_") for s in seasons]
         write_fan_chart(conn, twins, "combined", CHART_LOCATIONS, min(f for f, _ in seasons.values()),
@@ -155,6 +157,7 @@ def main() -> int:
         print(f"fan chart:  {chart}")
         print(f"scores:     {out / 'relative_wis.csv'}, {out / 'target_scores.csv'}")
         print(f"forecasts:  {out / 'hubverse-combined.csv'} (hubverse format)")
+        print(f"submission: {submission} (the last reference date's file for the hub, checked)")
     print("\nThe demo database is still running. Connect with:")
     print(f"    {cluster.psql_command('flu_demo')}")
     print("for example: SELECT * FROM enkf.hubverse_forecasts WHERE model_id = 'realtime_2024_25-combined' LIMIT 23;")
@@ -214,6 +217,30 @@ def print_target_scores(conn, path: Path, seasons) -> None:
         w.writerow(["season", "target_score", "tasks", "twin", "combined", "reference_model", "reference",
                     "twin_ratio", "combined_ratio"])
         w.writerows(rows)
+
+
+def write_submission(conn, out: Path, seasons) -> Path:
+    """The file a team would send the hub for the last reference date of the last season
+    (enkf.hub_submission, as its CSV), checked against the hub's task definitions
+    (data/flusight/hub-tasks.json) with the hub's rules; a file the hub would refuse stops the
+    demo."""
+    season = list(seasons)[-1]
+    twin, reference = "realtime_" + season.replace("-", "_"), seasons[season][1]
+    path = out / f"{reference}-pg_enkf-combined.csv"
+    with open(path, "wb") as f, conn.cursor().copy(
+            "COPY (SELECT * FROM enkf.hub_submission(%s, %s)) TO STDOUT WITH (FORMAT csv, HEADER)",
+            (twin, reference)) as copy:
+        for chunk in copy:
+            f.write(chunk)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    problems = hubfile.problems(rows, hubfile.model_tasks(ROOT / "data" / "flusight" / "hub-tasks.json"))
+    locations = len({r["location"] for r in rows})
+    if problems:
+        raise SystemExit(f"{path}: the hub would refuse it:\n  " + "\n  ".join(problems[:20]))
+    print(f"\nSubmission for {reference}: {path.name}, {len(rows)} rows, {locations} locations, every target from"
+          " the combination's distribution; valid against data/flusight/hub-tasks.json")
+    return path
 
 
 def cluster_is_root() -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import psycopg
 import pytest
 
+import hubfile
 from support.errors import sqlstate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,58 +59,24 @@ def forecast_2025(conn):
 @pytest.mark.skipif(not HUB_TASKS.exists(), reason="needs data/flusight/hub-tasks.json")
 def test_the_submission_file_obeys_the_hubs_task_definitions(cluster, dbname, conn, forecast_2025):
     rows = submission_csv(cluster, dbname, "sub", forecast_2025)
-    tasks = json.loads(HUB_TASKS.read_text())["rounds"][0]["model_tasks"]
-    by_target = {}
-    for t in tasks:
-        by_target[t["task_ids"]["target"]["optional"][0]] = t
-    assert rows, "an empty file"
-    assert set(rows[0]) == {"reference_date", "target", "horizon", "target_end_date", "location", "output_type", "output_type_id", "value"}
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        task = by_target[r["target"]]
-        ids = task["task_ids"]
-        assert r["reference_date"] in ids["reference_date"]["optional"]
-        assert r["location"] in ids["location"]["optional"]
-        horizons = ids["horizon"]["optional"]
-        if horizons is None:
-            assert r["horizon"] == "" and r["target_end_date"] == "", r
-        else:
-            h = int(r["horizon"])
-            assert h in horizons, r
-            assert r["target_end_date"] == str(np.datetime64(r["reference_date"]) + np.timedelta64(7 * h, "D"))
-        assert r["output_type"] in task["output_type"], r
-        key = (r["location"], r["target"], r["output_type"], r["horizon"] if r["output_type"] != "sample" else "")
-        groups.setdefault(key, []).append(r)
-    for (location, target, output_type, _), group in groups.items():
-        spec = by_target[target]["output_type"][output_type]
-        ids = [g["output_type_id"] for g in group]
-        values = [float(g["value"]) for g in group]
-        assert len(ids) == len(set(ids)) or output_type == "sample"
-        if output_type == "sample":
-            params = spec["output_type_id_params"]
-            distinct = set(ids)
-            assert params["min_samples_per_task"] <= len(distinct) <= params["max_samples_per_task"]
-            assert all(len(i) <= params["max_length"] for i in distinct)
-            # One trajectory per id: every id once at every horizon.
-            per_horizon = {}
-            for g in group:
-                per_horizon.setdefault(g["horizon"], set()).add(g["output_type_id"])
-            assert all(s == distinct for s in per_horizon.values())
-            assert all(v == int(v) and v >= spec["value"]["minimum"] for v in values)
-            continue
-        required = [str(x) for x in spec["output_type_id"]["required"]]
-        assert sorted(ids) == sorted(required), (target, output_type, set(ids) ^ set(required))
-        assert all(v >= spec["value"]["minimum"] for v in values)
-        if "maximum" in spec["value"]:
-            assert all(v <= spec["value"]["maximum"] for v in values)
-        if output_type == "pmf":
-            assert math.isclose(sum(values), 1.0, abs_tol=1e-9), (location, target)
-        if output_type == "quantile":
-            ordered = [v for _, v in sorted(zip(map(float, ids), values))]
-            assert all(a <= b for a, b in zip(ordered, ordered[1:])), (location, target)
-            # Counts are whole numbers in the file.
-            if target in ("wk inc flu hosp", "peak inc flu hosp"):
-                assert all(v == int(v) for v in values), (location, target)
+    tasks = hubfile.model_tasks(HUB_TASKS)
+    assert hubfile.problems(rows, tasks) == []
+    # The check finds what the hub would refuse: each change below alone.
+    first = {(r["target"], r["output_type"]): i for i, r in reversed(list(enumerate(rows)))}
+
+    def changed(key, **edit):
+        bad = [dict(r) for r in rows]
+        bad[first[key]].update(edit)
+        return hubfile.problems(bad, tasks)
+
+    assert changed(("wk inc flu hosp", "quantile"), value="0.5")  # not whole, and out of order
+    assert changed(("wk inc flu hosp", "quantile"), horizon="4")
+    assert changed(("wk inc flu hosp", "sample"), value="-1")
+    assert changed(("wk flu hosp rate change", "pmf"), value="0.9")
+    assert changed(("peak week inc flu hosp", "pmf"), output_type_id="2026-01-01")
+    assert changed(("wk inc flu hosp", "quantile"), location="99")
+    assert hubfile.problems([r for r in rows if r["output_type_id"] != "0.5"], tasks)
+    groups = {(r["location"], r["target"], r["output_type"]) for r in rows}
     # Every target and output type the twin makes is in the file, for every location shown.
     made = {(k[1], k[2]) for k in groups}
     assert made == {
