@@ -177,6 +177,40 @@ pub struct SchedulerConfig {
     pub backoff_max: Dur,
     pub run_timeout: Dur,
     pub shutdown_grace: Dur,
+    /// After each successful run, the reference date's `enkf.hub_submission` written as
+    /// `<reference_date>-<team>-<model>.csv` into this directory (none: no file), its SHA-256,
+    /// rows and coverage in the log and the metrics.
+    pub submission_directory: Option<PathBuf>,
+    /// The hub's team abbreviation (letters, digits, underscore; at most 16): pg_enkf.
+    pub submission_team: String,
+    /// The product's model whose distribution is submitted (`quantile_model` of
+    /// enkf.hub_submission: combined, enkf, baseline, trend, pooled), also the file's model
+    /// abbreviation.
+    pub submission_model: String,
+    /// Write a file below the hub's 75% coverage (with a warning) rather than none.
+    pub submission_partial: bool,
+}
+
+/// What `[scheduler] submission_*` asks for, when a directory is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionConfig {
+    pub directory: PathBuf,
+    pub team: String,
+    pub model: String,
+    pub partial: bool,
+}
+
+impl SchedulerConfig {
+    pub fn submission(&self) -> Option<SubmissionConfig> {
+        self.submission_directory
+            .as_ref()
+            .map(|directory| SubmissionConfig {
+                directory: directory.clone(),
+                team: self.submission_team.clone(),
+                model: self.submission_model.clone(),
+                partial: self.submission_partial,
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -252,6 +286,10 @@ impl Default for SchedulerConfig {
             backoff_max: Dur(Duration::from_secs(3600)),
             run_timeout: Dur(Duration::from_secs(7200)),
             shutdown_grace: Dur(Duration::from_secs(300)),
+            submission_directory: None,
+            submission_team: "pg_enkf".into(),
+            submission_model: "combined".into(),
+            submission_partial: false,
         }
     }
 }
@@ -327,6 +365,10 @@ pub const SETTINGS: &[Setting] = &[
     setting!("scheduler", "backoff_max", Text, "1h", "upper bound of the retry delay"),
     setting!("scheduler", "run_timeout", Text, "2h", "statement_timeout of a scheduled run"),
     setting!("scheduler", "shutdown_grace", Text, "5m", "on SIGTERM, how long a running job may finish before it is cancelled and rolled back"),
+    setting!("scheduler", "submission_directory", Text, "(none)", "after each successful run, write the week's hub submission file <reference_date>-<team>-<model>.csv here (checksum, rows and coverage logged)"),
+    setting!("scheduler", "submission_team", Text, "pg_enkf", "the hub's team abbreviation in the file name (1 to 16 letters, digits, underscores)"),
+    setting!("scheduler", "submission_model", Text, "combined", "the model submitted (combined, enkf, baseline, trend, pooled), also the file name's model abbreviation"),
+    setting!("scheduler", "submission_partial", Bool, "false", "also write a file below the hub's 75% coverage (the database warns)"),
     setting!("http", "listen", Text, "127.0.0.1:9187", "address of /healthz and /metrics; empty disables the server"),
     setting!("log", "level", Text, "info", "log filter (tracing EnvFilter syntax); RUST_LOG overrides it"),
 ];
@@ -454,9 +496,31 @@ impl Config {
             return invalid("scheduler.max_attempts must be at least 1");
         }
         self.validate_durations()?;
+        self.validate_submission()?;
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
         {
             return invalid("http.listen must be an address such as 127.0.0.1:9187, or empty");
+        }
+        Ok(())
+    }
+
+    /// The hub's abbreviations: letters, digits and underscores, at most 16 characters.
+    fn validate_submission(&self) -> Result<(), ConfigError> {
+        let Some(s) = self.scheduler.submission() else {
+            return Ok(());
+        };
+        let abbreviation = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 16
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !abbreviation(&s.team) {
+            return invalid("scheduler.submission_team must be the hub's team abbreviation: 1 to 16 letters, digits or underscores");
+        }
+        if !["combined", "enkf", "baseline", "trend", "pooled"].contains(&s.model.as_str()) {
+            return invalid(
+                "scheduler.submission_model must be one of combined, enkf, baseline, trend, pooled",
+            );
         }
         Ok(())
     }
@@ -656,6 +720,36 @@ mod tests {
         for s in SETTINGS {
             assert!(text.contains(&format!("{} =", s.key)), "{}", s.key);
         }
+    }
+
+    #[test]
+    fn a_submission_needs_the_hubs_abbreviations() {
+        let base = "[database]\ntls = \"disable\"\n[secrets]\nsource = \"file\"\nfile = \"/x.json\"\n[scheduler]\nsubmission_directory = \"/tmp/s\"\n";
+        let with = |extra: &str| Config::from_parts(&format!("{base}{extra}"), env(&[]));
+        let c = with("submission_team = \"pgenkf\"\n").unwrap();
+        let s = c.scheduler.submission().unwrap();
+        assert_eq!(
+            (s.team.as_str(), s.model.as_str(), s.partial),
+            ("pgenkf", "combined", false)
+        );
+        assert_eq!(
+            with("").unwrap().scheduler.submission().unwrap().team,
+            "pg_enkf"
+        );
+        for bad in [
+            "submission_team = \"pg-enkf\"\n",
+            "submission_team = \"a_very_long_team_name\"\n",
+            "submission_team = \"t\"\nsubmission_model = \"ensemble\"\n",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
+        // No directory: no file, whatever else is set.
+        let none = Config::from_parts(
+            "[database]\ntls = \"disable\"\n[secrets]\nsource = \"file\"\nfile = \"/x.json\"\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert!(none.scheduler.submission().is_none());
     }
 
     #[test]

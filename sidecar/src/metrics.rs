@@ -22,6 +22,8 @@ struct Inner {
     last_pass: Option<f64>,
     rotation_error: Option<String>,
     last_rotation_check: Option<f64>,
+    submissions: BTreeMap<&'static str, u64>,
+    submission_coverage: Option<f64>,
 }
 
 #[derive(Default)]
@@ -66,6 +68,21 @@ impl Metrics {
             }
             if status == "succeeded" {
                 m.run_last_success = Some(now_secs());
+            }
+        });
+    }
+
+    /// A hub submission file written (with its coverage) or not (None).
+    pub fn submission(&self, coverage: Option<f64>) {
+        self.with(|m| {
+            let result = if coverage.is_some() {
+                "written"
+            } else {
+                "failed"
+            };
+            *m.submissions.entry(result).or_default() += 1;
+            if coverage.is_some() {
+                m.submission_coverage = coverage;
             }
         });
     }
@@ -137,6 +154,12 @@ impl Metrics {
             let _ = writeln!(o, "enkf_sidecar_run_duration_seconds_bucket{{le=\"+Inf\"}} {}", m.run_count);
             let _ = writeln!(o, "enkf_sidecar_run_duration_seconds_sum {}", m.run_sum);
             let _ = writeln!(o, "enkf_sidecar_run_duration_seconds_count {}", m.run_count);
+            let _ = writeln!(o, "# HELP enkf_sidecar_submissions_total Hub submission files after successful runs, by result (written, failed).\n# TYPE enkf_sidecar_submissions_total counter");
+            for r in ["written", "failed"] {
+                let _ = writeln!(o, "enkf_sidecar_submissions_total{{result=\"{r}\"}} {}", m.submissions.get(r).copied().unwrap_or(0));
+            }
+            let _ = writeln!(o, "# HELP enkf_sidecar_submission_coverage Share of the forecast locations in the last submission file written.\n# TYPE enkf_sidecar_submission_coverage gauge");
+            let _ = writeln!(o, "enkf_sidecar_submission_coverage {}", m.submission_coverage.unwrap_or(0.0));
             let _ = writeln!(o, "# HELP enkf_sidecar_run_last_success_timestamp_seconds Time of the last successful scheduled run.\n# TYPE enkf_sidecar_run_last_success_timestamp_seconds gauge");
             let _ = writeln!(o, "enkf_sidecar_run_last_success_timestamp_seconds {}", m.run_last_success.unwrap_or(0.0));
             let _ = writeln!(o, "# HELP enkf_sidecar_scheduler_passes_total Scheduler passes by result (ok, error: database unreachable).\n# TYPE enkf_sidecar_scheduler_passes_total counter");
@@ -159,7 +182,12 @@ mod tests {
         m.rotation("failed");
         m.run("succeeded", 2.0);
         m.run("failed", 0.5);
+        m.submission(Some(0.75));
+        m.submission(None);
         let t = m.render();
+        assert!(t.contains("enkf_sidecar_submissions_total{result=\"written\"} 1"));
+        assert!(t.contains("enkf_sidecar_submissions_total{result=\"failed\"} 1"));
+        assert!(t.contains("enkf_sidecar_submission_coverage 0.75"));
         assert!(t.contains("enkf_sidecar_rotations_total{result=\"succeeded\"} 1"));
         assert!(t.contains("enkf_sidecar_rotations_total{result=\"failed\"} 1"));
         assert!(t.contains("enkf_sidecar_runs_total{status=\"failed\"} 1"));

@@ -19,6 +19,7 @@
 
 pub mod public_error;
 pub mod slots;
+pub mod submission;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -290,6 +291,7 @@ impl Scheduler {
                 tx.commit().await?;
                 self.metrics.run("succeeded", seconds);
                 info!(twin = %twin.name, %slot, attempt, seconds, run_id, "scheduled run succeeded");
+                self.write_submission(client, twin).await;
                 Ok(SlotOutcome::Succeeded)
             }
             Err((kind, e)) => {
@@ -362,6 +364,30 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// The week's hub file after a successful run, when `scheduler.submission_directory` is
+    /// set. A file the database refuses (below the hub's coverage, levels the hub does not
+    /// take) or cannot write is a warning and a metric: the run itself succeeded.
+    async fn write_submission(&self, client: &Client, twin: &Twin) {
+        let Some(cfg) = self.cfg.submission() else {
+            return;
+        };
+        match submission::write(client, &twin.name, &cfg).await {
+            Ok(w) => {
+                self.metrics.submission(Some(w.coverage));
+                info!(twin = %twin.name, file = %w.path.display(), sha256 = %w.sha256, rows = w.rows,
+                      locations = w.locations, coverage = w.coverage, "hub submission written");
+            }
+            Err(e) => {
+                self.metrics.submission(None);
+                let error = match &e {
+                    submission::SubmissionError::Db(db) => describe(db),
+                    other => other.to_string(),
+                };
+                warn!(twin = %twin.name, error = %error, "hub submission not written");
+            }
+        }
+    }
+
     /// The failed attempt's row in enkf.runs. From pg_enkf 0.3.0 on, enkf.runs takes writes
     /// only from the extension's functions (its provenance cannot be forged), through
     /// `enkf.record_failed_run`, which stores the SQLSTATE only; before that, the sidecar
