@@ -21,31 +21,20 @@ use super::dates::date;
 use super::provenance;
 use super::targets::{self, TargetWriter};
 use crate::arrays::vector_arg;
-use crate::error::{null_argument, null_option, raise};
+use crate::error::{null_argument, null_option, raise, OrRaise};
 use crate::spi;
 use crate::spi::bulk::{BulkInsert, Slices};
 use crate::spi::merge::ByLocation;
 
-/// Quantile levels: strictly increasing, inside (0, 1).
+/// Quantile levels, as the core checks them (`models::check_levels`).
 fn levels_arg(arr: Option<Array<'_, f64>>) -> Vec<f64> {
-    // More than 999 levels are refused below; the copy is bounded first all the same.
+    // The copy is bounded before the check refuses more than MAX_LEVELS.
     let levels = vector_arg(
         "quantile_levels",
         Some(arr.unwrap_or_else(|| null_option("quantile_levels"))),
         crate::guc::MAX_ENSEMBLE_ELEMENTS.get().max(1) as usize,
     );
-    let ok = !levels.is_empty()
-        && levels.len() <= 999
-        && levels.iter().all(|p| p.is_finite() && *p > 0.0 && *p < 1.0)
-        && levels.windows(2).all(|w| w[0] < w[1]);
-    if !ok {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("quantile_levels must be strictly increasing values inside (0, 1), got {levels:?}"),
-            None,
-            "leave quantile_levels out for the 23 FluSight levels 0.01, 0.025, 0.05, 0.1, ..., 0.975, 0.99",
-        );
-    }
+    enkf_core::twin::models::check_levels(&levels).or_raise();
     levels
 }
 

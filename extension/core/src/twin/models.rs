@@ -140,20 +140,26 @@ pub fn forecast_all(
     Ok(out)
 }
 
-/// Refuses quantile levels that do not increase strictly within (0, 1).
-pub(crate) fn check_levels(levels: &[f64]) -> Result<()> {
-    if levels.is_empty()
-        || !levels.windows(2).all(|w| w[0] < w[1])
-        || levels[0] <= 0.0
-        || levels[levels.len() - 1] >= 1.0
-    {
-        return Err(EnkfError::InvalidValue {
-            arg: "quantile_levels",
-            detail: "levels must increase strictly within (0, 1)".into(),
-            hint: "e.g. the 23 FluSight levels 0.01, 0.025, 0.05, ..., 0.975, 0.99".into(),
-        });
+/// The most quantile levels a forecast takes.
+pub const MAX_LEVELS: usize = 999;
+
+/// Refuses quantile levels that do not increase strictly within (0, 1), or more than
+/// MAX_LEVELS of them: the one check of every caller (`enkf.forecast`'s argument included).
+pub fn check_levels(levels: &[f64]) -> Result<()> {
+    let ok = !levels.is_empty()
+        && levels.len() <= MAX_LEVELS
+        && levels.iter().all(|p| p.is_finite() && *p > 0.0 && *p < 1.0)
+        && levels.windows(2).all(|w| w[0] < w[1]);
+    if ok {
+        return Ok(());
     }
-    Ok(())
+    Err(EnkfError::InvalidValue {
+        arg: "quantile_levels",
+        detail: format!(
+            "quantile_levels must be at most {MAX_LEVELS} strictly increasing values inside (0, 1), got {levels:?}"
+        ),
+        hint: "leave quantile_levels out for the 23 FluSight levels 0.01, 0.025, 0.05, 0.1, ..., 0.975, 0.99".into(),
+    })
 }
 
 /// The combination of the components `cfg.combination.components` names, per horizon.
