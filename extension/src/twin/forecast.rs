@@ -15,6 +15,8 @@ use pgrx::datum::{Array, Date, DatumWithOid};
 use pgrx::memcxt::PgMemoryContexts;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use super::catalog::{self, Twin};
 use super::dates::date;
@@ -169,12 +171,21 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
     let residuals = nowcast.as_ref().map_or(&[][..], |n| n.residuals.as_slice());
     let pooled = super::pooled::fit(client, &twin, last, &steps, req.levels, factors);
     let mut reader = Reader::open(client, &twin, last, sink.bounds.fetch_locations);
-    let clock = std::time::Instant::now();
-    // Reading and writing overlap the computing when enkf.threads > 1.
+    let clock = Instant::now();
+    // Reading and writing overlap the computing when enkf.threads > 1. Each is timed for the
+    // DEBUG1 line (the computing summed over the threads).
     let count_target = twin.config.forecast.target.as_str();
+    let computing = AtomicU64::new(0);
+    let (mut reading, mut writing) = (0.0, 0.0);
     crate::parallel::pipeline(
-        || reader.next(),
+        || {
+            let t = Instant::now();
+            let batch = reader.next();
+            reading += t.elapsed().as_secs_f64();
+            batch
+        },
         |input: &Input| -> Result<Computed, EnkfError> {
+            let t = Instant::now();
             let (cfg, a) = (&twin.config, &input.analysis);
             let run = RunInputs {
                 calibration: &calibration,
@@ -191,7 +202,7 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
                     factor: factors.first().copied().unwrap_or(1.0),
                     residuals,
                 });
-            let t = a.targets(
+            let t_targets = a.targets(
                 cfg,
                 twin.members,
                 reference,
@@ -199,19 +210,27 @@ pub(super) fn run(client: &mut SpiClient<'_>, name: &str, req: &Request<'_>) -> 
                 req.levels,
                 combined,
             )?;
-            let targets = target_rows(&t, &a.location, req.levels, count_target);
+            let targets = target_rows(&t_targets, &a.location, req.levels, count_target);
+            computing.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             Ok(Computed { models, targets })
         },
-        |batch, computed| sink.store(client, batch, computed),
+        |batch, computed| {
+            let t = Instant::now();
+            sink.store(client, batch, computed);
+            writing += t.elapsed().as_secs_f64();
+        },
     );
-    let locations = sink.locations;
-    pgrx::debug1!(
-        "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s",
-        clock.elapsed().as_secs_f64()
-    );
+    let t = Instant::now();
     reader.close(client);
     sink.writer.flush(client);
     sink.targets.flush(client);
+    writing += t.elapsed().as_secs_f64();
+    let locations = sink.locations;
+    pgrx::debug1!(
+        "pg_enkf forecast of twin \"{name}\": {locations} locations in {:.3} s (read {reading:.3} s, compute {:.3} s summed over threads, write {writing:.3} s)",
+        clock.elapsed().as_secs_f64(),
+        computing.load(Ordering::Relaxed) as f64 * 1e-9,
+    );
     let fit = pooled.map(|p| p.to_json().to_string());
     let nowcast = nowcast.map(|n| {
         let f: Vec<String> = n.factors.iter().map(|f| format!("{f:.4}")).collect();
