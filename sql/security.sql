@@ -160,6 +160,7 @@ DECLARE
     levels float8[];
     fewest_samples int8;
     most_samples int8;
+    file_rows enkf.hubverse_forecasts[];
 BEGIN
     IF partial IS NULL THEN
         RAISE EXCEPTION 'partial must not be NULL'
@@ -186,13 +187,16 @@ BEGIN
     chosen_id := CASE WHEN quantile_model OPERATOR(pg_catalog.=) 'enkf' THEN hub_submission.twin
                       ELSE hub_submission.twin OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||) quantile_model END;
     ed_id := CASE WHEN quantile_model OPERATOR(pg_catalog.=) 'baseline' THEN chosen_id ELSE hub_submission.twin END;
-    -- What the file would hold, checked against the hub's rules before it is returned.
-    WITH chosen AS (
+    -- What the file would hold, read once, checked against the hub's rules, then returned.
+    SELECT pg_catalog.array_agg(h) INTO file_rows FROM (
         SELECT h.* FROM enkf.hubverse_forecasts h
          WHERE h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
            AND (h.horizon IS NULL OR h.horizon OPERATOR(pg_catalog.<=) 3)
            AND h.model_id OPERATOR(pg_catalog.=) CASE WHEN h.target OPERATOR(pg_catalog.=) 'wk inc flu prop ed visits'
                                                       THEN ed_id ELSE chosen_id END
+    ) h;
+    WITH chosen AS (
+        SELECT * FROM pg_catalog.unnest(file_rows)
     ), per_location AS (
         SELECT c.location, pg_catalog.bool_or(c.value IS NULL) AS withheld,
                pg_catalog.count(DISTINCT c.output_type_id) FILTER (WHERE c.output_type OPERATOR(pg_catalog.=) 'sample') AS samples
@@ -231,11 +235,7 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH chosen AS (
-        SELECT h.* FROM enkf.hubverse_forecasts h
-         WHERE h.reference_date OPERATOR(pg_catalog.=) hub_submission.reference
-           AND (h.horizon IS NULL OR h.horizon OPERATOR(pg_catalog.<=) 3)
-           AND h.model_id OPERATOR(pg_catalog.=) CASE WHEN h.target OPERATOR(pg_catalog.=) 'wk inc flu prop ed visits'
-                                                      THEN ed_id ELSE chosen_id END
+        SELECT * FROM pg_catalog.unnest(file_rows)
     ), withheld AS (
         SELECT DISTINCT c.location FROM chosen c WHERE c.value IS NULL
     )
